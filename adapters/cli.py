@@ -1,0 +1,232 @@
+"""``respline serve | replay``: the composition root that wires adapters to the engine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from adapters.config import (
+    Config,
+    ConfigError,
+    ProviderConfig,
+    RouteConfig,
+    Router,
+    check,
+    load,
+)
+from adapters.frontends.http import Auth, build_app
+from adapters.gateway import Gateway, load_secret
+from adapters.providers.openai_chat import ChatProvider
+from adapters.providers.replay import DemoTransport
+from engine.ids import Clock, Ids, deterministic
+from engine.replay import KINDS, load_recording, replay
+from engine.seal import Sealer
+from engine.stages.builder import REASONING_DIALECTS
+
+log = logging.getLogger("respline")
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    cfg = load(args.config) if args.config else Config()
+    if args.host is not None:
+        cfg.server.host = args.host
+    if args.port is not None:
+        cfg.server.port = args.port
+    if args.api_key:
+        cfg.server.api_keys = list(cfg.server.api_keys) + list(args.api_key)
+    if args.record:
+        cfg.server.record_dir = args.record
+    if args.reasoning_dialect:
+        cfg.server.reasoning_dialect = args.reasoning_dialect
+    if args.secret_file:
+        cfg.server.secret_file = args.secret_file
+    if args.store:
+        if args.store == "memory":
+            cfg.store.backend = "memory"
+        elif args.store.startswith("sqlite:") and len(args.store) > 7:
+            cfg.store.backend = "sqlite"
+            cfg.store.path = args.store[7:]
+        else:
+            raise ConfigError("--store must be 'memory' or 'sqlite:PATH'")
+    if args.upstream:
+        key = None
+        if args.upstream_key_env:
+            key = "$" + args.upstream_key_env
+        cfg.providers = dict(cfg.providers)
+        cfg.providers["upstream"] = ProviderConfig(kind=args.upstream_kind, base_url=args.upstream, api_key=key)
+        # every model is routed there as-is; routes from a config file still win where exact
+        cfg.routes = list(cfg.routes) + [RouteConfig(model="*", provider="upstream")]
+    if not cfg.providers:
+        # Nothing configured: the built-in demo model answers from the project's own fixtures.
+        cfg.providers = {"demo": ProviderConfig(kind="demo")}
+        cfg.routes = [RouteConfig(model="demo", provider="demo"), RouteConfig(model="*", provider="demo")]
+    check(cfg, args.config or "command line")
+    return cfg
+
+
+def build_store(cfg: Config):
+    if cfg.store.backend == "sqlite":
+        from adapters.stores.sqlite import SqliteStore
+
+        return SqliteStore(cfg.store.path)
+    from adapters.stores.memory import MemoryStore
+
+    return MemoryStore()
+
+
+def build_providers(cfg: Config) -> tuple[dict[str, ChatProvider], list[httpx.AsyncClient]]:
+    providers: dict[str, ChatProvider] = {}
+    clients: list[httpx.AsyncClient] = []
+    for name, p in cfg.providers.items():
+        t = p.timeouts or cfg.timeouts
+        timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+        limits = httpx.Limits(
+            max_connections=cfg.limits.upstream_connections,
+            max_keepalive_connections=min(256, cfg.limits.upstream_connections),
+        )
+        if p.kind == "demo":
+            client = httpx.AsyncClient(transport=DemoTransport(), timeout=timeout)
+            provider = ChatProvider(name, ProviderConfig(kind="demo", base_url="http://demo.invalid/v1"), client, cfg.timeouts)
+        else:
+            # trust_env=False: a proxy variable in the environment must not reroute upstream calls
+            client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+            provider = ChatProvider(name, p, client, cfg.timeouts)
+        providers[name] = provider
+        clients.append(client)
+    return providers, clients
+
+
+def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
+    providers, clients = build_providers(cfg)
+    sealer = Sealer(load_secret(cfg))
+    gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, Ids(), Clock())
+    return gateway, clients
+
+
+async def serve(cfg: Config) -> None:
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.trio import serve as hyper_serve
+
+    gateway, clients = build_gateway(cfg)
+    app = build_app(gateway, Auth(cfg.server.api_keys))
+    hc = HyperConfig()
+    hc.bind = [f"{cfg.server.host}:{cfg.server.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 5
+    shutdown = trio.Event()
+
+    async def on_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                shutdown.set()
+                return
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_signals)
+            log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
+            await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for c in clients:
+                await c.aclose()
+            await gateway.store.aclose()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        print(f"respline: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, cfg.server.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    trio.run(serve, cfg)
+    return 0
+
+
+# --- replay --------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        data = load_recording(path.name, path.read_bytes())
+    except OSError as exc:
+        print(f"respline: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.deterministic:
+        ids, clock = deterministic(args.seed)
+    else:
+        ids, clock = Ids(), Clock()
+    frames = replay(
+        [data],
+        ids=ids,
+        clock=clock,
+        model=args.model,
+        reasoning_dialect=args.reasoning_dialect,
+        think_tags=args.think_tags,
+    )
+    out = sys.stdout.buffer
+    for f in frames:
+        out.write(f)
+    out.flush()
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="respline", description="A Responses API gateway.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    s.add_argument("--config", default=None, metavar="FILE", help="TOML config file")
+    s.add_argument("--upstream", default=None, metavar="URL", help="base URL ending in /v1; every model is routed there")
+    s.add_argument("--upstream-kind", default="openai-chat", choices=["openai-chat"], help="upstream protocol")
+    s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
+    s.add_argument("--store", default=None, metavar="memory|sqlite:PATH", help="where responses are stored")
+    s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
+    s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
+    s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
+    s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")
+    r.add_argument("file", help="a recorded upstream stream (.sse raw bytes or .chunks.jsonl)")
+    r.add_argument("--kind", default="openai-chat", choices=KINDS)
+    r.add_argument("--deterministic", action="store_true", help="seeded ids and a fixed clock")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--model", default="replay")
+    r.add_argument("--reasoning-dialect", default="openai", choices=REASONING_DIALECTS)
+    r.add_argument("--think-tags", action="store_true", help="treat <think>...</think> in content as reasoning")
+    r.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,181 @@
+"""The TOML config, decoded into msgspec Structs: a bad file fails at start with the key path.
+
+Example (README has the full list)::
+
+    [server]
+    api_keys = ["sk-team-a"]
+
+    [providers.deepseek]
+    kind = "openai-chat"
+    base_url = "https://api.deepseek.com/v1"
+    api_key = "$DEEPSEEK_API_KEY"
+
+    [[routes]]
+    model = "deepseek-*"
+    provider = "deepseek"
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+import msgspec
+from msgspec import Struct
+
+from engine.stages.builder import OPENAI, REASONING_DIALECTS
+from engine.translate import ChatDialect
+
+PROVIDER_KINDS = ("openai-chat", "demo")
+
+
+class ConfigError(Exception):
+    pass
+
+
+class Timeouts(Struct, forbid_unknown_fields=True):
+    connect: float = 10.0  # TCP/TLS connect to the upstream
+    first_byte: float = 600.0  # request sent -> first body byte (reasoning models think silently)
+    idle: float = 120.0  # between two upstream reads
+    total: float = 3600.0  # a whole request, start to end
+
+
+class Limits(Struct, forbid_unknown_fields=True):
+    body_bytes: int = 16 * 1024 * 1024
+    channel_frames: int = 64  # frames buffered between upstream reader and client writer
+    upstream_connections: int = 4096
+
+
+class ServerConfig(Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: list[str] = []
+    secret: str | None = None  # "$ENV" or literal; default: a generated secret persisted in secret_file
+    secret_file: str = ".respline/secret"
+    reasoning_dialect: str = OPENAI
+    record_dir: str | None = None
+    log_level: str = "info"
+
+
+class StoreConfig(Struct, forbid_unknown_fields=True):
+    backend: str = "memory"  # "memory" | "sqlite"
+    path: str = ".respline/respline.db"
+
+
+class ProviderConfig(Struct, forbid_unknown_fields=True):
+    kind: str = "openai-chat"
+    base_url: str = ""
+    api_key: str | None = None  # "$ENV_VAR" reads the environment
+    headers: dict[str, str] = {}
+    max_tokens_param: str = "max_tokens"
+    reasoning_effort_param: str | None = "reasoning_effort"
+    effort_map: dict[str, str] = {}
+    reasoning_field: str = "reasoning_content"
+    send_reasoning_back: bool = True
+    think_tags: bool = False
+    timeouts: Timeouts | None = None
+
+    def dialect(self) -> ChatDialect:
+        return ChatDialect(
+            max_tokens_param=self.max_tokens_param,
+            reasoning_effort_param=self.reasoning_effort_param,
+            effort_map=dict(self.effort_map),
+            reasoning_field=self.reasoning_field,
+            send_reasoning_back=self.send_reasoning_back,
+            think_tags=self.think_tags,
+        )
+
+
+class RouteConfig(Struct, forbid_unknown_fields=True):
+    model: str  # exact name or glob ("deepseek-*", "*")
+    provider: str
+    upstream_model: str | None = None  # default: the requested name
+
+
+class Config(Struct, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    providers: dict[str, ProviderConfig] = {}
+    routes: list[RouteConfig] = []
+
+
+def expand_env(value: str | None, where: str) -> str | None:
+    """``$NAME`` reads the environment; a missing variable is a config error, not an empty key."""
+    if value is None or not value.startswith("$"):
+        return value
+    name = value[1:].strip("{}")
+    if name not in os.environ:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return os.environ[name]
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        cfg = msgspec.toml.decode(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    check(cfg, str(path))
+    return cfg
+
+
+def check(cfg: Config, where: str = "config") -> None:
+    if cfg.server.reasoning_dialect not in REASONING_DIALECTS:
+        raise ConfigError(
+            f"{where}: server.reasoning_dialect must be one of {', '.join(REASONING_DIALECTS)}"
+        )
+    if cfg.store.backend not in ("memory", "sqlite"):
+        raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
+    for name, p in cfg.providers.items():
+        if p.kind not in PROVIDER_KINDS:
+            raise ConfigError(
+                f"{where}: providers.{name}.kind: {p.kind!r} is not one of {', '.join(PROVIDER_KINDS)}"
+            )
+        if p.kind != "demo" and not p.base_url:
+            raise ConfigError(f"{where}: providers.{name}.base_url is required")
+        if p.max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(
+                f"{where}: providers.{name}.max_tokens_param must be max_tokens or max_completion_tokens"
+            )
+    for i, r in enumerate(cfg.routes):
+        if r.provider not in cfg.providers:
+            raise ConfigError(f"{where}: routes[{i}].provider: no provider named {r.provider!r}")
+
+
+class Route(Struct, frozen=True):
+    provider: str
+    upstream_model: str
+
+
+class Router:
+    """Exact names win over globs; among globs the first declared wins."""
+
+    def __init__(self, routes: list[RouteConfig]) -> None:
+        self._exact = {r.model: r for r in routes if not _is_glob(r.model)}
+        self._globs = [r for r in routes if _is_glob(r.model)]
+
+    def resolve(self, model: str) -> Route | None:
+        r = self._exact.get(model)
+        if r is None:
+            for g in self._globs:
+                if fnmatch.fnmatchcase(model, g.model):
+                    r = g
+                    break
+        if r is None:
+            return None
+        return Route(r.provider, r.upstream_model or model)
+
+    def models(self) -> list[str]:
+        return list(self._exact) + [g.model for g in self._globs]
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")

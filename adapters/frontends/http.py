@@ -1,0 +1,305 @@
+"""The HTTP front end: a quart-trio app, with ``POST /v1/responses`` served at the ASGI level.
+
+Why the create route bypasses Quart's response machinery: a streamed answer needs a nursery that
+spans the whole body (one task pumps the upstream, one writes to the client, joined by a bounded
+channel, ARCHITECTURE.md), and a watcher that sees the client go away and cancels the upstream
+read at once. Quart streams from an async generator, which may not hold a nursery open across a
+``yield``; at the ASGI level the handler owns the connection for its whole life. Every other
+route (health, models, stored responses) is an ordinary Quart route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import msgspec
+import trio
+from quart import Response as QuartResponse
+from quart import request
+from quart_trio import QuartTrio
+
+from adapters.gateway import Gateway
+from engine.errors import ApiError
+from engine.translate import parse_create
+
+log = logging.getLogger("respline.http")
+
+_json = msgspec.json.Encoder()
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+CREATE_PATHS = ("/v1/responses", "/responses")
+
+
+class Auth:
+    """Client keys from the config; each key is its own tenant. Compared in constant time.
+
+    The tenant id is a digest of the key, so no plain key is ever kept beyond this object.
+    """
+
+    def __init__(self, keys: list[str], tenants: dict[str, str] | None = None) -> None:
+        self._keys = [(k.encode(), (tenants or {}).get(k) or _tenant_of(k)) for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def tenant(self, authorization: str | None, x_api_key: str | None = None) -> str:
+        if not self._keys:
+            return "default"
+        token = None
+        if authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        elif x_api_key:
+            token = x_api_key.strip()
+        if not token:
+            raise ApiError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                code="missing_api_key",
+                type="invalid_request_error",
+            )
+        given = token.encode()
+        found = None
+        for key, tenant in self._keys:  # check every key: the time taken does not say which matched
+            if hmac.compare_digest(key, given):
+                found = tenant
+        if found is None:
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key", type="invalid_request_error")
+        return found
+
+
+def _tenant_of(key: str) -> str:
+    return "t_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for k, v in scope.get("headers") or ():
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def send_json(send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    headers = list(JSON_HEADERS)
+    headers.append((b"content-length", str(len(body)).encode()))
+    for k, v in (extra or {}).items():
+        headers.append((k.encode(), v.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send, err: ApiError) -> None:
+    await send_json(send, err.status, err.body(), err.headers)
+
+
+async def read_body(scope: dict, receive, limit: int) -> bytes:
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _ClientGone()
+        body = msg.get("body", b"")
+        if body:
+            size += len(body)
+            if size > limit:
+                raise ApiError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+            parts.append(body)
+        if not msg.get("more_body"):
+            return b"".join(parts)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _RequestState:
+    __slots__ = ("scope", "finished")
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope
+        self.finished = False
+
+
+async def _watch_disconnect(receive, state: _RequestState) -> None:
+    """The request body has been read; the next message can only be the client leaving,
+    which cancels the request's scope and with it the upstream read."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if not state.finished:
+                state.scope.cancel()
+            return
+
+
+class CreateHandler:
+    """``POST /v1/responses``: streamed (SSE) or whole (JSON)."""
+
+    def __init__(self, gateway: Gateway, auth: Auth) -> None:
+        self.gateway = gateway
+        self.auth = auth
+        self.body_limit = gateway.cfg.limits.body_bytes
+        self.channel_size = gateway.cfg.limits.channel_frames
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        try:
+            tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+            body = await read_body(scope, receive, self.body_limit)
+        except _ClientGone:
+            return
+        except ApiError as err:
+            await send_error(send, err)
+            return
+        state = _RequestState()
+        with trio.CancelScope() as state.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_disconnect, receive, state)
+                await self._serve(body, tenant, send)
+                state.finished = True
+                nursery.cancel_scope.cancel()
+        if state.scope.cancelled_caught and not state.finished:
+            log.info("client went away; upstream request cancelled")
+
+    async def _serve(self, body: bytes, tenant: str, send) -> None:
+        gw = self.gateway
+        try:
+            req = parse_create(body)
+            stream = bool(req.stream)
+            turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
+            upstream = await gw.open_upstream(turn)
+        except ApiError as err:
+            await send_error(send, err)
+            return
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            log.exception("unexpected error before streaming")
+            await send_error(send, ApiError(500, "Internal error in the gateway.", code="server_error"))
+            return
+        if not stream:
+            response = await gw.collect(turn, upstream)
+            if response.status == "failed" and response.error is not None:
+                err = ApiError(502, response.error.message, code=response.error.code, type="server_error")
+                await send_error(send, err)
+            else:
+                await send_json(send, 200, _json.encode(response))
+            return
+        await self._stream(turn, upstream, send)
+
+    async def _stream(self, turn, upstream, send) -> None:
+        send_ch, recv_ch = trio.open_memory_channel[list](self.channel_size)
+
+        async def emit(frames: list) -> None:
+            if frames:
+                await send_ch.send(frames)
+
+        async def produce() -> None:
+            async with send_ch:
+                await self.gateway.pump(turn, upstream, emit)
+
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with recv_ch:
+                async for frames in recv_ch:
+                    # frames that are ready together are written together
+                    while True:
+                        try:
+                            frames = frames + recv_ch.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def build_app(gateway: Gateway, auth: Auth):
+    """The ASGI application: the create handler plus a QuartTrio app for everything else."""
+    app = QuartTrio("respline")
+    app.config["MAX_CONTENT_LENGTH"] = gateway.cfg.limits.body_bytes
+    create = CreateHandler(gateway, auth)
+
+    def tenant() -> str:
+        return auth.tenant(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+    def envelope(err: ApiError) -> QuartResponse:
+        resp = QuartResponse(err.body(), status=err.status, content_type="application/json")
+        for k, v in err.headers.items():
+            resp.headers[k] = v
+        return resp
+
+    @app.errorhandler(ApiError)
+    async def _api_error(err: ApiError):
+        return envelope(err)
+
+    @app.errorhandler(404)
+    async def _not_found(_e):
+        return envelope(ApiError(404, f"Unknown route: {request.method} {request.path}", code="not_found"))
+
+    @app.errorhandler(405)
+    async def _not_allowed(_e):
+        return envelope(ApiError(405, f"Method {request.method} is not allowed on {request.path}", code="method_not_allowed"))
+
+    @app.errorhandler(413)
+    async def _too_large(_e):
+        return envelope(ApiError(413, "The request body is too large.", code="request_too_large"))
+
+    @app.errorhandler(Exception)
+    async def _internal(exc: Exception):
+        if hasattr(exc, "code") and isinstance(getattr(exc, "code"), int) and 400 <= exc.code < 500:  # werkzeug HTTPException
+            return envelope(ApiError(exc.code, str(exc), code="invalid_request"))
+        log.exception("unhandled error")
+        return envelope(ApiError(500, "Internal error in the gateway.", code="server_error"))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        tenant()
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": owner}
+            for m, owner in gateway.model_list()
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/responses/<response_id>")
+    async def retrieve(response_id: str):
+        stored = await gateway.store.get_response(tenant(), response_id)
+        if stored is None:
+            raise _missing(response_id)
+        return QuartResponse(_json.encode(stored.response), content_type="application/json")
+
+    @app.delete("/v1/responses/<response_id>")
+    async def delete(response_id: str):
+        if not await gateway.store.delete_response(tenant(), response_id):
+            raise _missing(response_id)
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    async def asgi(scope: dict, receive, send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].rstrip("/") in CREATE_PATHS
+        ):
+            await create(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    asgi.quart_app = app  # type: ignore[attr-defined]
+    return asgi
+
+
+def _missing(response_id: str) -> ApiError:
+    return ApiError(404, f"No response found with id '{response_id}'.", param="response_id", code="not_found")
+
+
+__all__ = ["build_app", "Auth", "CreateHandler"]

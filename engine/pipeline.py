@@ -1,0 +1,126 @@
+"""Composes stages; the one place that knows their order (ARCHITECTURE.md).
+
+A stage has ``feed(item) -> list`` and ``close() -> list``. Feeding the head pushes each output
+through every later stage in turn; closing a stage pushes what it still held through the later
+stages before they are closed themselves. Everything is synchronous: the adapters own the I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+from engine.deltas import UpstreamError
+from engine.ids import Clock, Ids
+from engine.stages.builder import OPENAI, ResponseBuilder
+from engine.stages.chat_decoder import ChatDecoder
+from engine.stages.encoder import JsonEncoder, SseEncoder
+from engine.stages.rebuilder import CompletionRebuilder
+from engine.stages.sequencer import Sequencer
+from engine.stages.sse import SseDecoder
+from engine.stages.tool_calls import ToolCallAccumulator
+from engine.toolmap import ToolMap
+from engine.wire.responses import Response
+
+
+class Stage(Protocol):
+    def feed(self, item: Any) -> list: ...
+
+    def close(self) -> list: ...
+
+
+class Pipeline:
+    __slots__ = ("stages",)
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    def feed_at(self, start: int, items: list) -> list:
+        for stage in self.stages[start:]:
+            if not items:
+                return items
+            feed = stage.feed
+            if len(items) == 1:
+                items = feed(items[0])
+            else:
+                nxt: list = []
+                for item in items:
+                    nxt += feed(item)
+                items = nxt
+        return items
+
+    def feed(self, item: Any) -> list:
+        return self.feed_at(0, [item])
+
+    def close(self) -> list:
+        out: list = []
+        for i, stage in enumerate(self.stages):
+            out += self.feed_at(i + 1, stage.close())
+        return out
+
+
+class ResponsePipeline:
+    """Upstream bytes -> Responses frames (or event Structs when ``encoder`` is None).
+
+    ``start()`` gives created/in_progress; ``feed(bytes)`` the frames those bytes complete;
+    ``fail(err)`` ends the response with error + response.failed (an I/O fault);
+    ``close()`` ends it normally (the upstream body ended).
+    """
+
+    __slots__ = ("pipeline", "builder", "_builder_at", "_closed")
+
+    def __init__(self, head: Sequence[Stage], builder: ResponseBuilder, encoder: Stage | None) -> None:
+        tail: list[Stage] = [Sequencer(), CompletionRebuilder()]
+        if encoder is not None:
+            tail.append(encoder)
+        self.pipeline = Pipeline([*head, builder, *tail])
+        self.builder = builder
+        self._builder_at = len(head)
+        self._closed = False
+
+    @property
+    def response(self) -> Response:
+        return self.builder.response
+
+    def start(self) -> list:
+        return self.pipeline.feed_at(self._builder_at + 1, self.builder.start())
+
+    def feed(self, data: bytes) -> list:
+        return self.pipeline.feed(data)
+
+    def fail(self, err: UpstreamError) -> list:
+        out = self.pipeline.feed_at(self._builder_at + 1, self.builder.fail(err))
+        return out + self.close()
+
+    def close(self) -> list:
+        if self._closed:
+            return []
+        self._closed = True
+        return self.pipeline.close()
+
+
+ENCODERS: dict[str, Callable[[], Stage]] = {"sse": SseEncoder, "json": JsonEncoder}
+
+
+def chat_pipeline(
+    template: Response,
+    ids: Ids,
+    clock: Clock,
+    *,
+    encoding: str | None = "sse",
+    reasoning_dialect: str = OPENAI,
+    tools: ToolMap | None = None,
+    seal_reasoning: Callable[[str], str] | None = None,
+    think_tags: bool = False,
+) -> ResponsePipeline:
+    """The stage list for a Chat Completions upstream."""
+    builder = ResponseBuilder(
+        template,
+        ids,
+        clock,
+        reasoning_dialect=reasoning_dialect,
+        tools=tools,
+        seal_reasoning=seal_reasoning,
+    )
+    head: list[Stage] = [SseDecoder(), ChatDecoder(think_tags=think_tags), ToolCallAccumulator(ids)]
+    encoder = ENCODERS[encoding]() if encoding else None
+    return ResponsePipeline(head, builder, encoder)

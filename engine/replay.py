@@ -1,0 +1,59 @@
+"""Replay a recorded upstream stream through the pipeline, with no I/O.
+
+Used by ``respline replay``, the golden tests over fixtures/, and the demo model. With a seeded
+id source and a fixed clock the output is byte-for-byte stable.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from engine.ids import Clock, Ids, deterministic
+from engine.pipeline import chat_pipeline
+from engine.stages.builder import OPENAI
+from engine.toolmap import ToolMap
+from engine.wire.responses import Response
+
+KINDS = ("openai-chat",)
+
+
+def reframe_jsonl(data: bytes) -> bytes:
+    """``*.chunks.jsonl`` recordings hold one JSON chunk per line with the SSE framing stripped."""
+    return b"".join(b"data: " + line.strip() + b"\n\n" for line in data.splitlines() if line.strip())
+
+
+def load_recording(name: str, data: bytes) -> bytes:
+    return reframe_jsonl(data) if name.endswith(".jsonl") else data
+
+
+def replay(
+    pieces: Iterable[bytes],
+    *,
+    template: Response | None = None,
+    ids: Ids | None = None,
+    clock: Clock | None = None,
+    model: str = "replay",
+    reasoning_dialect: str = OPENAI,
+    tools: ToolMap | None = None,
+    think_tags: bool = False,
+    encoding: str | None = "sse",
+) -> list:
+    """Feed the pieces (any split of the upstream bytes) and return every frame or event."""
+    if ids is None or clock is None:
+        ids, clock = deterministic()
+    if template is None:
+        template = Response(id=ids.new("resp_"), created_at=clock.now(), model=model)
+    pipe = chat_pipeline(
+        template,
+        ids,
+        clock,
+        encoding=encoding,
+        reasoning_dialect=reasoning_dialect,
+        tools=tools,
+        think_tags=think_tags,
+    )
+    out = pipe.start()
+    for piece in pieces:
+        out += pipe.feed(piece)
+    out += pipe.close()
+    return out

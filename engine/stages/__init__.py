@@ -1,0 +1,1 @@
+"""Pipeline stages: small synchronous state machines with ``feed`` and ``close`` (h11 style)."""

@@ -1,0 +1,476 @@
+"""Neutral deltas -> the Responses item lifecycle (SPEC 1.5).
+
+One item is open at a time; a delta of another kind closes it first, so output_index only grows.
+Within a message, text and refusal are separate content parts. Items are closed (every ``*.done``
+and ``output_item.done``) when the upstream says finish, when a different item starts, or when
+the stream ends; the terminal event is emitted only at the end of the stream, because providers
+send usage and even repeated finish chunks after finish_reason (QUIRKS C17, C19).
+
+Status rules: an item closed after ``finish_reason: length`` is ``incomplete`` and the response is
+``response.incomplete`` (max_output_tokens); ``content_filter`` likewise (content_filter); an
+upstream error closes the open item as incomplete, then ``error`` and ``response.failed``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import msgspec
+
+from engine.deltas import (
+    Finish,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallEnd,
+    ToolCallStart,
+    UpstreamError,
+    UsageDelta,
+)
+from engine.ids import Clock, Ids
+from engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap, ToolTarget
+from engine.wire import responses as R
+
+# Reasoning dialects (SPEC 0.1): OpenAI event names, Open Responses names, or summary events.
+OPENAI = "openai"
+OPENRESPONSES = "openresponses"
+SUMMARY = "summary"
+REASONING_DIALECTS = (OPENAI, OPENRESPONSES, SUMMARY)
+
+_INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+# ``response.failed`` carries ``error.code`` from a closed set: the openai SDK 3.54
+# ``ResponseError.code`` literals, plus the codes Codex acts on (SPEC 3.3). Upstream codes outside
+# it (Groq ``tool_use_failed``, OpenRouter's numeric ``400``) become ``server_error`` there; the
+# ``error`` event before it keeps the upstream code, which is free-form in both schemas.
+FAILED_CODES = frozenset(
+    {
+        "server_error", "rate_limit_exceeded", "invalid_prompt", "data_residency_mismatch",
+        "bio_policy", "misalignment_policy_violation", "vector_store_timeout", "invalid_image",
+        "invalid_image_format", "invalid_base64_image", "invalid_image_url", "image_too_large",
+        "image_too_small", "image_parse_error", "image_content_policy_violation",
+        "invalid_image_mode", "image_file_too_large", "unsupported_image_media_type",
+        "empty_image_file", "failed_to_download_image", "image_file_not_found",
+        # Codex (codex-rs/codex-api/src/sse/responses.rs)
+        "context_length_exceeded", "insufficient_quota", "usage_not_included",
+    }
+)
+
+
+def failed_code(code: str | None, etype: str | None = None) -> str:
+    if code in FAILED_CODES:
+        return code  # type: ignore[return-value]
+    if code == "429" or etype in ("rate_limit_error", "too_many_requests", "rate_limit_exceeded"):
+        return "rate_limit_exceeded"
+    return "server_error"
+
+
+class _Open:
+    """The item being streamed."""
+
+    __slots__ = ("kind", "id", "index", "parts", "part_kind", "text", "target", "call_id", "name")
+
+    def __init__(self, kind: str, item_id: str, index: int) -> None:
+        self.kind = kind
+        self.id = item_id
+        self.index = index
+        self.parts: list = []  # finished content parts
+        self.part_kind: str | None = None  # kind of the open part
+        self.text: list[str] = []  # the open part's (or call's) text so far
+        self.target: ToolTarget | None = None
+        self.call_id = ""
+        self.name = ""
+
+
+class ResponseBuilder:
+    def __init__(
+        self,
+        template: R.Response,
+        ids: Ids,
+        clock: Clock,
+        *,
+        reasoning_dialect: str = OPENAI,
+        tools: ToolMap | None = None,
+        seal_reasoning: Callable[[str], str] | None = None,
+    ) -> None:
+        self.response = template
+        self._ids = ids
+        self._clock = clock
+        self._dialect = reasoning_dialect
+        self._tools = tools or {}
+        self._seal = seal_reasoning
+        self._next_index = 0
+        self._open: _Open | None = None
+        self._finish: str | None = None
+        self._usage: UsageDelta | None = None
+        self._error: UpstreamError | None = None
+        self._ended = False
+        self.output: list[R.OutputItem] = []
+
+    @property
+    def finished(self) -> bool:
+        """The terminal event has been emitted."""
+        return self._ended
+
+    # -- lifecycle ends ------------------------------------------------------------------
+
+    def start(self) -> list[R.Event]:
+        """``response.created`` and ``response.in_progress``, before any upstream delta."""
+        resp = self.response
+        return [R.ResponseCreated(response=resp), R.ResponseInProgress(response=resp)]
+
+    def feed(self, d) -> list[R.Event]:
+        if self._ended or self._error is not None:
+            return []
+        out: list[R.Event] = []
+        kind = type(d)
+        if kind is TextDelta:
+            self._content("output_text", d.text, out)
+        elif kind is ReasoningDelta:
+            self._reasoning(d.text, out)
+        elif kind is ToolCallArgs:
+            self._args(d.text, out)
+        elif kind is RefusalDelta:
+            self._content("refusal", d.text, out)
+        elif kind is ToolCallStart:
+            self._close_item(out)
+            self._open_call(d, out)
+        elif kind is ToolCallEnd:
+            if self._open is not None and self._open.kind in ("function_call", "custom_tool_call"):
+                self._close_item(out)
+        elif kind is Finish:
+            self._finish = d.reason
+            self._close_item(out)
+        elif kind is UsageDelta:
+            self._usage = d
+        elif kind is UpstreamError:
+            self._fail(d, out)
+        return out
+
+    def close(self) -> list[R.Event]:
+        if self._ended:
+            return []
+        out: list[R.Event] = []
+        self._close_item(out)
+        self._terminal(out)
+        return out
+
+    def fail(self, err: UpstreamError) -> list[R.Event]:
+        """An I/O-level fault (timeout, dropped connection): error + response.failed."""
+        if self._ended:
+            return []
+        out: list[R.Event] = []
+        self._fail(err, out)
+        return out
+
+    # -- items ---------------------------------------------------------------------------
+
+    def _new_item(self, kind: str, prefix: str) -> _Open:
+        item = _Open(kind, self._ids.new(prefix), self._next_index)
+        self._next_index += 1
+        self._open = item
+        return item
+
+    def _content(self, part_kind: str, text: str, out: list) -> None:
+        item = self._open
+        if item is None or item.kind != "message":
+            self._close_item(out)
+            item = self._new_item("message", "msg_")
+            out.append(
+                R.OutputItemAdded(
+                    output_index=item.index,
+                    item=R.MessageItem(id=item.id, status="in_progress", role="assistant", content=[]),
+                )
+            )
+        if item.part_kind != part_kind:
+            self._close_part(item, out)
+            item.part_kind = part_kind
+            part = (
+                R.OutputText(text="", annotations=[], logprobs=[])
+                if part_kind == "output_text"
+                else R.Refusal(refusal="")
+            )
+            out.append(
+                R.ContentPartAdded(
+                    item_id=item.id, output_index=item.index, content_index=len(item.parts), part=part
+                )
+            )
+        item.text.append(text)
+        if part_kind == "output_text":
+            out.append(
+                R.OutputTextDelta(
+                    item_id=item.id,
+                    output_index=item.index,
+                    content_index=len(item.parts),
+                    delta=text,
+                    logprobs=[],
+                )
+            )
+        else:
+            out.append(
+                R.RefusalDelta(
+                    item_id=item.id, output_index=item.index, content_index=len(item.parts), delta=text
+                )
+            )
+
+    def _reasoning(self, text: str, out: list) -> None:
+        item = self._open
+        summary = self._dialect == SUMMARY
+        if item is None or item.kind != "reasoning":
+            self._close_item(out)
+            item = self._new_item("reasoning", "rs_")
+            out.append(
+                R.OutputItemAdded(
+                    output_index=item.index,
+                    item=R.ReasoningItem(
+                        id=item.id,
+                        summary=[],
+                        content=None if summary else [],
+                        status="in_progress",
+                    ),
+                )
+            )
+            item.part_kind = "reasoning"
+            if summary:
+                out.append(
+                    R.ReasoningSummaryPartAdded(
+                        item_id=item.id,
+                        output_index=item.index,
+                        summary_index=0,
+                        part=R.SummaryText(text=""),
+                    )
+                )
+            else:
+                out.append(
+                    R.ContentPartAdded(
+                        item_id=item.id,
+                        output_index=item.index,
+                        content_index=0,
+                        part=R.ReasoningText(text=""),
+                    )
+                )
+        item.text.append(text)
+        if summary:
+            out.append(
+                R.ReasoningSummaryTextDelta(
+                    item_id=item.id, output_index=item.index, summary_index=0, delta=text
+                )
+            )
+        elif self._dialect == OPENRESPONSES:
+            out.append(
+                R.ReasoningDelta(item_id=item.id, output_index=item.index, content_index=0, delta=text)
+            )
+        else:
+            out.append(
+                R.ReasoningTextDelta(
+                    item_id=item.id, output_index=item.index, content_index=0, delta=text
+                )
+            )
+
+    def _open_call(self, d: ToolCallStart, out: list) -> None:
+        target = self._tools.get(d.name) or ToolTarget("function", d.name)
+        custom = target.kind == "custom"
+        item = self._new_item("custom_tool_call" if custom else "function_call", "ctc_" if custom else "fc_")
+        item.target = target
+        item.call_id = d.call_id
+        item.name = target.name
+        if custom:
+            added: R.OutputItem = R.CustomToolCallItem(
+                id=item.id,
+                status="in_progress",
+                call_id=d.call_id,
+                name=target.name,
+                input="",
+                namespace=target.namespace,
+            )
+        else:
+            added = R.FunctionCallItem(
+                id=item.id,
+                status="in_progress",
+                call_id=d.call_id,
+                name=target.name,
+                arguments="",
+                namespace=target.namespace,
+            )
+        out.append(R.OutputItemAdded(output_index=item.index, item=added))
+
+    def _args(self, text: str, out: list) -> None:
+        item = self._open
+        if item is None or item.kind not in ("function_call", "custom_tool_call"):
+            return  # the accumulator guarantees a call is open; nothing sensible to do otherwise
+        item.text.append(text)
+        if item.kind == "function_call":
+            out.append(R.FunctionCallArgumentsDelta(item_id=item.id, output_index=item.index, delta=text))
+        # custom tool input is JSON-wrapped upstream; it is unwrapped and sent whole at the end
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _status(self) -> str:
+        return "incomplete" if self._finish in _INCOMPLETE_REASONS or self._error else "completed"
+
+    def _close_part(self, item: _Open, out: list) -> None:
+        kind = item.part_kind
+        if kind is None:
+            return
+        text = "".join(item.text)
+        idx = len(item.parts)
+        if kind == "output_text":
+            out.append(
+                R.OutputTextDone(
+                    item_id=item.id, output_index=item.index, content_index=idx, text=text, logprobs=[]
+                )
+            )
+            part: R.ContentPart = R.OutputText(text=text, annotations=[], logprobs=[])
+        else:
+            out.append(
+                R.RefusalDone(item_id=item.id, output_index=item.index, content_index=idx, refusal=text)
+            )
+            part = R.Refusal(refusal=text)
+        out.append(
+            R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=idx, part=part)
+        )
+        item.parts.append(part)
+        item.part_kind = None
+        item.text = []
+
+    def _close_item(self, out: list) -> None:
+        item = self._open
+        if item is None:
+            return
+        self._open = None
+        status = self._status()
+        kind = item.kind
+        if kind == "message":
+            self._close_part(item, out)
+            done: R.OutputItem = R.MessageItem(
+                id=item.id, status=status, role="assistant", content=item.parts
+            )
+        elif kind == "reasoning":
+            done = self._close_reasoning(item, status, out)
+        elif kind == "function_call":
+            args = "".join(item.text)
+            if not args:  # no-argument tools (QUIRKS E32): always a JSON object
+                args = "{}"
+                out.append(R.FunctionCallArgumentsDelta(item_id=item.id, output_index=item.index, delta=args))
+            out.append(R.FunctionCallArgumentsDone(item_id=item.id, output_index=item.index, arguments=args))
+            target = item.target
+            done = R.FunctionCallItem(
+                id=item.id,
+                status=status,
+                call_id=item.call_id,
+                name=item.name,
+                arguments=args,
+                namespace=target.namespace if target else None,
+            )
+        else:
+            text = _unwrap_custom_input("".join(item.text))
+            if text:
+                out.append(R.CustomToolCallInputDelta(item_id=item.id, output_index=item.index, delta=text))
+            out.append(R.CustomToolCallInputDone(item_id=item.id, output_index=item.index, input=text))
+            target = item.target
+            done = R.CustomToolCallItem(
+                id=item.id,
+                status=status,
+                call_id=item.call_id,
+                name=item.name,
+                input=text,
+                namespace=target.namespace if target else None,
+            )
+        self.output.append(done)
+        out.append(R.OutputItemDone(output_index=item.index, item=done))
+
+    def _close_reasoning(self, item: _Open, status: str, out: list) -> R.ReasoningItem:
+        text = "".join(item.text)
+        if self._dialect == SUMMARY:
+            out.append(
+                R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=0, text=text)
+            )
+            part = R.SummaryText(text=text)
+            out.append(
+                R.ReasoningSummaryPartDone(item_id=item.id, output_index=item.index, summary_index=0, part=part)
+            )
+            summary, content = [part], None
+        else:
+            cls = R.ReasoningDone if self._dialect == OPENRESPONSES else R.ReasoningTextDone
+            out.append(cls(item_id=item.id, output_index=item.index, content_index=0, text=text))
+            rpart = R.ReasoningText(text=text)
+            out.append(
+                R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=0, part=rpart)
+            )
+            summary, content = [], [rpart]
+        sealed = self._seal(text) if self._seal is not None else None
+        return R.ReasoningItem(
+            id=item.id, summary=summary, content=content, encrypted_content=sealed, status=status
+        )
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _usage_struct(self) -> R.Usage:
+        u = self._usage
+        if u is None:
+            return R.Usage()
+        return R.Usage(
+            input_tokens=u.input_tokens,
+            input_tokens_details=R.InputTokensDetails(
+                cached_tokens=u.cached_tokens, cache_write_tokens=u.cache_write_tokens
+            ),
+            output_tokens=u.output_tokens,
+            output_tokens_details=R.OutputTokensDetails(reasoning_tokens=u.reasoning_tokens),
+            total_tokens=u.total_tokens,
+        )
+
+    def _final(self, **changes) -> R.Response:
+        resp = msgspec.structs.replace(
+            self.response, output=list(self.output), usage=self._usage_struct(), **changes
+        )
+        self.response = resp
+        return resp
+
+    def _terminal(self, out: list) -> None:
+        self._ended = True
+        reason = _INCOMPLETE_REASONS.get(self._finish or "")
+        now = self._clock.now()
+        if reason is not None:
+            resp = self._final(
+                status="incomplete",
+                incomplete_details=R.IncompleteDetails(reason=reason),
+                completed_at=now,
+            )
+            out.append(R.ResponseIncomplete(response=resp))
+        else:
+            resp = self._final(status="completed", completed_at=now)
+            out.append(R.ResponseCompleted(response=resp))
+
+    def _fail(self, err: UpstreamError, out: list) -> None:
+        self._error = err
+        self._close_item(out)
+        code = err.code or "server_error"
+        out.append(
+            R.ErrorEvent(
+                code=code,
+                message=err.message,
+                param=err.param,
+                error=R.ErrorPayload(type=err.type, code=code, message=err.message, param=err.param),
+            )
+        )
+        resp = self._final(
+            status="failed", error=R.ResponseError(code=failed_code(code, err.type), message=err.message)
+        )
+        out.append(R.ResponseFailed(response=resp))
+        self._ended = True
+
+
+def _unwrap_custom_input(args: str) -> str:
+    """A custom tool travels upstream as ``{"input": "..."}``; the client wants the bare string."""
+    if not args:
+        return ""
+    try:
+        value = msgspec.json.decode(args)
+    except msgspec.DecodeError:
+        return args
+    if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT_PARAM), str):
+        return value[CUSTOM_INPUT_PARAM]
+    if isinstance(value, str):
+        return value
+    return args

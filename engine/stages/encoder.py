@@ -1,0 +1,45 @@
+"""Events -> wire frames: SSE (``event:`` + ``data:`` in one frame) or bare JSON for WebSocket."""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.wire.responses import Event
+
+_encoder = msgspec.json.Encoder()
+_prefixes: dict[type, bytes] = {}
+
+
+def sse_prefix(cls: type) -> bytes:
+    p = _prefixes.get(cls)
+    if p is None:
+        p = _prefixes[cls] = b"event: " + cls.__struct_config__.tag.encode() + b"\ndata: "
+    return p
+
+
+def encode_json(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+class SseEncoder:
+    """One complete SSE frame per event, so a client never sees half an event in one read."""
+
+    __slots__ = ()
+
+    def feed(self, event: Event) -> list[bytes]:
+        return [sse_prefix(type(event)) + _encoder.encode(event) + b"\n\n"]
+
+    def close(self) -> list[bytes]:
+        return [b"data: [DONE]\n\n"]
+
+
+class JsonEncoder:
+    """One JSON text per event (WebSocket frames); no [DONE] (SPEC 4.3)."""
+
+    __slots__ = ()
+
+    def feed(self, event: Event) -> list[bytes]:
+        return [_encoder.encode(event)]
+
+    def close(self) -> list[bytes]:
+        return []

@@ -1,0 +1,20 @@
+"""sequence_number 0, 1, 2, ... across one response, with no gaps (SPEC 0.2)."""
+
+from __future__ import annotations
+
+from engine.wire.responses import Event
+
+
+class Sequencer:
+    __slots__ = ("_next",)
+
+    def __init__(self, start: int = 0) -> None:
+        self._next = start
+
+    def feed(self, event: Event) -> list[Event]:
+        event.sequence_number = self._next
+        self._next += 1
+        return [event]
+
+    def close(self) -> list[Event]:
+        return []

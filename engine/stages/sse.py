@@ -1,0 +1,70 @@
+"""SSE framing: bytes in any split -> whole events (QUIRKS A1-A6).
+
+Follows the WHATWG event-stream rules that matter for LLM upstreams: lines end in LF or CRLF,
+``:`` starts a comment (OpenRouter's keep-alives), ``data:`` lines of one event are joined with
+LF, a blank line dispatches, an event without data is dropped. A stream that ends without the
+final blank line still dispatches what it had, since several providers just close (A5).
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+
+class SseEvent(Struct):
+    event: bytes | None
+    data: bytes
+
+
+DONE = b"[DONE]"
+
+
+class SseDecoder:
+    __slots__ = ("_buf", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[bytes] = []
+        self._event: bytes | None = None
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buf = self._buf + chunk if self._buf else chunk
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()  # the unterminated tail, possibly empty
+        out: list[SseEvent] = []
+        for line in lines:
+            self._line(line, out)
+        return out
+
+    def close(self) -> list[SseEvent]:
+        out: list[SseEvent] = []
+        if self._buf:
+            self._line(self._buf, out)
+            self._buf = b""
+        self._dispatch(out)
+        return out
+
+    def _line(self, line: bytes, out: list[SseEvent]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            self._dispatch(out)
+            return
+        if line[0] == 58:  # b":" comment / keep-alive
+            return
+        field, sep, value = line.partition(b":")
+        if sep and value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value)
+        elif field == b"event":
+            self._event = value
+        # id:, retry: and unknown fields carry nothing a converter needs.
+
+    def _dispatch(self, out: list[SseEvent]) -> None:
+        if self._data:
+            data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+            if data:  # an empty data buffer dispatches nothing (WHATWG; ``data:`` heartbeats)
+                out.append(SseEvent(self._event, data))
+            self._data = []
+        self._event = None

@@ -1,0 +1,1 @@
+"""msgspec Structs for every wire format respline speaks."""

@@ -1,0 +1,127 @@
+"""The Responses create body and its input items (SPEC 2.1-2.3), as respline accepts them.
+
+Unknown top-level keys are accepted and ignored (clients add fields faster than gateways learn
+them); known keys are type-checked so a wrong type is a 400 naming the field. Input items are
+decoded one by one by ``type`` in translate.py, so an error can name ``input[3].call_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+
+class TextParam(Struct):
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+
+
+class ReasoningParam(Struct):
+    effort: str | None = None
+    summary: str | None = None
+    generate_summary: str | None = None
+
+
+class CreateRequest(Struct):
+    model: str | None = None
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    text: TextParam | None = None
+    reasoning: ReasoningParam | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    truncation: str | None = None
+    service_tier: str | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    background: bool | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    client_metadata: dict[str, Any] | None = None
+    context_management: Any = None
+    stop: str | list[str] | None = None
+    generate: bool | None = None  # WebSocket prewarm
+    type: str | None = None  # WebSocket frames carry "type": "response.create"
+
+
+# --- input items ---------------------------------------------------------------------------
+
+
+class MessageIn(Struct):
+    role: str
+    content: str | list[dict[str, Any]]
+    type: str | None = "message"
+    id: str | None = None
+    status: str | None = None
+    phase: str | None = None
+
+
+class FunctionCallIn(Struct):
+    call_id: str
+    name: str
+    arguments: str
+    type: str = "function_call"
+    id: str | None = None
+    status: str | None = None
+    namespace: str | None = None
+
+
+class FunctionCallOutputIn(Struct):
+    call_id: str
+    output: str | list[dict[str, Any]]
+    type: str = "function_call_output"
+    id: str | None = None
+    status: str | None = None
+
+
+class ReasoningIn(Struct):
+    type: str = "reasoning"
+    id: str | None = None
+    summary: list[dict[str, Any]] | None = None
+    content: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+    status: str | None = None
+
+
+class CustomToolCallIn(Struct):
+    call_id: str
+    name: str
+    input: str
+    type: str = "custom_tool_call"
+    id: str | None = None
+    namespace: str | None = None
+
+
+class CustomToolCallOutputIn(Struct):
+    call_id: str
+    output: str | list[dict[str, Any]]
+    type: str = "custom_tool_call_output"
+    id: str | None = None
+
+
+class ItemReferenceIn(Struct):
+    id: str
+    type: str | None = "item_reference"
+
+
+class CompactionIn(Struct):
+    encrypted_content: str
+    type: str = "compaction"
+    id: str | None = None

@@ -1,0 +1,371 @@
+"""The Responses API as respline emits it: output items, the Response object, stream events.
+
+Shapes follow the openai SDK 3.54 models and the Open Responses 2026-04-24 schemas (SPEC 1.2-1.4).
+Where the two differ we emit the union of what both require (SPEC 0.1): every Response key is
+present (nullable ones as null), ``logprobs: []`` on text events, and the error event carries both
+the flat and the nested shape.
+
+Items use ``omit_defaults`` so optional keys (``phase``, ``encrypted_content``, ``namespace``) only
+appear when set; every key a schema requires has no default and is therefore always written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+from msgspec import Struct
+
+# --- content parts -------------------------------------------------------------------------
+
+
+class OutputText(Struct, tag_field="type", tag="output_text"):
+    text: str
+    annotations: list[Any]
+    logprobs: list[Any]
+
+
+class Refusal(Struct, tag_field="type", tag="refusal"):
+    refusal: str
+
+
+class ReasoningText(Struct, tag_field="type", tag="reasoning_text"):
+    text: str
+
+
+class SummaryText(Struct, tag_field="type", tag="summary_text"):
+    text: str
+
+
+ContentPart = Union[OutputText, Refusal, ReasoningText]
+
+# --- output items --------------------------------------------------------------------------
+
+
+class MessageItem(Struct, tag_field="type", tag="message", omit_defaults=True):
+    id: str
+    status: str
+    role: str
+    content: list[Union[OutputText, Refusal]]
+    phase: str | None = None
+
+
+class ReasoningItem(Struct, tag_field="type", tag="reasoning", omit_defaults=True):
+    id: str
+    summary: list[SummaryText]
+    content: list[ReasoningText] | None = None
+    encrypted_content: str | None = None
+    status: str | None = None
+
+
+class FunctionCallItem(Struct, tag_field="type", tag="function_call", omit_defaults=True):
+    id: str
+    status: str
+    call_id: str
+    name: str
+    arguments: str
+    namespace: str | None = None
+
+
+class CustomToolCallItem(Struct, tag_field="type", tag="custom_tool_call", omit_defaults=True):
+    id: str
+    status: str
+    call_id: str
+    name: str
+    input: str
+    namespace: str | None = None
+
+
+OutputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, CustomToolCallItem]
+
+# --- the Response object -------------------------------------------------------------------
+
+
+class InputTokensDetails(Struct):
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(Struct):
+    reasoning_tokens: int = 0
+
+
+class Usage(Struct):
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = msgspec.field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = msgspec.field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+
+class IncompleteDetails(Struct):
+    reason: str
+
+
+class ResponseError(Struct):
+    code: str
+    message: str
+
+
+class Response(Struct):
+    """The full ResponseResource. Every key is always written (Open Responses requires them)."""
+
+    id: str
+    created_at: int
+    model: str
+    object: str = "response"
+    completed_at: int | None = None
+    status: str = "in_progress"
+    incomplete_details: IncompleteDetails | None = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    output: list[OutputItem] = msgspec.field(default_factory=list)
+    error: ResponseError | None = None
+    tools: list[Any] = msgspec.field(default_factory=list)
+    tool_choice: Any = "auto"
+    truncation: str = "disabled"
+    parallel_tool_calls: bool = True
+    text: Any = msgspec.field(default_factory=lambda: {"format": {"type": "text"}})
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
+    temperature: float = 1.0
+    reasoning: Any = None
+    usage: Usage | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    store: bool = True
+    background: bool = False
+    service_tier: str = "default"
+    metadata: Any = msgspec.field(default_factory=dict)
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+    conversation: Any = None
+
+
+# --- stream events -------------------------------------------------------------------------
+# sequence_number is assigned by the Sequencer stage; builders leave it at 0.
+
+
+class Event(Struct, tag_field="type", kw_only=True):
+    sequence_number: int = 0
+
+
+class ResponseCreated(Event, tag="response.created"):
+    response: Response
+
+
+class ResponseInProgress(Event, tag="response.in_progress"):
+    response: Response
+
+
+class ResponseQueued(Event, tag="response.queued"):
+    response: Response
+
+
+class ResponseCompleted(Event, tag="response.completed"):
+    response: Response
+
+
+class ResponseIncomplete(Event, tag="response.incomplete"):
+    response: Response
+
+
+class ResponseFailed(Event, tag="response.failed"):
+    response: Response
+
+
+class ResponseCancelled(Event, tag="response.cancelled"):
+    response: Response
+
+
+class OutputItemAdded(Event, tag="response.output_item.added"):
+    output_index: int
+    item: OutputItem
+
+
+class OutputItemDone(Event, tag="response.output_item.done"):
+    output_index: int
+    item: OutputItem
+
+
+class ContentPartAdded(Event, tag="response.content_part.added"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: ContentPart
+
+
+class ContentPartDone(Event, tag="response.content_part.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: ContentPart
+
+
+class OutputTextDelta(Event, tag="response.output_text.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Any] = msgspec.field(default_factory=list)
+
+
+class OutputTextDone(Event, tag="response.output_text.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Any] = msgspec.field(default_factory=list)
+
+
+class RefusalDelta(Event, tag="response.refusal.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class RefusalDone(Event, tag="response.refusal.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    refusal: str
+
+
+class FunctionCallArgumentsDelta(Event, tag="response.function_call_arguments.delta"):
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class FunctionCallArgumentsDone(Event, tag="response.function_call_arguments.done"):
+    item_id: str
+    output_index: int
+    arguments: str
+
+
+class CustomToolCallInputDelta(Event, tag="response.custom_tool_call_input.delta"):
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class CustomToolCallInputDone(Event, tag="response.custom_tool_call_input.done"):
+    item_id: str
+    output_index: int
+    input: str
+
+
+# Raw reasoning: OpenAI names (default) and Open Responses names (config switch, SPEC 0.1).
+class ReasoningTextDelta(Event, tag="response.reasoning_text.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningTextDone(Event, tag="response.reasoning_text.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
+class ReasoningDelta(Event, tag="response.reasoning.delta"):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ReasoningDone(Event, tag="response.reasoning.done"):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+
+
+class ReasoningSummaryPartAdded(Event, tag="response.reasoning_summary_part.added"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryPartDone(Event, tag="response.reasoning_summary_part.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ReasoningSummaryTextDelta(Event, tag="response.reasoning_summary_text.delta"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    delta: str
+
+
+class ReasoningSummaryTextDone(Event, tag="response.reasoning_summary_text.done"):
+    item_id: str
+    output_index: int
+    summary_index: int
+    text: str
+
+
+class ErrorPayload(Struct):
+    type: str
+    code: str | None
+    message: str
+    param: str | None
+
+
+class ErrorEvent(Event, tag="error"):
+    """SPEC 3.2: the flat (a) and nested (b) shapes merged, valid for both SDKs."""
+
+    code: str | None
+    message: str
+    param: str | None
+    error: ErrorPayload
+
+
+TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed, ResponseCancelled)
+
+StreamEvent = Union[
+    ResponseCreated,
+    ResponseInProgress,
+    ResponseQueued,
+    ResponseCompleted,
+    ResponseIncomplete,
+    ResponseFailed,
+    ResponseCancelled,
+    OutputItemAdded,
+    OutputItemDone,
+    ContentPartAdded,
+    ContentPartDone,
+    OutputTextDelta,
+    OutputTextDone,
+    RefusalDelta,
+    RefusalDone,
+    FunctionCallArgumentsDelta,
+    FunctionCallArgumentsDone,
+    CustomToolCallInputDelta,
+    CustomToolCallInputDone,
+    ReasoningTextDelta,
+    ReasoningTextDone,
+    ReasoningDelta,
+    ReasoningDone,
+    ReasoningSummaryPartAdded,
+    ReasoningSummaryPartDone,
+    ReasoningSummaryTextDelta,
+    ReasoningSummaryTextDone,
+    ErrorEvent,
+]
+
+
+def event_type(cls: type[Event]) -> str:
+    """The ``type`` tag of an event class."""
+    return cls.__struct_config__.tag  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+"""Shared fixtures: a scripted upstream and a real respline server process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from upstream import Upstream
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "sk-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``respline serve`` as a child process; ``url`` is its /v1 base URL."""
+
+    def __init__(self, tmp: Path, args: list[str], config: str | None = None, env: dict | None = None) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.base + "/v1"
+        cmd = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port)]
+        cmd += ["--secret-file", str(tmp / "secret")]
+        if config is not None:
+            cfg = tmp / f"config-{self.port}.toml"
+            cfg.write_text(config)
+            cmd += ["--config", str(cfg)]
+        cmd += args
+        self.log_path = tmp / f"server-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(ROOT)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, cwd=tmp, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"respline exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"respline did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def upstream_server():
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server):
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.reset()
+
+
+@pytest.fixture(scope="session")
+def respline(upstream_server, tmp_path_factory):
+    """The shared server: every model routed to the scripted upstream, one client key."""
+    tmp = tmp_path_factory.mktemp("respline")
+    server = Server(tmp, ["--upstream", upstream_server.base_url, "--api-key", TEST_KEY])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a server with its own options; stopped at the end of the test."""
+    servers: list[Server] = []
+
+    def start(args: list[str], config: str | None = None, env: dict | None = None) -> Server:
+        s = Server(tmp_path, args, config, env)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
