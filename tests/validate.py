@@ -79,6 +79,21 @@ _FORBIDDEN = {
 }
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+# response.failed error codes Codex acts on (SPEC 3.3) that the SDK's ResponseError.code literal
+# set lacks. OpenAI sends them; the SDK only constructs (never validates) streamed models, so they
+# reach clients fine. They are checked against the SDK as if they were server_error.
+CODEX_FAILED_CODES = frozenset({"context_length_exceeded", "insufficient_quota", "usage_not_included"})
+
+
+def _sdk_view(obj: dict) -> dict:
+    """``obj`` (an event or a Response) with a Codex-only failed code replaced, for the SDK check."""
+    resp = obj.get("response", obj)
+    err = resp.get("error") if isinstance(resp, dict) else None
+    if not (isinstance(err, dict) and err.get("code") in CODEX_FAILED_CODES):
+        return obj
+    resp = {**resp, "error": {**err, "code": "server_error"}}
+    return {**obj, "response": resp} if "response" in obj else resp
 ID_PREFIX = {
     "message": "msg_",
     "function_call": "fc_",
@@ -130,11 +145,12 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
     if etype not in OR_ONLY:
         model = _OPENAI_BY_TYPE.get(etype)
         assert model is not None, f"{_where(ev)}: not an openai SDK ResponseStreamEvent type"
+        sdk_ev = _sdk_view(ev) if etype == "response.failed" else ev
         try:
-            OPENAI_EVENT.validate_python(ev)
+            OPENAI_EVENT.validate_python(sdk_ev)
         except pydantic.ValidationError:
             try:
-                model.model_validate(ev)
+                model.model_validate(sdk_ev)
             except pydantic.ValidationError as exc:
                 raise AssertionError(
                     f"{_where(ev)} fails openai {model.__name__}:\n{_first_error(exc)}"
@@ -160,7 +176,7 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
 def validate_response(obj: dict) -> None:
     """Assert a Response object (non-streaming body, or a terminal event's) is valid for both."""
     try:
-        OPENAI_RESPONSE.validate_python(obj)
+        OPENAI_RESPONSE.validate_python(_sdk_view(obj))
     except pydantic.ValidationError as exc:
         raise AssertionError(f"response {obj.get('id')!r} fails openai Response:\n{_first_error(exc)}") from None
     try:
