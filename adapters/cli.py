@@ -112,11 +112,10 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     return gateway, clients
 
 
-async def serve(cfg: Config) -> None:
+async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient]) -> None:
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
 
-    gateway, clients = build_gateway(cfg)
     app = build_app(gateway, Auth(cfg.server.api_keys))
     hc = HyperConfig()
     hc.bind = [f"{cfg.server.host}:{cfg.server.port}"]
@@ -148,6 +147,7 @@ async def serve(cfg: Config) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
+        gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
         print(f"respline: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-    trio.run(serve, cfg)
+    trio.run(serve, cfg, gateway, clients)
     return 0
 
 

@@ -118,13 +118,27 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        cfg = msgspec.toml.decode(raw, type=Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+        data = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    try:
+        cfg = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config {path}: {_locate(data, exc)}") from None
     check(cfg, str(path))
     return cfg
+
+
+def _locate(data: dict, exc: msgspec.ValidationError) -> str:
+    """msgspec names a failing dict entry ``$.providers[...]``; name the provider instead."""
+    providers = data.get("providers") if isinstance(data, dict) else None
+    if "$.providers[...]" in str(exc) and isinstance(providers, dict):
+        for name, entry in providers.items():
+            try:
+                msgspec.convert(entry, ProviderConfig)
+            except msgspec.ValidationError as inner:
+                return str(inner).replace("`$", f"`$.providers.{name}", 1)
+    return str(exc)
 
 
 def check(cfg: Config, where: str = "config") -> None:
