@@ -6,11 +6,13 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import trio
 
+from adapters.background import Runs
 from adapters.config import (
     Config,
     ConfigError,
@@ -27,6 +29,7 @@ from adapters.providers.replay import DemoTransport
 from engine.ids import Clock, Ids, deterministic
 from engine.replay import KINDS, load_recording, replay
 from engine.seal import Sealer
+from engine.store import Retention
 from engine.stages.builder import REASONING_DIALECTS
 
 log = logging.getLogger("respline")
@@ -74,13 +77,28 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def build_store(cfg: Config):
+    retention = Retention(
+        ttl=cfg.store.ttl_seconds,
+        max_responses=cfg.store.max_responses,
+        max_conversations=cfg.store.max_conversations,
+    )
     if cfg.store.backend == "sqlite":
         from adapters.stores.sqlite import SqliteStore
 
-        return SqliteStore(cfg.store.path)
+        try:
+            return SqliteStore(cfg.store.path, retention)
+        except Exception as exc:  # noqa: BLE001 - any failure to open the file is a start-up error
+            raise ConfigError(f"store: cannot open SQLite database {cfg.store.path}: {exc}") from None
     from adapters.stores.memory import MemoryStore
 
-    return MemoryStore()
+    return MemoryStore(retention)
+
+
+def build_auth(cfg: Config) -> Auth:
+    """Each configured key belongs to its tenant; a key listed alone is its own tenant."""
+    tenants = {key: name for name, keys in cfg.tenants.items() for key in keys}
+    keys = list(dict.fromkeys([*cfg.server.api_keys, *tenants]))
+    return Auth(keys, {k: "tenant:" + n for k, n in tenants.items()})
 
 
 def build_providers(cfg: Config) -> tuple[dict[str, ChatProvider], list[httpx.AsyncClient]]:
@@ -116,7 +134,8 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
 
-    app = build_app(gateway, Auth(cfg.server.api_keys))
+    app = build_app(gateway, build_auth(cfg))
+    runs = Runs(gateway)
     hc = HyperConfig()
     hc.bind = [f"{cfg.server.host}:{cfg.server.port}"]
     hc.accesslog = None
@@ -131,11 +150,25 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
                 shutdown.set()
                 return
 
+    async def sweeper() -> None:
+        while True:
+            await trio.sleep(cfg.store.sweep_interval)
+            try:
+                removed = await gateway.store.sweep(int(time.time()))
+            except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
+                log.exception("store sweep failed")
+                continue
+            if removed:
+                log.info("expired %d stored objects", removed)
+
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(on_signals)
+            nursery.start_soon(sweeper)
+            await nursery.start(runs.serve)
             log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
             await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
+            await runs.shutdown(cfg.server.shutdown_grace)
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

@@ -56,11 +56,16 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     reasoning_dialect: str = OPENAI
     record_dir: str | None = None
     log_level: str = "info"
+    shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # "memory" | "sqlite"
     path: str = ".respline/respline.db"
+    ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
+    max_responses: int = 100_000  # 0 = unbounded
+    max_conversations: int = 100_000
+    sweep_interval: float = 60.0  # seconds between expiry sweeps
 
 
 class ProviderConfig(Struct, forbid_unknown_fields=True):
@@ -100,6 +105,7 @@ class Config(Struct, forbid_unknown_fields=True):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     providers: dict[str, ProviderConfig] = {}
     routes: list[RouteConfig] = []
+    tenants: dict[str, list[str]] = {}  # tenant name -> its client keys (a lone key is its own tenant)
 
 
 def expand_env(value: str | None, where: str) -> str | None:
@@ -148,6 +154,16 @@ def check(cfg: Config, where: str = "config") -> None:
         )
     if cfg.store.backend not in ("memory", "sqlite"):
         raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
+    if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
+        raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
+    if cfg.store.sweep_interval <= 0:
+        raise ConfigError(f"{where}: store.sweep_interval must be > 0")
+    seen: dict[str, str] = {}
+    for tname, keys in cfg.tenants.items():
+        for key in keys:
+            if key in seen:
+                raise ConfigError(f"{where}: tenants.{tname}: a key is listed for both {seen[key]} and {tname}")
+            seen[key] = tname
     for name, p in cfg.providers.items():
         if p.kind not in PROVIDER_KINDS:
             raise ConfigError(

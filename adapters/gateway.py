@@ -1,9 +1,10 @@
 """One turn, front end independent: parse, route, translate, call the upstream, stream back.
 
-The HTTP and WebSocket front ends both go through here. ``prepare`` does everything that can
-fail with an error envelope before a byte is sent; ``open_upstream`` adds the upstream's own
-refusals (status, connect errors, timeouts) to that; ``pump`` streams the rest, where a failure can
-only be an ``error`` event and ``response.failed``.
+The HTTP and WebSocket front ends both go through here. ``prepare_request`` does everything that
+can fail with an error envelope before a byte is sent (validation, routing, resolving stored
+context); ``open_upstream`` adds the upstream's own refusals (status, connect errors, timeouts);
+``pump`` streams the rest, where a failure can only be an ``error`` event and ``response.failed``.
+State (stored responses, conversations, background runs) goes through the Store protocol.
 """
 
 from __future__ import annotations
@@ -18,28 +19,28 @@ import httpx
 import msgspec
 import trio
 
-from adapters.config import Config, Route, Router, Timeouts
+from adapters.config import Config, Router, Timeouts, expand_env
 from adapters.providers.openai_chat import ChatProvider, error_from_upstream
 from engine.deltas import UpstreamError
 from engine.errors import ApiError
 from engine.ids import Clock, Ids
+from engine.items import normalise
 from engine.pipeline import ResponsePipeline, chat_pipeline
 from engine.seal import Sealer
-from engine.store import Store, StoredResponse, expand_chain
-from engine.translate import (
-    decode_item,
-    input_items,
-    item_to_dict,
-    parse_create,
-    response_template,
-    to_chat_request,
-)
+from engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
+from engine.translate import decode_item, input_items, parse_create, response_template, to_chat_request
 from engine.wire import request as Q
-from engine.wire.responses import Response
+from engine.wire.responses import TERMINAL_EVENTS, Response, event_type
 
 log = logging.getLogger("respline.gateway")
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_json = msgspec.json.Encoder()
+
+TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
+TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
+
+Emit = Callable[[list], Awaitable[None]]
 
 
 class Turn:
@@ -48,7 +49,7 @@ class Turn:
     __slots__ = (
         "req",
         "tenant",
-        "items",
+        "stored_input",
         "provider",
         "route",
         "chat_body",
@@ -56,11 +57,13 @@ class Turn:
         "payload",
         "pipeline",
         "store",
+        "conversation_id",
         "record_dir",
     )
 
     def __init__(self) -> None:
         self.record_dir: Path | None = None
+        self.conversation_id: str | None = None
 
 
 class Gateway:
@@ -83,19 +86,16 @@ class Gateway:
         self.clock = clock or Clock()
         self.dialect = cfg.server.reasoning_dialect
         self.record_dir = Path(cfg.server.record_dir) if cfg.server.record_dir else None
+        self.runs = None  # adapters.background.Runs, set by the server
 
     def model_list(self) -> list[tuple[str, str]]:
         """Routable model names (exact routes and globs as declared) with their provider."""
-        out = []
-        for r in self.cfg.routes:
-            out.append((r.model, r.provider))
-        return out
+        return [(r.model, r.provider) for r in self.cfg.routes if r.model != "*"]
 
     # -- before any byte -----------------------------------------------------------------
 
     async def prepare(self, body: bytes, tenant: str, *, encoding: str | None = "sse") -> Turn:
-        req = parse_create(body)
-        return await self.prepare_request(req, tenant, encoding=encoding)
+        return await self.prepare_request(parse_create(body), tenant, encoding=encoding)
 
     async def prepare_request(
         self,
@@ -103,8 +103,10 @@ class Gateway:
         tenant: str,
         *,
         encoding: str | None = "sse",
-        extra_context: list[dict[str, Any]] | None = None,
+        context: list[dict[str, Any]] | None = None,
     ) -> Turn:
+        """Validate, route and translate. ``context`` (the WebSocket connection cache) replaces
+        the store lookup of ``previous_response_id`` when the caller already has the chain."""
         route = self.router.resolve(req.model or "")
         if route is None:
             raise ApiError(
@@ -114,38 +116,46 @@ class Gateway:
                 code="model_not_found",
             )
         provider = self.providers[route.provider]
-        items = input_items(req)
-        context: list[Any] = []
-        if extra_context is not None:
-            context = [decode_item(it, "previous_response") for it in extra_context]
-        elif req.previous_response_id:
-            chain = await expand_chain(self.store, tenant, req.previous_response_id)
-            if chain is None:
-                raise ApiError(
-                    404,
-                    f"Previous response with id '{req.previous_response_id}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-            context = [decode_item(_as_input(it), "previous_response") for it in chain]
-        if not items and not context:
+        items = await self._resolve_references(input_items(req), tenant)
+        conversation_id = None
+        if context is None:
+            context = []
+            if req.previous_response_id:
+                chain = await expand_chain(self.store, tenant, req.previous_response_id)
+                if chain is None:
+                    raise ApiError(
+                        404,
+                        f"Previous response with id '{req.previous_response_id}' not found.",
+                        param="previous_response_id",
+                        code="previous_response_not_found",
+                    )
+                context = chain
+            elif req.conversation is not None:
+                conversation_id = _conversation_id(req.conversation)
+                if await self.store.get_conversation(tenant, conversation_id) is None:
+                    raise ApiError(
+                        404,
+                        f"Conversation with id '{conversation_id}' not found.",
+                        param="conversation",
+                        code="conversation_not_found",
+                    )
+                context = await self.store.conversation_items(tenant, conversation_id)
+        prior = [decode_item(_as_input(it), "context") for it in context]
+        if not items and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
-        chat_body, tools = to_chat_request(
-            req, context + items, route.upstream_model, provider.dialect, self.sealer.open
-        )
+        chat_body, tools = to_chat_request(req, prior + items, route.upstream_model, provider.dialect, self.sealer.open)
         include = req.include or []
         seal = self.sealer.seal_reasoning if "reasoning.encrypted_content" in include else None
-        template = response_template(req, self.ids, self.clock)
         turn = Turn()
         turn.req = req
         turn.tenant = tenant
-        turn.items = items
+        turn.stored_input = [normalise(it, self.ids) for it in items]
         turn.provider = provider
         turn.route = route
         turn.chat_body = chat_body
         turn.http_request, turn.payload = provider.build(chat_body)
         turn.pipeline = chat_pipeline(
-            template,
+            response_template(req, self.ids, self.clock),
             self.ids,
             self.clock,
             encoding=encoding,
@@ -155,7 +165,20 @@ class Gateway:
             think_tags=provider.dialect.think_tags,
         )
         turn.store = req.store is not False
+        turn.conversation_id = conversation_id
         return turn
+
+    async def _resolve_references(self, items: list[Any], tenant: str) -> list[Any]:
+        """``item_reference`` input items become the stored items they name."""
+        out = []
+        for i, item in enumerate(items):
+            if type(item) is Q.ItemReferenceIn:
+                stored = await self.store.get_item(tenant, item.id)
+                if stored is None:
+                    raise ApiError(404, f"Item with id '{item.id}' not found.", param=f"input[{i}].id", code="item_not_found")
+                item = decode_item(_as_input(stored), f"input[{i}]")
+            out.append(item)
+        return out
 
     async def open_upstream(self, turn: Turn) -> httpx.Response:
         """Send the upstream request and wait for its status line; refusals become ApiErrors."""
@@ -168,19 +191,21 @@ class Gateway:
         except httpx.TimeoutException:
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.NetworkError) as exc:
-            raise ApiError(502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error") from None
+            raise ApiError(
+                502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
+            ) from None
         except httpx.HTTPError as exc:
             raise ApiError(502, f"Upstream request failed: {exc.__class__.__name__}.", code="upstream_error", type="server_error") from None
         if resp.status_code >= 400:
+            body = b""
             try:
                 with trio.move_on_after(t.idle):
-                    body = b""
                     async for piece in resp.aiter_raw():
                         body += piece
                         if len(body) > _ERROR_BODY_LIMIT:
                             break
             except httpx.HTTPError:
-                body = b""
+                pass
             finally:
                 await resp.aclose()
             raise error_from_upstream(resp.status_code, body, resp.headers)
@@ -190,7 +215,7 @@ class Gateway:
 
     # -- streaming -----------------------------------------------------------------------
 
-    async def pump(self, turn: Turn, resp: httpx.Response, emit: Callable[[list], Awaitable[None]]) -> None:
+    async def pump(self, turn: Turn, resp: httpx.Response, emit: Emit) -> None:
         """Upstream body -> pipeline -> ``emit(frames)``; always ends with a terminal event.
 
         Timeouts are cancel scopes: first byte and idle between reads per read, total over all.
@@ -244,32 +269,89 @@ class Gateway:
             with trio.CancelScope(shield=True):
                 await resp.aclose()
         out += pipe.fail(failure) if failure is not None else pipe.close()
-        await self.save(turn)
+        await self.finish(turn)
+        await emit(out)
+
+    async def fail_before_stream(self, turn: Turn, err: ApiError, emit: Emit) -> None:
+        """A run that could not reach its upstream (background runs): created, then failed."""
+        pipe = turn.pipeline
+        await emit(pipe.start())
+        out = pipe.fail(UpstreamError(message=err.message, type=err.type, code=err.code, param=err.param))
+        await self.finish(turn)
         await emit(out)
 
     async def collect(self, turn: Turn, resp: httpx.Response) -> Response:
         """Non-streaming: the same pipeline, returning the final Response object."""
-        events: list = []
 
-        async def sink(evs: list) -> None:
-            events.extend(e for e in evs if hasattr(e, "response"))
+        async def sink(_events: list) -> None:
+            pass
 
         await self.pump(turn, resp, sink)
         return turn.pipeline.response
 
-    async def save(self, turn: Turn) -> None:
-        if not turn.store:
-            return
+    async def finish(self, turn: Turn) -> None:
+        """Persist what the client is about to be told exists: the response and conversation."""
         resp = turn.pipeline.response
-        stored = StoredResponse(
-            tenant=turn.tenant,
-            id=resp.id,
-            response=msgspec.to_builtins(resp),
-            input_items=[item_to_dict(i) for i in turn.items],
-            previous_response_id=turn.req.previous_response_id,
-            created_at=resp.created_at,
+        output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        if turn.store:
+            await self.store.put_response(
+                StoredResponse(
+                    tenant=turn.tenant,
+                    id=resp.id,
+                    response=msgspec.to_builtins(resp),
+                    input_items=turn.stored_input,
+                    previous_response_id=turn.req.previous_response_id,
+                    created_at=resp.created_at,
+                    background=bool(turn.req.background),
+                )
+            )
+        if turn.conversation_id is not None and resp.status != "failed":
+            await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
+
+    # -- background runs -------------------------------------------------------------------
+
+    async def record_status(self, turn: Turn, status: str, **changes: Any) -> dict[str, Any]:
+        """Write the response as it stands (queued, in progress, cancelled) to the store."""
+        resp = msgspec.structs.replace(turn.pipeline.response, status=status, **changes)
+        body = msgspec.to_builtins(resp)
+        body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        await self.store.put_response(
+            StoredResponse(
+                tenant=turn.tenant,
+                id=resp.id,
+                response=body,
+                input_items=turn.stored_input,
+                previous_response_id=turn.req.previous_response_id,
+                created_at=resp.created_at,
+                background=True,
+            )
         )
-        await self.store.put_response(stored)
+        return body
+
+    async def follow(self, tenant: str, response_id: str, after: int):
+        """Batches of a background run's stored events after ``after``, live until it ends."""
+        runs = self.runs
+        while True:
+            events = await self.store.get_events(tenant, response_id, after)
+            if events:
+                end = next((n for n, ev in enumerate(events) if ev.type in TERMINAL_TYPES), None)
+                if end is not None:
+                    yield events[: end + 1]
+                    return
+                yield events
+                after = events[-1].seq
+                continue
+            stored = await self.store.get_response(tenant, response_id)
+            if stored is None or stored.response.get("status") in TERMINAL_STATUSES:
+                # ended without a terminal event (cancelled): pick up any last rows, then stop
+                last = await self.store.get_events(tenant, response_id, after)
+                if last:
+                    yield last
+                return
+            if runs is not None:
+                await runs.wait_for_events(response_id, 0.25)
+            else:
+                await trio.sleep(0.25)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -279,6 +361,26 @@ class Gateway:
         d.mkdir(parents=True, exist_ok=True)
         (d / "request.json").write_bytes(msgspec.json.format(turn.payload, indent=2))
         return d
+
+    # -- conversations -------------------------------------------------------------------
+
+    async def create_conversation(self, tenant: str, items: list[Any], metadata: dict[str, str] | None) -> StoredConversation:
+        typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        conv = StoredConversation(tenant=tenant, id=self.ids.new("conv_"), created_at=self.clock.now(), metadata=metadata or {})
+        await self.store.put_conversation(conv)
+        if typed:
+            await self.store.add_conversation_items(tenant, conv.id, [normalise(it, self.ids) for it in typed])
+        return conv
+
+    async def add_items(self, tenant: str, conv_id: str, items: list[Any]) -> list[dict[str, Any]]:
+        typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        stored = [normalise(it, self.ids) for it in typed]
+        await self.store.add_conversation_items(tenant, conv_id, stored)
+        return stored
+
+
+def stored_event(event: Any) -> StoredEvent:
+    return StoredEvent(event.sequence_number, event_type(type(event)), _json.encode(event))
 
 
 class _Recorder:
@@ -299,17 +401,24 @@ class _Recorder:
             self._f = None
 
 
+def _conversation_id(conv: str | dict[str, Any]) -> str:
+    cid = conv if isinstance(conv, str) else conv.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise ApiError(400, "Invalid 'conversation': expected an id or {\"id\": ...}.", param="conversation", code="invalid_value")
+    return cid
+
+
 def _as_input(item: dict[str, Any]) -> dict[str, Any]:
-    """A stored output item, made acceptable as an input item (drop output-only keys)."""
+    """A stored item, made acceptable as an input item (drop output-only keys)."""
     if item.get("type") == "message" and item.get("role") == "assistant":
         return {"type": "message", "role": "assistant", "content": item.get("content") or [], "id": item.get("id")}
+    if item.get("type") == "reasoning":
+        return {k: v for k, v in item.items() if k in ("type", "id", "summary", "content", "encrypted_content")}
     return item
 
 
 def load_secret(cfg: Config) -> bytes:
     """The server secret: from config (or its $ENV), else generated once and kept in secret_file."""
-    from adapters.config import expand_env
-
     value = expand_env(cfg.server.secret, "server.secret")
     if value:
         return value.encode()
@@ -322,10 +431,10 @@ def load_secret(cfg: Config) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = os.urandom(32).hex().encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker process wrote it first
+        return path.read_bytes().strip()
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
     return secret
-
-
-__all__ = ["Gateway", "Turn", "Route", "load_secret"]

@@ -37,7 +37,10 @@ class Sealer:
         if not token or not token.startswith(PREFIX):
             return None
         try:
-            raw = base64.urlsafe_b64decode(token[len(PREFIX) :] + "=" * (-len(token) % 4))
+            body = token[len(PREFIX) :]
+            # padding from the body's length, not the whole token's: counting the 5-char prefix
+            # under-padded 2 of every 3 tokens, which then never opened (reasoning silently lost)
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             data = self._aead.decrypt(raw[:12], raw[12:], _AAD)
             value = msgspec.json.decode(data)
         except Exception:  # noqa: BLE001 - any failure means "not ours"

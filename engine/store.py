@@ -1,9 +1,16 @@
 """The Store protocol: what state the engine needs, not how it is kept (ARCHITECTURE.md).
 
-A stored response is the Response object plus the input items of its request, as JSON-ready
-builtins. ``previous_response_id`` is expanded from these: the previous response's own context
-(recursively), its input, its output, then the new input (SPEC 2.4). Every call is scoped by
-tenant; another tenant's id behaves exactly like a missing one.
+Stored objects are JSON-ready builtins (what the API returns), owned by a tenant. Every call is
+scoped by tenant, so another tenant's id behaves exactly like a missing one. Backends:
+adapters/stores/memory.py (an LRU) and adapters/stores/sqlite.py (the embedded default).
+
+- A stored response is the final Response object, the request's own input items (each with an
+  id), and its ``previous_response_id``; ``expand_chain`` rebuilds the context a continuation
+  sends upstream: each earlier response's input then output, oldest first (SPEC 2.4).
+- Events of a background run are kept as ``(sequence_number, type, json)`` rows so a client can
+  follow or resume it (``GET /v1/responses/{id}?stream=true&starting_after=N``).
+- Items are indexed by id per tenant, so ``item_reference`` input items resolve.
+- A conversation is metadata plus an ordered list of items.
 """
 
 from __future__ import annotations
@@ -12,14 +19,30 @@ from typing import Any, Protocol
 
 from msgspec import Struct
 
+from engine.errors import ApiError
+
 
 class StoredResponse(Struct):
     tenant: str
     id: str
-    response: dict[str, Any]  # the final Response object
-    input_items: list[dict[str, Any]]  # this request's own input, as sent
+    response: dict[str, Any]  # the Response object as last known (final once terminal)
+    input_items: list[dict[str, Any]]  # this request's own input, normalised, each with an id
     previous_response_id: str | None = None
     created_at: int = 0
+    background: bool = False
+
+
+class StoredEvent(Struct, array_like=True):
+    seq: int
+    type: str
+    data: bytes  # the event's JSON
+
+
+class StoredConversation(Struct):
+    tenant: str
+    id: str
+    created_at: int
+    metadata: dict[str, str] = {}
 
 
 class Store(Protocol):
@@ -29,16 +52,43 @@ class Store(Protocol):
 
     async def delete_response(self, tenant: str, response_id: str) -> bool: ...
 
+    async def append_events(self, tenant: str, response_id: str, events: list[StoredEvent]) -> None: ...
+
+    async def get_events(self, tenant: str, response_id: str, after: int) -> list[StoredEvent]: ...
+
+    async def get_item(self, tenant: str, item_id: str) -> dict[str, Any] | None: ...
+
+    async def put_conversation(self, conv: StoredConversation) -> None: ...
+
+    async def get_conversation(self, tenant: str, conv_id: str) -> StoredConversation | None: ...
+
+    async def delete_conversation(self, tenant: str, conv_id: str) -> bool: ...
+
+    async def add_conversation_items(self, tenant: str, conv_id: str, items: list[dict[str, Any]]) -> None: ...
+
+    async def conversation_items(self, tenant: str, conv_id: str) -> list[dict[str, Any]]: ...
+
+    async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool: ...
+
+    async def sweep(self, now: int) -> int: ...
+
     async def aclose(self) -> None: ...
 
 
-async def expand_chain(store: Store, tenant: str, response_id: str, limit: int = 1000) -> list[dict[str, Any]] | None:
-    """Items of the whole chain ending at ``response_id``, oldest first; None if any link is missing."""
+class Retention(Struct, frozen=True):
+    """How long and how many: ``ttl`` seconds from creation (0 = forever), ``max_responses`` and
+    ``max_conversations`` per backend (oldest evicted first; 0 = unbounded)."""
+
+    ttl: int = 30 * 24 * 3600
+    max_responses: int = 100_000
+    max_conversations: int = 100_000
+
+
+async def expand_chain(store: Store, tenant: str, response_id: str, limit: int = 10_000) -> list[dict[str, Any]] | None:
+    """Items of the whole chain ending at ``response_id``, oldest first; None if a link is missing."""
     chain: list[StoredResponse] = []
     rid: str | None = response_id
-    while rid is not None:
-        if len(chain) >= limit:
-            break
+    while rid is not None and len(chain) < limit:
         stored = await store.get_response(tenant, rid)
         if stored is None:
             return None
@@ -49,3 +99,42 @@ async def expand_chain(store: Store, tenant: str, response_id: str, limit: int =
         items.extend(stored.input_items)
         items.extend(stored.response.get("output") or [])
     return items
+
+
+def paginate(
+    items: list[dict[str, Any]],
+    *,
+    limit: int = 20,
+    order: str = "desc",
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """The OpenAI list shape over items in stored (ascending) order.
+
+    ``after``/``before`` are item ids in the requested order; an unknown cursor is a 400 rather
+    than an empty page, so a client with a stale cursor learns about it.
+    """
+    if not 1 <= limit <= 100:
+        raise ApiError(400, f"Invalid 'limit': {limit}. Expected a value between 1 and 100.", param="limit", code="invalid_value")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, f"Invalid 'order': {order!r}. Expected 'asc' or 'desc'.", param="order", code="invalid_value")
+    seq = items if order == "asc" else items[::-1]
+    start, end = 0, len(seq)
+    ids = [it.get("id") for it in seq]
+    if after is not None:
+        if after not in ids:
+            raise ApiError(400, f"Invalid 'after': no item with id '{after}'.", param="after", code="invalid_value")
+        start = ids.index(after) + 1
+    if before is not None:
+        if before not in ids:
+            raise ApiError(400, f"Invalid 'before': no item with id '{before}'.", param="before", code="invalid_value")
+        end = ids.index(before)
+    window = seq[start:end]
+    page = window[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": len(window) > limit,
+    }

@@ -10,6 +10,7 @@ tool-call turns, SPEC 6.1).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable
 
 import msgspec
@@ -87,6 +88,12 @@ def validate(req: Q.CreateRequest) -> None:
         raise _range("temperature", req.temperature, "between 0 and 2")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise _range("top_p", req.top_p, "between 0 and 1")
+    # The penalties were passed upstream unchecked, so an out-of-range value came back as an
+    # upstream error instead of a 400 naming the field.
+    for key in ("presence_penalty", "frequency_penalty"):
+        value = getattr(req, key)
+        if value is not None and not -2 <= value <= 2:
+            raise _range(key, value, "between -2 and 2")
     if req.max_output_tokens is not None and req.max_output_tokens < 1:
         raise _range("max_output_tokens", req.max_output_tokens, "at least 1")
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
@@ -143,6 +150,9 @@ def input_items(req: Q.CreateRequest) -> list[Any]:
     return [decode_item(item, f"input[{i}]") for i, item in enumerate(raw)]
 
 
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
+
+
 def decode_item(item: Any, where: str) -> Any:
     if not isinstance(item, dict):
         raise ApiError(400, f"Invalid '{where}': expected an object.", param=where, code="invalid_type")
@@ -160,7 +170,14 @@ def decode_item(item: Any, where: str) -> Any:
     try:
         typed = msgspec.convert(item, cls)
     except msgspec.ValidationError as exc:
-        raise from_validation(exc, prefix=where) from None
+        err = from_validation(exc, prefix=where)
+        # msgspec reports a missing key at the object that lacks it ("Object missing required
+        # field `call_id`", no path), so param would be just "input[2]"; name the field itself.
+        missing = _MISSING.match(str(exc))
+        if missing:
+            err.param = f"{err.param}.{missing.group(1)}" if err.param else missing.group(1)
+            err.code = "missing_required_parameter"
+        raise err from None
     if cls is Q.MessageIn and typed.role not in ("user", "assistant", "system", "developer"):
         raise ApiError(
             400,
@@ -290,7 +307,7 @@ def translate_tool_choice(
 # --- input items -> chat messages ----------------------------------------------------------
 
 
-def _text_of_parts(parts: list[dict[str, Any]]) -> str:
+def _text_of_parts(parts: list[dict[str, Any]], sep: str = "") -> str:
     texts = []
     for p in parts:
         t = p.get("type")
@@ -298,7 +315,7 @@ def _text_of_parts(parts: list[dict[str, Any]]) -> str:
             texts.append(p.get("text") or "")
         elif t == "refusal":
             texts.append(p.get("refusal") or "")
-    return "".join(texts)
+    return sep.join(texts)
 
 
 def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str, Any]]:
@@ -342,7 +359,9 @@ def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str,
 
 
 def _output_text(output: str | list[dict[str, Any]]) -> str:
-    return output if isinstance(output, str) else _text_of_parts(output)
+    # Separate text parts are separate blocks: glued together "a" + "b" became "ab". Joined with
+    # "\n" like user text parts (and like vLLM joins an array of text parts).
+    return output if isinstance(output, str) else _text_of_parts(output, "\n")
 
 
 class _Assistant:
@@ -367,7 +386,8 @@ def reasoning_text(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | N
         if text:
             return text
     if item.summary:
-        return _text_of_parts(item.summary)
+        # summary parts are separate paragraphs ("**Title**\n\nbody" each); do not glue them
+        return _text_of_parts(item.summary, "\n\n")
     return ""
 
 
@@ -388,7 +408,9 @@ def to_chat_messages(
         a, pending = pending, None
         if not a.text and not a.tool_calls:
             return  # reasoning with nothing after it has nowhere to go
-        msg: dict[str, Any] = {"role": "assistant", "content": "".join(a.text) if a.text else None}
+        # a.text holds one entry per assistant message merged into this turn; joining them with
+        # "" turned "Let me check." + "Done." into "Let me check.Done."
+        msg: dict[str, Any] = {"role": "assistant", "content": "\n\n".join(a.text) if a.text else None}
         if a.tool_calls:
             msg["tool_calls"] = a.tool_calls
         if a.reasoning and dialect.send_reasoning_back:
@@ -407,7 +429,9 @@ def to_chat_messages(
         if kind is Q.MessageIn:
             role = item.role
             if role in ("system", "developer"):
-                text = item.content if isinstance(item.content, str) else _text_of_parts(item.content)
+                # separate input_text parts (Codex sends several per developer message) are
+                # separate blocks: "\n" like user text parts, not glued together
+                text = item.content if isinstance(item.content, str) else _text_of_parts(item.content, "\n")
                 if text:
                     system.append(text)
             elif role == "assistant":

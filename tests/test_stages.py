@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -259,8 +260,6 @@ def test_think_tags_in_the_decoder_flush_on_finish():
 
 
 def usage(**kw) -> UsageDelta:
-    import msgspec
-
     return usage_from_chat(msgspec.convert(kw, ChatUsage))
 
 

@@ -19,6 +19,7 @@ from quart import Response as QuartResponse
 from quart import request
 from quart_trio import QuartTrio
 
+from adapters.frontends import state_routes
 from adapters.gateway import Gateway
 from engine.errors import ApiError
 from engine.translate import parse_create
@@ -175,6 +176,9 @@ class CreateHandler:
         try:
             req = parse_create(body)
             stream = bool(req.stream)
+            if req.background:
+                await self._background(req, tenant, stream, send)
+                return
             turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
             upstream = await gw.open_upstream(turn)
         except ApiError as err:
@@ -193,6 +197,22 @@ class CreateHandler:
                 await send_json(send, 200, _json.encode(response))
             return
         await self._stream(turn, upstream, send)
+
+    async def _background(self, req, tenant: str, stream: bool, send) -> None:
+        """Start a background run; answer at once (queued) or follow its events as SSE.
+        Either way the run continues if this client goes away."""
+        if req.store is False:
+            raise ApiError(400, "Background responses must be stored; remove 'store: false'.", param="background", code="invalid_value")
+        gw = self.gateway
+        turn = await gw.prepare_request(req, tenant, encoding=None)
+        body = await gw.runs.start(turn)
+        if not stream:
+            await send_json(send, 200, _json.encode(body))
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        async for frames in sse_follow(gw, tenant, body["id"], -1):
+            await send({"type": "http.response.body", "body": frames, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, turn, upstream, send) -> None:
         send_ch, recv_ch = trio.open_memory_channel[list](self.channel_size)
@@ -218,6 +238,13 @@ class CreateHandler:
                             break
                     await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
+    """SSE frames of a background run's stored events after ``after``; [DONE] at the end."""
+    async for events in gateway.follow(tenant, response_id, after):
+        yield b"".join(b"event: " + ev.type.encode() + b"\ndata: " + ev.data + b"\n\n" for ev in events)
+    yield b"data: [DONE]\n\n"
 
 
 def build_app(gateway: Gateway, auth: Auth):
@@ -271,18 +298,7 @@ def build_app(gateway: Gateway, auth: Auth):
         ]
         return {"object": "list", "data": data}
 
-    @app.get("/v1/responses/<response_id>")
-    async def retrieve(response_id: str):
-        stored = await gateway.store.get_response(tenant(), response_id)
-        if stored is None:
-            raise _missing(response_id)
-        return QuartResponse(_json.encode(stored.response), content_type="application/json")
-
-    @app.delete("/v1/responses/<response_id>")
-    async def delete(response_id: str):
-        if not await gateway.store.delete_response(tenant(), response_id):
-            raise _missing(response_id)
-        return {"id": response_id, "object": "response.deleted", "deleted": True}
+    state_routes.register(app, gateway, tenant, sse_follow)
 
     async def asgi(scope: dict, receive, send) -> None:
         if (
@@ -296,10 +312,6 @@ def build_app(gateway: Gateway, auth: Auth):
 
     asgi.quart_app = app  # type: ignore[attr-defined]
     return asgi
-
-
-def _missing(response_id: str) -> ApiError:
-    return ApiError(404, f"No response found with id '{response_id}'.", param="response_id", code="not_found")
 
 
 __all__ = ["build_app", "Auth", "CreateHandler"]

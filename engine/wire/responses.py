@@ -177,10 +177,6 @@ class ResponseFailed(Event, tag="response.failed"):
     response: Response
 
 
-class ResponseCancelled(Event, tag="response.cancelled"):
-    response: Response
-
-
 class OutputItemAdded(Event, tag="response.output_item.added"):
     output_index: int
     item: OutputItem
@@ -332,7 +328,7 @@ class ErrorEvent(Event, tag="error"):
     error: ErrorPayload
 
 
-TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed, ResponseCancelled)
+TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed)
 
 StreamEvent = Union[
     ResponseCreated,
@@ -341,7 +337,6 @@ StreamEvent = Union[
     ResponseCompleted,
     ResponseIncomplete,
     ResponseFailed,
-    ResponseCancelled,
     OutputItemAdded,
     OutputItemDone,
     ContentPartAdded,
