@@ -10,8 +10,8 @@ directly (the "direct" rows), where it sustains far more events/s than any gatew
 Two modes, configured by one JSON object (``--config FILE`` or ``--config-json TEXT``); the result
 is one JSON object on stdout:
 
-``run``   ``workers`` keep-alive connections issue ``requests`` exchanges in all, as fast as they
-          complete; per-exchange TTFB/TTFT/duration lists, events, errors by reason, wall and CPU.
+``run``   ``workers`` keep-alive connections (opened before the clock starts) issue ``requests``
+          exchanges in all, as fast as they complete; per-exchange TTFB/TTFT/duration lists, events, errors by reason, wall and CPU.
 ``hold``  opens ``streams`` streaming exchanges (at most ``ramp_parallel`` connecting at once, from
           ``source_ips`` in turn), prints ``{"phase": "open", ...}`` once every stream has sent its
           first token (or ``ramp_seconds`` ran out), keeps reading them until a line arrives on
@@ -211,8 +211,20 @@ async def run_mode(cfg: dict) -> dict:
     def error(reason: str) -> None:
         errors[reason] = errors.get(reason, 0) + 1
 
+    streams: list = [None] * workers
+    gate = trio.Semaphore(200)
+
+    async def preconnect(idx: int) -> None:
+        async with gate:
+            try:
+                with trio.move_on_after(timeout):
+                    streams[idx] = await connect(host, port, sources[idx % len(sources)])
+                    counters["connects"] += 1
+            except OSError:
+                pass  # the worker retries, and counts the error if it fails again
+
     async def worker(idx: int) -> None:
-        stream = None
+        stream = streams[idx]
         source = sources[idx % len(sources)]
         try:
             while state["issued"] < total and trio.current_time() < deadline:
@@ -246,6 +258,10 @@ async def run_mode(cfg: dict) -> dict:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 
+    # connections first (as a pool would hold them), then the clock starts
+    async with trio.open_nursery() as nursery:
+        for i in range(workers):
+            nursery.start_soon(preconnect, i)
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     async with trio.open_nursery() as nursery:

@@ -1,0 +1,994 @@
+"""The respline bench: upstream, gateway and load client, each its own process on loopback.
+
+    python bench/run.py                  # every scenario (make bench)
+    python bench/run.py --quick          # a small version of every scenario (make bench BENCH_QUICK=1)
+    python bench/run.py --scenarios 1,2  # some of them
+    python bench/run.py --peers          # scenario 2 at 100 streams and scenario 4: direct,
+                                         # respline and LiteLLM's proxy side by side (make bench-peers)
+    python bench/run.py --profile        # py-spy on respline during scenario 1 (make bench-profile)
+
+Every measurement is taken "direct" (client -> bench upstream) and "through" a gateway in the same
+run, interleaved, each repeated; the medians are reported, with the ratio gateway / direct as the
+headline. A markdown table goes to stdout and the raw numbers (every repeat) to
+bench/results/<time>-<mode>.json, with the machine's core count and load. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+LITELLM_VENV = BENCH / ".venv-litellm"
+LITELLM_SPEC = "litellm[proxy]==1.80.16"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+sys.path.insert(0, str(BENCH))
+import codex_request  # noqa: E402
+
+PROMPT = "Write a long story about a gateway."
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of ``pid`` and its descendants, from /proc/PID/stat (utime, stime, and
+    cutime/cstime for children already reaped)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory (VmRSS) summed over ``pid`` and its descendants."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> int:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
+            data = s.recv(64)
+        return int(data[9:12])
+    except (OSError, ValueError):
+        return 0
+
+
+class Proc:
+    def __init__(self, name: str, cmd: list[str], port: int, health: str, tmp: Path, env: dict | None = None) -> None:
+        self.name, self.port, self.health = name, port, health
+        self.log_path = tmp / f"{name}-{port}.log"
+        self.logf = open(self.log_path, "wb")  # noqa: SIM115
+        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp)
+        self.pid = self.p.pid
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.p.returncode} at start:\n{self.tail()}")
+            if http_get(self.port, self.health) == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
+
+    def tail(self, n: int = 25) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            tree = proc_tree(self.pid)
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            for pid in tree:  # only the processes this one started
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.logf.close()
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+class Target:
+    """Where the load client points: the bench upstream itself ("direct") or a gateway."""
+
+    def __init__(self, kind: str, port: int, proc: Proc | None) -> None:
+        self.kind, self.port, self.proc = kind, port, proc
+
+    @property
+    def direct(self) -> bool:
+        return self.kind == "direct"
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.direct else "/v1/responses"
+
+    def stream_body(self, model: str) -> str:
+        if self.direct:
+            body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": True, "stream_options": {"include_usage": True}}
+        else:
+            body = {"model": model, "input": PROMPT, "stream": True, "store": False}
+        return json.dumps(body)
+
+    def codex_body(self, model: str) -> str:
+        return json.dumps(codex_request.chat_body(model) if self.direct else codex_request.responses_body(model))
+
+    def markers(self, streaming: bool = True) -> dict:
+        if self.direct:
+            return {"ok_marker": "[DONE]" if streaming else '"finish_reason":"stop"', "token_marker": '"content":"', "bad_markers": []}
+        if not streaming:
+            return {"ok_marker": '"status":"completed"', "token_marker": "", "bad_markers": []}
+        return {"ok_marker": "response.completed", "token_marker": "output_text.delta", "bad_markers": ["event: error", "response.failed", '"type":"error"']}
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+    def rss(self) -> int:
+        return rss_bytes(self.proc.pid) if self.proc else 0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.quick = args.quick
+        self.tmpdir = tempfile.TemporaryDirectory(prefix="respline-bench-")
+        self.tmp = Path(self.tmpdir.name)
+        self.procs: list[Proc] = []
+        self.nofile = raise_nofile()
+        self.respline_bin = args.respline or str(ROOT / ".venv" / "bin" / "respline")
+        self.upstream: Proc | None = None
+        self.results: dict = {"scenarios": {}}
+        self.body_files = 0
+
+    # -- processes
+
+    def start_upstream(self) -> Proc:
+        port = free_port()
+        p = Proc("upstream", [sys.executable, str(BENCH / "upstream.py"), "--port", str(port)], port, "/health", self.tmp)
+        self.procs.append(p)
+        deadline = time.monotonic() + 15
+        while http_get(port, "/health") == 0 and time.monotonic() < deadline:  # any answer = up
+            time.sleep(0.1)
+        self.upstream = p
+        return p
+
+    def respline_help(self) -> str:
+        try:
+            return subprocess.run([self.respline_bin, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run respline: {exc.__class__.__name__}"
+
+    def start_respline(self, *, workers: int = 0, store: str = "memory") -> Target:
+        assert self.upstream is not None
+        port = free_port()
+        cfg = self.tmp / "respline.toml"
+        # upstream_connections: the default pool (4096) would queue scenario 3's streams
+        cfg.write_text('[server]\nlog_level = "warning"\n\n[limits]\nupstream_connections = 20000\n')
+        cmd = [
+            self.respline_bin, "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--upstream", f"http://127.0.0.1:{self.upstream.port}/v1",
+            "--config", str(cfg), "--store", store, "--secret-file", str(self.tmp / "secret"),
+        ]
+        if workers:
+            cmd += ["--workers", str(workers)]
+        p = Proc("respline", cmd, port, "/health", self.tmp)
+        self.procs.append(p)
+        p.wait_ready(60)
+        return Target("respline", port, p)
+
+    def start_litellm(self) -> Target:
+        assert self.upstream is not None
+        port = free_port()
+        models = sorted({self.s2_model(), self.s4_model()})
+        lines = ["model_list:"]
+        for m in models:
+            lines += [
+                f"  - model_name: {m}",
+                "    litellm_params:",
+                f"      model: hosted_vllm/{m}",
+                f"      api_base: http://127.0.0.1:{self.upstream.port}/v1",
+                "      api_key: bench",
+            ]
+        lines += ["litellm_settings:", "  drop_params: true", "  telemetry: false", "general_settings:", "  disable_spend_logs: true"]
+        cfg = self.tmp / "litellm.yaml"
+        cfg.write_text("\n".join(lines) + "\n")
+        env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", NO_PROXY="*", no_proxy="*")
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+            env.pop(k, None)
+        cmd = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        p = Proc("litellm", cmd, port, "/health/liveliness", self.tmp, env=env)
+        self.procs.append(p)
+        p.wait_ready(180)
+        return Target("litellm", port, p)
+
+    def stop(self, target: Target | Proc | None) -> None:
+        proc = target.proc if isinstance(target, Target) else target
+        if proc is not None:
+            proc.stop()
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+        self.tmpdir.cleanup()
+
+    def direct(self) -> Target:
+        assert self.upstream is not None
+        return Target("direct", self.upstream.port, self.upstream)
+
+    # -- the load client
+
+    def client(self, target: Target, cfg: dict, *, timeout: float) -> dict:
+        cfg = dict(cfg, host="127.0.0.1", port=target.port, path=target.path)
+        path = self.tmp / "client.json"
+        path.write_text(json.dumps(cfg))
+        out = subprocess.run([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"load client failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def body_file(self, text: str) -> str:
+        self.body_files += 1
+        path = self.tmp / f"body-{self.body_files}.json"
+        path.write_text(text)
+        return str(path)
+
+    def measure(self, target: Target, cfg: dict, *, timeout: float = 900) -> dict:
+        """One client run with the target's CPU (and the bench upstream's) around it."""
+        cpu0, up0 = target.cpu(), self.direct().cpu()
+        r = self.client(target, cfg, timeout=timeout)
+        r["target_cpu"] = target.cpu() - cpu0
+        r["upstream_cpu"] = self.direct().cpu() - up0
+        return r
+
+    # -- model names
+
+    def s1_tokens(self) -> int:
+        return 2000
+
+    def s2_tokens(self) -> int:
+        return 50 if self.quick else 200
+
+    def s2_model(self) -> str:
+        return f"bench-n{self.s2_tokens()}"
+
+    def s4_model(self) -> str:
+        return "bench-n20"
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))
+    return s[k]
+
+
+def med(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def stream_metrics(r: dict) -> dict:
+    events = r["events"]
+    errors = sum(r["errors"].values())
+    return {
+        "events_per_s": events / r["wall"] if r["wall"] else 0.0,
+        "ttfb_p50_ms": _ms(pct(r["ttfb"], 50)),
+        "ttfb_p99_ms": _ms(pct(r["ttfb"], 99)),
+        "ttft_p50_ms": _ms(pct(r["ttft"], 50)),
+        "ttft_p99_ms": _ms(pct(r["ttft"], 99)),
+        "errors": errors,
+        "error_reasons": r["errors"],
+        "requests": r["requests"],
+        "events": events,
+        "wall_s": r["wall"],
+        "target_cpu_s": r["target_cpu"],
+        "target_cpu_us_per_event": (r["target_cpu"] / events * 1e6) if events else None,
+        "upstream_cpu_s": r["upstream_cpu"],
+        "client_cpu_s": r["client_cpu"],
+        "client_cpu_us_per_event": (r["client_cpu"] / events * 1e6) if events else None,
+    }
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1000
+
+
+def median_of(reps: list[dict]) -> dict:
+    out: dict = {}
+    for k, v in reps[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
+            out[k] = med([r.get(k) for r in reps])
+        elif k == "error_reasons":
+            merged: dict = {}
+            for r in reps:
+                for reason, n in r.get(k, {}).items():
+                    merged[reason] = merged.get(reason, 0) + n
+            out[k] = merged
+    out["errors_total"] = sum(r.get("errors", 0) or 0 for r in reps)
+    out["repeats"] = len(reps)
+    return out
+
+
+def fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b) -> str:
+    if a is None or b in (None, 0):
+        return "-"
+    return f"{a / b:.3f}" if a / b < 10 else f"{a / b:.1f}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |")
+    return "\n".join(lines)
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("**met**" if ok else "**missed**")
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def scenario1(b: Bench, gw: Target) -> tuple[dict, str]:
+    """One stream of 2000 tokens at a time: events/s and CPU per 1000 events."""
+    n_req = 3 if b.quick else 10
+    repeats = b.args.repeats
+    model = f"bench-n{b.s1_tokens()}"
+    targets = [b.direct(), gw]
+    reps: dict[str, list] = {t.kind: [] for t in targets}
+    for t in targets:  # warm-up: imports, pools, caches
+        b.client(t, {"workers": 1, "requests": 2, "body": t.stream_body(model), **t.markers()}, timeout=120)
+    for i in range(repeats):
+        for t in targets:
+            r = b.measure(t, {"workers": 1, "requests": n_req, "body": t.stream_body(model), **t.markers()})
+            m = stream_metrics(r)
+            # a single stream's rate: events over the time spent in exchanges
+            m["stream_events_per_s"] = r["events"] / sum(r["durations"]) if r["durations"] else 0.0
+            reps[t.kind].append(m)
+        log(f"scenario 1 repeat {i + 1}/{repeats}: {gw.kind} {reps[gw.kind][-1]['stream_events_per_s']:.0f} events/s, "
+            f"{reps[gw.kind][-1]['target_cpu_us_per_event'] or 0:.1f} us CPU/event; direct {reps['direct'][-1]['stream_events_per_s']:.0f} events/s")
+    d, g = median_of(reps["direct"]), median_of(reps[gw.kind])
+    cpu_us = g["target_cpu_us_per_event"]
+    res = {"tokens": b.s1_tokens(), "streams_per_repeat": n_req, "direct": d, gw.kind: g, "repeats": {k: v for k, v in reps.items()},
+           "targets": {"cpu_us_per_event_max": 20, "cpu_us_per_event": cpu_us, "met": cpu_us is not None and cpu_us <= 20}}
+    md = [f"### Scenario 1: one stream of {b.s1_tokens()} tokens ({n_req} streams one after another per repeat, median of {repeats})", ""]
+    md.append(table(
+        ["metric", "direct", gw.kind, f"{gw.kind} / direct", "target"],
+        [
+            ["events/s (one stream)", d["stream_events_per_s"], g["stream_events_per_s"], ratio(g["stream_events_per_s"], d["stream_events_per_s"]), "reported"],
+            ["server CPU ms per 1000 events", d["target_cpu_us_per_event"], g["target_cpu_us_per_event"], ratio(g["target_cpu_us_per_event"], d["target_cpu_us_per_event"]), f"<= 20 ({verdict(res['targets']['met'])})"],
+            ["client CPU ms per 1000 events", d["client_cpu_us_per_event"], g["client_cpu_us_per_event"], "-", "-"],
+            ["errors (all repeats)", d["errors_total"], g["errors_total"], "-", "0"],
+        ],
+    ))
+    md.append("")
+    md.append("Server CPU is user + system time of the server's processes (the bench upstream for direct), from /proc; "
+              "ms per 1000 events = us per event.")
+    return res, "\n".join(md)
+
+
+def scenario2(b: Bench, gw: Target, levels: list[int] | None = None, peers: list[Target] | None = None) -> tuple[dict, str]:
+    """1, 10, 100, 1000 concurrent streams: aggregate events/s, TTFB p50/p99, errors."""
+    if levels is None:
+        levels = [1, 10, 100, 1000]
+    repeats = b.args.repeats
+    model = b.s2_model()
+    targets = [b.direct(), gw] + (peers or [])
+    res: dict = {"tokens": b.s2_tokens(), "levels": {}}
+    rows = []
+    for t in targets:
+        b.client(t, {"workers": 4, "requests": 8, "body": t.stream_body(model), **t.markers()}, timeout=120)
+    for c in levels:
+        n_req = max(c, 10) if b.quick else max(2 * c, 40)
+        reps: dict[str, list] = {t.kind: [] for t in targets}
+        for i in range(repeats):
+            for t in targets:
+                cfg = {"workers": c, "requests": n_req, "body": t.stream_body(model), "timeout": 300, "max_seconds": 600, **t.markers()}
+                reps[t.kind].append(stream_metrics(b.measure(t, cfg)))
+            log(f"scenario 2 @{c} repeat {i + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['events_per_s']:.0f} ev/s ttfb p50 {fmt(v[-1]['ttfb_p50_ms'], 2)} ms err {v[-1]['errors']}" for k, v in reps.items()))
+        meds = {k: median_of(v) for k, v in reps.items()}
+        d = meds["direct"]
+        level = {"streams": c, "requests": n_req, **meds, "repeats": reps}
+        for t in targets[1:]:
+            g = meds[t.kind]
+            level[f"{t.kind}_added_ttfb_p50_ms"] = _sub(g["ttfb_p50_ms"], d["ttfb_p50_ms"])
+            level[f"{t.kind}_added_ttfb_p99_ms"] = _sub(g["ttfb_p99_ms"], d["ttfb_p99_ms"])
+            rows.append([
+                str(c), t.kind, g["events_per_s"], ratio(g["events_per_s"], d["events_per_s"]),
+                g["ttfb_p50_ms"], g["ttfb_p99_ms"], level[f"{t.kind}_added_ttfb_p50_ms"], level[f"{t.kind}_added_ttfb_p99_ms"],
+                g["ttft_p50_ms"], g["ttft_p99_ms"], g["target_cpu_us_per_event"], str(int(g["errors_total"])),
+            ])
+        rows.append([str(c), "direct", d["events_per_s"], "1", d["ttfb_p50_ms"], d["ttfb_p99_ms"], "-", "-", d["ttft_p50_ms"], d["ttft_p99_ms"], d["target_cpu_us_per_event"], str(int(d["errors_total"]))])
+        if c == 100:
+            g = meds[gw.kind]
+            a50, a99 = level[f"{gw.kind}_added_ttfb_p50_ms"], level[f"{gw.kind}_added_ttfb_p99_ms"]
+            level["targets"] = {"added_ttfb_p50_ms_max": 2, "added_ttfb_p99_ms_max": 10,
+                                "p50_met": a50 is not None and a50 < 2, "p99_met": a99 is not None and a99 < 10}
+            if "litellm" in meds and meds["litellm"]["events_per_s"]:
+                level["targets"]["vs_litellm"] = g["events_per_s"] / meds["litellm"]["events_per_s"]
+                level["targets"]["vs_litellm_met"] = level["targets"]["vs_litellm"] >= 3
+        res["levels"][str(c)] = level
+    md = [f"### Scenario 2: concurrent streams of {b.s2_tokens()} tokens (median of {repeats}; requests per level = max(2 x streams, 40))", ""]
+    md.append(table(
+        ["streams", "target", "events/s", "/ direct", "TTFB p50 ms", "TTFB p99 ms", "added p50", "added p99", "first token p50 ms", "first token p99 ms", "server CPU us/event", "errors"],
+        rows,
+    ))
+    t100 = res["levels"].get("100", {}).get("targets")
+    if t100:
+        md.append("")
+        line = (f"At 100 streams: added TTFB p50 {fmt(res['levels']['100'][f'{gw.kind}_added_ttfb_p50_ms'], 2)} ms (target < 2: {verdict(t100['p50_met'])}), "
+                f"p99 {fmt(res['levels']['100'][f'{gw.kind}_added_ttfb_p99_ms'], 2)} ms (target < 10: {verdict(t100['p99_met'])})")
+        if "vs_litellm" in t100:
+            line += f"; {gw.kind} / litellm events/s = {t100['vs_litellm']:.2f} (target >= 3: {verdict(t100['vs_litellm_met'])})"
+        md.append(line + ".")
+    md.append("")
+    md.append("TTFB: request written -> first response byte. First token: -> first content delta (`output_text.delta` through a gateway). "
+              "Added = gateway minus direct, medians of the per-repeat percentiles.")
+    return res, "\n".join(md)
+
+
+def _sub(a, b):
+    return None if a is None or b is None else a - b
+
+
+def scenario3(b: Bench) -> tuple[dict, str]:
+    """10,000 open streams paced at one token a second: RSS per open stream, errors."""
+    cap = (b.nofile - 200) // 2  # respline holds two sockets per stream (client + upstream)
+    wanted = 300 if b.quick else b.args.hold_streams
+    streams = min(wanted, cap)
+    note = ""
+    if streams < wanted:
+        note = (f"Capped at {streams} streams: the hard RLIMIT_NOFILE here is {b.nofile} and cannot be raised without "
+                f"CAP_SYS_RESOURCE; one respline process needs two descriptors per stream.")
+    repeats = 1 if b.quick else b.args.hold_repeats
+    ramp_s = 30 if b.quick else 300
+    hold_tokens = 900  # paced streams outlast ramp + measurement; the client closes them
+    model = f"bench-n{hold_tokens}-r1"
+    sources = [f"127.0.0.{i}" for i in range(2, 10)]
+    reps: dict[str, list] = {"direct": [], "respline": []}
+    for i in range(repeats):
+        for kind in ("direct", "respline"):
+            t = b.direct() if kind == "direct" else b.start_respline()
+            try:
+                b.client(t, {"workers": 2, "requests": 4, "body": t.stream_body("bench-n20"), **t.markers()}, timeout=60)
+                time.sleep(0.5)
+                rss0, cpu0 = t.rss(), t.cpu()
+                cfg = {"mode": "hold", "streams": streams, "ramp_parallel": 100, "ramp_seconds": ramp_s, "hold_seconds": 120,
+                       "source_ips": sources, "body": t.stream_body(model), **t.markers(), "host": "127.0.0.1", "port": t.port, "path": t.path}
+                m = hold_run(b, t, cfg, rss0, cpu0)
+                reps[kind].append(m)
+                log(f"scenario 3 repeat {i + 1}/{repeats} {kind}: {m['opened']}/{streams} open in {m['ramp_s']:.1f}s, "
+                    f"{m['rss_per_stream_kb']:.1f} KB/stream, errors {m['errors']} {m['error_reasons']}")
+            finally:
+                if kind != "direct":
+                    b.stop(t)
+    d, g = median_of(reps["direct"]), median_of(reps["respline"])
+    kb = g["rss_per_stream_kb"]
+    met = kb is not None and kb < 64 and g["errors_total"] == 0 and g["opened"] == streams and streams >= 10000
+    res = {"streams": streams, "wanted": wanted, "note": note, "direct": d, "respline": g, "repeats": reps,
+           "targets": {"rss_per_stream_kb_max": 64, "rss_met": kb is not None and kb < 64, "errors_met": g["errors_total"] == 0, "met": met}}
+    md = [f"### Scenario 3: {streams} open streams paced at 1 token/s (median of {repeats})", ""]
+    md.append(table(
+        ["metric", "direct (bench upstream)", "respline", "target"],
+        [
+            ["streams open (first token seen)", d["opened"], g["opened"], str(streams)],
+            ["ramp time s (100 connecting at once)", d["ramp_s"], g["ramp_s"], "-"],
+            ["server RSS before, MB", _mb(d["rss_before"]), _mb(g["rss_before"]), "-"],
+            ["server RSS with all open, MB", _mb(d["rss_open"]), _mb(g["rss_open"]), "-"],
+            ["RSS per open stream, KB", d["rss_per_stream_kb"], g["rss_per_stream_kb"], f"< 64 ({verdict(res['targets']['rss_met'])})"],
+            ["first token p50 / p99 ms", f"{fmt(d['ttft_p50_ms'])} / {fmt(d['ttft_p99_ms'])}", f"{fmt(g['ttft_p50_ms'])} / {fmt(g['ttft_p99_ms'])}", "-"],
+            ["server CPU while holding, % of a core", d["hold_cpu_pct"], g["hold_cpu_pct"], "-"],
+            ["errors (all repeats)", str(int(d["errors_total"])), str(int(g["errors_total"])), f"0 ({verdict(res['targets']['errors_met'])})"],
+        ],
+    ))
+    if note:
+        md += ["", note]
+    return res, "\n".join(md)
+
+
+def _mb(v):
+    return None if v is None else v / 1e6
+
+
+def hold_run(b: Bench, t: Target, cfg: dict, rss0: int, cpu0: float) -> dict:
+    path = b.tmp / "hold.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    try:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"hold client ended early: {p.stderr.read()[-2000:]}")
+        opened = json.loads(line)
+        time.sleep(3)
+        samples = []
+        c0, w0 = t.cpu(), time.monotonic()
+        for _ in range(4):
+            samples.append(t.rss())
+            time.sleep(1)
+        hold_cpu = (t.cpu() - c0) / (time.monotonic() - w0) * 100
+        rss_open = max(samples)
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=180)
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    r = json.loads(out.strip().splitlines()[-1])
+    n = max(1, opened["opened"])
+    return {
+        "opened": opened["opened"],
+        "ramp_s": opened["ramp_seconds"],
+        "rss_before": rss0,
+        "rss_open": rss_open,
+        "rss_per_stream_kb": (rss_open - rss0) / n / 1024,
+        "hold_cpu_pct": hold_cpu,
+        "ttft_p50_ms": _ms(pct(r["ttft"], 50)),
+        "ttft_p99_ms": _ms(pct(r["ttft"], 99)),
+        "errors": sum(r["errors"].values()),
+        "error_reasons": r["errors"],
+        "finished_early": r["finished_early"],
+        "events": r["events"],
+        "total_s": time.monotonic() - t0,
+        "server_cpu_s": t.cpu() - cpu0,
+    }
+
+
+def scenario4(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[dict, str]:
+    """Non-streaming requests/s with a Codex-sized request (~100 KB input, 20 tools)."""
+    repeats = b.args.repeats
+    workers = 4 if b.quick else 8
+    n_req = 20 if b.quick else 200
+    model = b.s4_model()
+    targets = [b.direct(), gw] + (peers or [])
+    reps: dict[str, list] = {t.kind: [] for t in targets}
+    files = {t.kind: b.body_file(t.codex_body(model)) for t in targets}
+    sizes = {k: os.path.getsize(v) for k, v in files.items()}
+    for t in targets:
+        b.client(t, {"workers": 2, "requests": 4, "body_file": files[t.kind], **t.markers(False)}, timeout=120)
+    for i in range(repeats):
+        for t in targets:
+            r = b.measure(t, {"workers": workers, "requests": n_req, "body_file": files[t.kind], "timeout": 120, **t.markers(False)})
+            reps[t.kind].append({
+                "requests_per_s": r["ok"] / r["wall"] if r["wall"] else 0.0,
+                "latency_p50_ms": _ms(pct(r["durations"], 50)),
+                "latency_p99_ms": _ms(pct(r["durations"], 99)),
+                "server_cpu_ms_per_request": r["target_cpu"] / max(1, r["ok"]) * 1000,
+                "client_cpu_ms_per_request": r["client_cpu"] / max(1, r["ok"]) * 1000,
+                "errors": sum(r["errors"].values()),
+                "error_reasons": r["errors"],
+            })
+        log(f"scenario 4 repeat {i + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['requests_per_s']:.0f} req/s err {v[-1]['errors']}" for k, v in reps.items()))
+    meds = {k: median_of(v) for k, v in reps.items()}
+    d = meds["direct"]
+    res = {"workers": workers, "requests": n_req, "body_bytes": sizes, **meds, "repeats": reps}
+    rows = []
+    for t in targets:
+        g = meds[t.kind]
+        rows.append([t.kind, f"{sizes[t.kind] / 1000:.0f} KB", g["requests_per_s"], ratio(g["requests_per_s"], d["requests_per_s"]),
+                     g["latency_p50_ms"], g["latency_p99_ms"], g["server_cpu_ms_per_request"], str(int(g["errors_total"]))])
+    if "litellm" in meds and meds["litellm"]["requests_per_s"]:
+        res["vs_litellm"] = meds[gw.kind]["requests_per_s"] / meds["litellm"]["requests_per_s"]
+    md = [f"### Scenario 4: non-streaming Codex-sized requests ({workers} concurrent, {n_req} per repeat, median of {repeats})", ""]
+    md.append(table(["target", "request body", "requests/s", "/ direct", "latency p50 ms", "latency p99 ms", "server CPU ms/request", "errors"], rows))
+    md += ["", "Direct sends the same conversation as a Chat Completions body (non-streamed answer); a gateway gets the "
+           "Responses body (~100 KB of input items, 20 tools, `stream: false`), translates it and collects a 20-token upstream stream."]
+    return res, "\n".join(md)
+
+
+def scenario5(b: Bench) -> tuple[dict, str]:
+    """respline with several worker processes sharing the SQLite store."""
+    help_text = b.respline_help()
+    n = b.args.workers or max(2, os.cpu_count() or 2)
+    if "--workers" not in help_text:
+        msg = "not supported yet: `respline serve --help` has no `--workers` option"
+        return {"supported": False, "note": msg}, f"### Scenario 5: respline --workers {n}\n\n{msg}."
+    rows, res = [], {"supported": True, "workers": n, "runs": {}}
+    for label, workers in (("respline 1 process, sqlite", 0), (f"respline --workers {n}, sqlite", n)):
+        store = f"sqlite:{b.tmp / ('store-%d.db' % workers)}"
+        gw = b.start_respline(workers=workers, store=store)
+        try:
+            model = b.s2_model()
+            body = json.dumps({"model": model, "input": PROMPT, "stream": True})  # store: true -> the shared store
+            b.client(gw, {"workers": 4, "requests": 8, "body": body, **gw.markers()}, timeout=120)
+            reps = []
+            for _ in range(b.args.repeats):
+                n_req = 100 if b.quick else 400
+                reps.append(stream_metrics(b.measure(gw, {"workers": 100, "requests": n_req, "body": body, "timeout": 300, **gw.markers()})))
+            m = median_of(reps)
+            res["runs"][label] = {**m, "repeats": reps}
+            rows.append([label, m["events_per_s"], m["ttfb_p50_ms"], m["ttfb_p99_ms"], m["target_cpu_us_per_event"], str(int(m["errors_total"]))])
+            log(f"scenario 5 {label}: {m['events_per_s']:.0f} events/s")
+        finally:
+            b.stop(gw)
+    md = [f"### Scenario 5: respline --workers {n} with the SQLite store shared (100 streams, store: true)", ""]
+    md.append(table(["server", "events/s", "TTFB p50 ms", "TTFB p99 ms", "server CPU us/event", "errors"], rows))
+    return res, "\n".join(md)
+
+
+# --- LiteLLM ---------------------------------------------------------------------------------
+
+
+def ensure_litellm() -> str | None:
+    """Create bench/.venv-litellm with litellm[proxy]; None when ready, else why not."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    marker = LITELLM_VENV / ".installed"
+    if exe.exists() and marker.exists() and marker.read_text().strip() == LITELLM_SPEC:
+        return None
+    log(f"installing {LITELLM_SPEC} into bench/.venv-litellm (first run only, a few minutes)")
+    base = os.environ.get("BENCH_PYTHON") or sys.executable
+    try:
+        if not (LITELLM_VENV / "bin" / "python").exists():
+            subprocess.run([base, "-m", "venv", str(LITELLM_VENV)], check=True, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", LITELLM_SPEC],
+                             capture_output=True, text=True, timeout=1800)
+    except subprocess.CalledProcessError as exc:
+        return f"could not create the venv: {exc.stderr.strip()[-1500:]}"
+    except subprocess.TimeoutExpired:
+        return "pip install of litellm timed out"
+    if out.returncode != 0:
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
+        return f"pip install {LITELLM_SPEC} failed (exit {out.returncode}):\n" + "\n".join(lines[-25:])
+    if not exe.exists():
+        return "litellm installed but its `litellm` command is missing"
+    marker.write_text(LITELLM_SPEC + "\n")
+    return None
+
+
+# --- profile ---------------------------------------------------------------------------------
+
+
+def profile(b: Bench, gw: Target) -> tuple[dict, str]:
+    """py-spy record on respline while scenario 1's streams run back to back."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return {"error": "py-spy is not installed in the project venv"}, "py-spy missing: `.venv/bin/pip install py-spy` (make bench-profile does)."
+    model = f"bench-n{b.s1_tokens()}"
+    seconds = b.args.profile_seconds
+    b.client(gw, {"workers": 1, "requests": 3, "body": gw.stream_body(model), **gw.markers()}, timeout=120)
+    raw = b.tmp / "profile.txt"
+    cmd = [str(spy), "record", "--format", "raw", "-o", str(raw), "--rate", "250", "-d", str(seconds), "--pid", str(gw.proc.pid), "--subprocesses"]
+    spy_p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    cpu0 = gw.cpu()
+    r = b.client(gw, {"workers": 1, "requests": 100000, "max_seconds": seconds - 2, "body": gw.stream_body(model), **gw.markers()}, timeout=seconds + 120)
+    cpu = gw.cpu() - cpu0
+    spy_out, _ = spy_p.communicate(timeout=seconds + 60)
+    if not raw.exists():
+        return {"error": spy_out[-2000:]}, f"py-spy failed:\n\n```\n{spy_out[-2000:]}\n```"
+    stacks = parse_collapsed(raw.read_text())
+    summary = summarize(stacks)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stamp}-profile.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
+    res = {"seconds": seconds, "streams": r["ok"], "events": r["events"], "cpu_us_per_event": cpu / max(1, r["events"]) * 1e6, **summary}
+    md = [f"### Profile: py-spy on respline, {r['ok']} streams of {b.s1_tokens()} tokens back to back ({seconds} s, "
+          f"{res['cpu_us_per_event']:.1f} us CPU per event while sampled)", ""]
+    md.append(f"{summary['samples']} samples of the busy (non-idle) thread.")
+    md.append("")
+    md.append("Share of CPU by layer (the leaf frame's package):\n")
+    md.append(table(["layer", "% of samples"], [[k, v] for k, v in summary["by_layer"]]))
+    md.append("\nInclusive (function anywhere on the stack), top 25:\n")
+    md.append(table(["function", "%"], [[f"`{k}`", v] for k, v in summary["inclusive"][:25]]))
+    md.append("\nSelf (leaf frame), top 25:\n")
+    md.append(table(["function", "%"], [[f"`{k}`", v] for k, v in summary["self"][:25]]))
+    return res, "\n".join(md)
+
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    root = str(ROOT) + "/"
+    if path.startswith(root):
+        path = path[len(root) :]
+    if path.startswith("/"):
+        path = path.rsplit("/", 2)[-1]
+    return path
+
+
+def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
+    out = []
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = []
+        for fr in stack.split(";"):
+            m = _FRAME.match(fr)
+            if m:
+                frames.append(f"{m.group('fn')} ({_short(m.group('file'))})")
+            else:
+                frames.append(fr)
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        if frames and frames[0].startswith("thread "):
+            frames = frames[1:]
+        out.append((frames, int(n)))
+    return out
+
+
+def _layer(frame: str) -> str:
+    m = re.search(r"\((.*)\)$", frame)
+    f = m.group(1) if m else frame
+    if f.startswith("engine/"):
+        return "engine/" + f.split("/")[1].split(".")[0] if "/stages/" not in f else "engine/stages/" + f.split("/")[2].split(".")[0]
+    if f.startswith("adapters/"):
+        return f.rsplit(".", 1)[0]
+    top = f.split("/")[0].split(".")[0]
+    return top or "?"
+
+
+def summarize(stacks: list[tuple[list[str], int]]) -> dict:
+    total = sum(n for _, n in stacks) or 1
+    self_t: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    layer: dict[str, int] = {}
+    for frames, n in stacks:
+        if not frames:
+            continue
+        leaf = frames[-1]
+        self_t[leaf] = self_t.get(leaf, 0) + n
+        layer[_layer(leaf)] = layer.get(_layer(leaf), 0) + n
+        for fr in set(frames):
+            incl[fr] = incl.get(fr, 0) + n
+
+    def top(d: dict) -> list:
+        return [(k, round(v / total * 100, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])]
+
+    return {"samples": total, "self": top(self_t)[:60], "inclusive": top(incl)[:80], "by_layer": top(layer)[:25]}
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rev = ""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "engine", "adapters"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        if dirty:
+            rev += "+dirty"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1),
+        "loadavg_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "respline_rev": rev,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")), help="a small version of every scenario (BENCH_QUICK=1)")
+    p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")
+    p.add_argument("--levels", default="1,10,100,1000", help="scenario 2 concurrency levels")
+    p.add_argument("--repeats", type=int, default=0, help="repeats per measurement (default 3, quick 1)")
+    p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
+    p.add_argument("--hold-repeats", type=int, default=1, help="scenario 3 repeats (a fresh respline each)")
+    p.add_argument("--workers", type=int, default=0, help="scenario 5 worker processes (default: cores, at least 2)")
+    p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
+    p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
+    p.add_argument("--profile-seconds", type=int, default=30)
+    p.add_argument("--respline", default=None, help="the respline command (default: the project venv's)")
+    p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
+    args = p.parse_args()
+    if not args.repeats:
+        args.repeats = 1 if args.quick else 3
+    scenarios = {int(s) for s in args.scenarios.split(",") if s.strip()}
+    mode = "profile" if args.profile else "peers" if args.peers else "quick" if args.quick else "full"
+
+    peer_error = None
+    if args.peers:
+        peer_error = ensure_litellm()
+        if peer_error:
+            print(f"bench-peers: LiteLLM is not available, so the peer rows are missing.\n\n{peer_error}\n", file=sys.stderr)
+
+    b = Bench(args)
+    info = machine()
+    out: dict = {"mode": mode, "quick": args.quick, "started": dt.datetime.now().isoformat(timespec="seconds"), "machine": info, "scenarios": {}}
+    md: list[str] = [
+        f"## respline bench ({mode}), {out['started']}",
+        "",
+        f"{info['cores']} cores ({info['cpu_model'] or 'unknown CPU'}), load average at start {info['loadavg_start'][0]:.2f}; "
+        f"respline {info['respline_rev'] or '?'}; Python {info['python']}; upstream, respline and the client each one process on loopback. "
+        f"Medians of {args.repeats} repeats; ratios (gateway / direct) are the figures to compare across machines.",
+        "",
+    ]
+    t_start = time.monotonic()
+    try:
+        b.start_upstream()
+        if args.profile:
+            gw = b.start_respline()
+            res, text = profile(b, gw)
+            out["scenarios"]["profile"] = res
+            md.append(text)
+        elif args.peers:
+            gw = b.start_respline()
+            peers = []
+            if not peer_error:
+                try:
+                    peers.append(b.start_litellm())
+                except RuntimeError as exc:
+                    peer_error = f"LiteLLM's proxy did not start: {exc}"
+                    print(f"bench-peers: {peer_error}", file=sys.stderr)
+            out["peer_error"] = peer_error
+            for name, fn in (("2", lambda: scenario2(b, gw, [100], peers)), ("4", lambda: scenario4(b, gw, peers))):
+                try:
+                    res, text = fn()
+                except Exception as exc:  # noqa: BLE001 - report it and go on to the next scenario
+                    res, text = {"error": repr(exc)}, f"### Scenario {name}: failed\n\n```\n{exc}\n```"
+                out["scenarios"][name] = res
+                md += [text, ""]
+            if peer_error:
+                md += ["", f"LiteLLM rows missing: {peer_error.splitlines()[0]}"]
+        else:
+            gw = None
+            for s in sorted(scenarios):
+                t0 = time.monotonic()
+                try:
+                    if s in (1, 2, 4) and gw is None:
+                        gw = b.start_respline()
+                    if s == 1:
+                        res, text = scenario1(b, gw)
+                    elif s == 2:
+                        res, text = scenario2(b, gw, [int(x) for x in args.levels.split(",")])
+                    elif s == 3:
+                        if gw is not None:  # a fresh process per hold run, for a clean RSS baseline
+                            b.stop(gw)
+                            gw = None
+                        res, text = scenario3(b)
+                    elif s == 4:
+                        res, text = scenario4(b, gw)
+                    elif s == 5:
+                        res, text = scenario5(b)
+                    else:
+                        continue
+                except Exception as exc:  # noqa: BLE001
+                    log(f"scenario {s} failed: {exc}")
+                    res, text = {"error": repr(exc)}, f"### Scenario {s}: failed\n\n```\n{exc}\n```"
+                res["seconds"] = time.monotonic() - t0
+                out["scenarios"][str(s)] = res
+                md += [text, ""]
+    finally:
+        b.close()
+    out["seconds"] = time.monotonic() - t_start
+    out["machine"]["loadavg_end"] = os.getloadavg()
+    md.append(f"Total {out['seconds']:.0f} s; load average at end {out['machine']['loadavg_end'][0]:.2f}.")
+    text = "\n".join(md)
+    out["markdown"] = text
+    if not args.no_json:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{mode}.json"
+        path.write_text(json.dumps(out, indent=1, default=str))
+        md.append(f"\nRaw numbers: bench/results/{path.name}")
+    print("\n".join(md))
+    failed = [k for k, v in out["scenarios"].items() if isinstance(v, dict) and "error" in v]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

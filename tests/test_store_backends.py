@@ -1,0 +1,147 @@
+"""Both store backends against the same contract: retention by TTL and by count evicts what it
+should and nothing else; tenants never see each other; SQLite is shared by two handles."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.stores.memory import MemoryStore
+from adapters.stores.sqlite import SqliteStore
+from engine.store import Retention, StoredConversation, StoredEvent, StoredResponse, expand_chain
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request, tmp_path):
+    def make(retention: Retention, clock: FakeClock):
+        if request.param == "memory":
+            return MemoryStore(retention, now=clock)
+        return SqliteStore(str(tmp_path / "s.db"), retention, now=clock)
+
+    return make
+
+
+def resp(tenant: str, rid: str, created: int, prev: str | None = None, out: str = "answer") -> StoredResponse:
+    return StoredResponse(
+        tenant=tenant,
+        id=rid,
+        response={"id": rid, "status": "completed", "output": [{"type": "message", "id": f"msg_{rid}", "role": "assistant",
+                                                              "status": "completed", "content": [{"type": "output_text", "text": out, "annotations": []}]}]},
+        input_items=[{"type": "message", "id": f"in_{rid}", "role": "user", "status": "completed",
+                      "content": [{"type": "input_text", "text": f"q-{rid}"}]}],
+        previous_response_id=prev,
+        created_at=created,
+    )
+
+
+async def test_ttl_expiry(make_store):
+    clock = FakeClock()
+    store = make_store(Retention(ttl=100, max_responses=0, max_conversations=0), clock)
+    now = int(clock.t)
+    await store.put_response(resp("t", "old", now - 150))
+    await store.put_response(resp("t", "new", now - 50))
+    await store.put_conversation(StoredConversation("t", "conv_old", now - 150, {}))
+    await store.put_conversation(StoredConversation("t", "conv_new", now - 10, {}))
+    # expired entries read as missing before any sweep
+    assert await store.get_response("t", "old") is None
+    assert (await store.get_response("t", "new")).id == "new"
+    assert await store.get_conversation("t", "conv_old") is None
+    removed = await store.sweep(now)
+    assert removed == 2
+    assert (await store.get_response("t", "new")).id == "new"
+    assert (await store.get_conversation("t", "conv_new")).id == "conv_new"
+    clock.t += 60  # now "new" is 110 s old as well
+    assert await store.get_response("t", "new") is None
+    assert await store.sweep(int(clock.t)) == 1
+    await store.aclose()
+
+
+async def test_count_bound_evicts_oldest_only(make_store):
+    clock = FakeClock()
+    store = make_store(Retention(ttl=0, max_responses=3, max_conversations=2), clock)
+    for i in range(5):
+        await store.put_response(resp("t", f"r{i}", 1000 + i))
+    kept = [i for i in range(5) if await store.get_response("t", f"r{i}") is not None]
+    assert kept == [2, 3, 4]
+    # evicted responses take their indexed items with them
+    assert await store.get_item("t", "in_r0") is None
+    assert (await store.get_item("t", "in_r4"))["id"] == "in_r4"
+    for i in range(3):
+        await store.put_conversation(StoredConversation("t", f"c{i}", 1000 + i, {}))
+    assert [i for i in range(3) if await store.get_conversation("t", f"c{i}")] == [1, 2]
+    await store.aclose()
+
+
+async def test_tenants_and_chain(make_store):
+    store = make_store(Retention(), FakeClock())
+    now = int(FakeClock().t)
+    await store.put_response(resp("a", "r1", now, out="one"))
+    await store.put_response(resp("a", "r2", now, prev="r1", out="two"))
+    chain = await expand_chain(store, "a", "r2")
+    assert [i["id"] for i in chain] == ["in_r1", "msg_r1", "in_r2", "msg_r2"]
+    assert await expand_chain(store, "b", "r2") is None
+    assert await store.get_response("b", "r1") is None
+    assert await store.delete_response("b", "r1") is False
+    assert await store.get_item("b", "msg_r1") is None
+    await store.append_events("a", "r2", [StoredEvent(0, "response.created", b"{}"), StoredEvent(1, "response.in_progress", b"{}")])
+    assert [e.seq for e in await store.get_events("a", "r2", 0)] == [1]
+    assert await store.get_events("b", "r2", -1) == []
+    assert await store.delete_response("a", "r1") is True
+    assert await expand_chain(store, "a", "r2") is None
+    await store.aclose()
+
+
+async def test_conversation_items(make_store):
+    store = make_store(Retention(), FakeClock())
+    conv = StoredConversation("a", "conv_1", int(FakeClock().t), {"k": "v"})
+    await store.put_conversation(conv)
+    items = [{"type": "message", "id": f"msg_{i}", "role": "user", "content": []} for i in range(3)]
+    await store.add_conversation_items("a", "conv_1", items[:2])
+    await store.add_conversation_items("a", "conv_1", items[2:])
+    assert [i["id"] for i in await store.conversation_items("a", "conv_1")] == ["msg_0", "msg_1", "msg_2"]
+    assert await store.conversation_items("b", "conv_1") == []
+    assert await store.delete_conversation_item("a", "conv_1", "msg_1") is True
+    assert await store.delete_conversation_item("a", "conv_1", "msg_1") is False
+    assert [i["id"] for i in await store.conversation_items("a", "conv_1")] == ["msg_0", "msg_2"]
+    assert (await store.get_item("a", "msg_2"))["id"] == "msg_2"
+    await store.put_conversation(StoredConversation("a", "conv_1", conv.created_at, {"k": "w"}))
+    assert (await store.get_conversation("a", "conv_1")).metadata == {"k": "w"}
+    assert await store.delete_conversation("a", "conv_1") is True
+    assert await store.get_conversation("a", "conv_1") is None
+    await store.aclose()
+
+
+async def test_sqlite_shared_by_two_handles(tmp_path):
+    """Two stores on one file (as two worker processes have): each sees the other's writes."""
+    path = str(tmp_path / "shared.db")
+    one, two = SqliteStore(path), SqliteStore(path)
+    await one.put_response(resp("t", "r1", 10**10))
+    assert (await two.get_response("t", "r1")).id == "r1"
+    await two.delete_response("t", "r1")
+    assert await one.get_response("t", "r1") is None
+    await one.aclose()
+    await two.aclose()
+
+
+async def test_sqlite_migrates_a_version_1_file(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE responses (tenant TEXT NOT NULL, id TEXT NOT NULL, created_at INTEGER NOT NULL, "
+                 "body BLOB NOT NULL, PRIMARY KEY (tenant, id))")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(path))
+    await store.put_conversation(StoredConversation("t", "conv_x", 10**10, {}))
+    assert (await store.get_conversation("t", "conv_x")).id == "conv_x"
+    await store.aclose()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
