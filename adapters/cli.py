@@ -134,7 +134,8 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
 
-    app = build_app(gateway, build_auth(cfg))
+    closing = trio.Event()
+    app = build_app(gateway, build_auth(cfg), closing)
     runs = Runs(gateway)
     hc = HyperConfig()
     hc.bind = [f"{cfg.server.host}:{cfg.server.port}"]
@@ -167,7 +168,12 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
             nursery.start_soon(sweeper)
             await nursery.start(runs.serve)
             log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
-            await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
+
+            async def until_shutdown() -> None:
+                await shutdown.wait()
+                closing.set()  # WebSocket sessions close with 1001 while hypercorn drains
+
+            await hyper_serve(app, hc, shutdown_trigger=until_shutdown)
             await runs.shutdown(cfg.server.shutdown_grace)
             nursery.cancel_scope.cancel()
     finally:

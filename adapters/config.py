@@ -57,6 +57,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     record_dir: str | None = None
     log_level: str = "info"
     shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
+    websocket_max_age: float = 3600.0  # a WebSocket connection's lifetime (OpenAI: 60 minutes)
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):

@@ -12,7 +12,8 @@ is one JSON object on stdout:
 
 ``run``   ``workers`` keep-alive connections (opened before the clock starts) issue ``requests``
           exchanges in all, as fast as they complete; per-exchange TTFB/TTFT/duration lists, events, errors by reason, wall and CPU.
-``hold``  opens ``streams`` streaming exchanges (at most ``ramp_parallel`` connecting at once, from
+``hold``  opens ``streams`` streaming exchanges (at most ``ramp_parallel`` waiting for their first
+          response byte at once, from
           ``source_ips`` in turn), prints ``{"phase": "open", ...}`` once every stream has sent its
           first token (or ``ramp_seconds`` ran out), keeps reading them until a line arrives on
           stdin or ``hold_seconds`` pass, then closes them all and prints the result.
@@ -98,7 +99,7 @@ async def connect(host: str, port: int, source: str | None) -> trio.SocketStream
     return trio.SocketStream(sock)
 
 
-async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Result, on_token=None) -> None:
+async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Result, on_token=None, on_first_byte=None) -> None:
     """One request and its whole answer. Fills ``r``; raises on transport errors."""
     now = time.perf_counter
     t0 = now()
@@ -111,6 +112,8 @@ async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Re
             return
         if r.ttfb is None:
             r.ttfb = now() - t0
+            if on_first_byte is not None:
+                on_first_byte()
         buf += data
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
@@ -312,12 +315,15 @@ async def hold_mode(cfg: dict) -> dict:
         nonlocal opened
         released = False
 
-        def on_token() -> None:
-            nonlocal opened, released
-            opened += 1
+        def on_first_byte() -> None:
+            nonlocal released
             if not released:
                 released = True
                 gate.release()
+
+        def on_token() -> None:
+            nonlocal opened
+            opened += 1
             if opened >= n:
                 all_open.set()
 
@@ -326,7 +332,7 @@ async def hold_mode(cfg: dict) -> dict:
         stream = None
         try:
             stream = await connect(host, port, sources[idx % len(sources)])
-            await exchange(stream, request, mk, r, on_token)
+            await exchange(stream, request, mk, r, on_token, on_first_byte)
             if r.ok:
                 finished_early[0] += 1  # the paced stream ended before we closed it
             else:

@@ -126,12 +126,22 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> int:
         return 0
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench process dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 class Proc:
     def __init__(self, name: str, cmd: list[str], port: int, health: str, tmp: Path, env: dict | None = None) -> None:
         self.name, self.port, self.health = name, port, health
         self.log_path = tmp / f"{name}-{port}.log"
         self.logf = open(self.log_path, "wb")  # noqa: SIM115
-        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp)
+        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp, preexec_fn=_die_with_parent)
         self.pid = self.p.pid
 
     def wait_ready(self, timeout: float) -> None:
@@ -309,7 +319,7 @@ class Bench:
         cfg = dict(cfg, host="127.0.0.1", port=target.port, path=target.path)
         path = self.tmp / "client.json"
         path.write_text(json.dumps(cfg))
-        out = subprocess.run([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], capture_output=True, text=True, timeout=timeout, preexec_fn=_die_with_parent)
         if out.returncode != 0:
             raise RuntimeError(f"load client failed ({out.returncode}):\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -334,7 +344,7 @@ class Bench:
         return 2000
 
     def s2_tokens(self) -> int:
-        return 50 if self.quick else 200
+        return 20 if self.quick else 200
 
     def s2_model(self) -> str:
         return f"bench-n{self.s2_tokens()}"
@@ -597,7 +607,7 @@ def _mb(v):
 def hold_run(b: Bench, t: Target, cfg: dict, rss0: int, cpu0: float) -> dict:
     path = b.tmp / "hold.json"
     path.write_text(json.dumps(cfg))
-    p = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), "--config", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     t0 = time.monotonic()
     try:
         line = p.stdout.readline()
@@ -881,7 +891,15 @@ def machine() -> dict:
     }
 
 
+def _interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    # SIGTERM, and SIGINT even where a background shell ignores it, unwind through the
+    # finally blocks that stop the processes this run started
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")), help="a small version of every scenario (BENCH_QUICK=1)")
     p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")

@@ -7,7 +7,7 @@ SSE event, built once per model name and cached, so a request costs one socket r
 The model name says what to send (respline routes every model upstream as-is):
 
     bench-n2000        2000 content tokens, as fast as the socket allows
-    bench-n600-r1      600 tokens paced at 1 token/s (r0.5 = one every 2 s, r20 = 20/s)
+    bench-n600-r1      600 tokens paced at 1 token/s, the first at once (r0.5 = one every 2 s)
 
 ``"stream": false`` in the request body gets a whole ``chat.completion`` JSON object instead.
 Keep-alive is honoured; the server stops on SIGTERM/SIGINT.
@@ -172,12 +172,13 @@ class Server:
                     self.open_streams += 1
                     try:
                         await stream.send_all(a.head)
+                        # the first token goes at once, then one every 1/rate seconds
                         gap = 1.0 / a.rate
                         deadline = trio.current_time()
                         for tok in a.tokens:
-                            deadline += gap
                             await trio.sleep_until(deadline)
                             await stream.send_all(tok)
+                            deadline += gap
                         await stream.send_all(a.tail)
                     finally:
                         self.open_streams -= 1

@@ -65,6 +65,14 @@ HOSTED_TOOLS = {
 
 def parse_create(body: bytes) -> Q.CreateRequest:
     """Decode and validate a create body; every failure is a 400 naming the field."""
+    req = decode_create(body)
+    validate(req)
+    return req
+
+
+def decode_create(body: bytes) -> Q.CreateRequest:
+    """Decode a create body (or a WebSocket frame, whose ``type`` says what it is) without the
+    semantic checks of ``validate``."""
     if not body.strip():
         raise ApiError(400, "The request body is empty; expected a JSON object.", code="invalid_json")
     try:
@@ -77,7 +85,6 @@ def parse_create(body: bytes) -> Q.CreateRequest:
             f"We could not parse the JSON body of your request: {exc}",
             code="invalid_json",
         ) from None
-    validate(req)
     return req
 
 

@@ -75,19 +75,19 @@ name = "respline"
 base_url = "{url}"
 wire_api = "responses"
 env_key = "RESPLINE_TEST_KEY"
-supports_websockets = false
+supports_websockets = {ws}
 request_max_retries = 0
 stream_max_retries = 0
 stream_idle_timeout_ms = 30000
 """
 
 
-def run_codex(codex: Path, url: str, tmp: Path, prompt: str) -> tuple[list[dict], Path]:
+def run_codex(codex: Path, url: str, tmp: Path, prompt: str, websockets: bool = False) -> tuple[list[dict], Path]:
     home = tmp / "codex-home"
     work = tmp / "work"
     home.mkdir()
     work.mkdir()
-    (home / "config.toml").write_text(CONFIG.format(url=url))
+    (home / "config.toml").write_text(CONFIG.format(url=url, ws="true" if websockets else "false"))
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update({"CODEX_HOME": str(home), "RESPLINE_TEST_KEY": TEST_KEY, "NO_PROXY": "127.0.0.1,localhost"})
     proc = subprocess.run(
@@ -153,3 +153,26 @@ def test_codex_apply_patch_custom_tool(codex, respline, upstream, tmp_path):
     assert json.loads(call["function"]["arguments"]) == {"input": patch}
     tool_msg = [m for m in second["messages"] if m["role"] == "tool"][0]
     assert tool_msg["tool_call_id"] == "call_patch_1"
+
+
+def test_codex_websocket_tool_loop(codex, respline, upstream, tmp_path):
+    """supports_websockets = true: prewarm, then turns that send only new items plus
+    previous_response_id with store: false, continued from the connection cache."""
+    upstream.queue(
+        Reply(tool_stream("exec_command", '{"cmd": "echo over-websocket"}', call_id="call_ws_1", reasoning="Run it.")),
+        Reply(text_stream("It printed over-websocket.")),
+    )
+    events, _ = run_codex(codex, respline.url, tmp_path, "Run echo over-websocket", websockets=True)
+    # no fallback to HTTP happened
+    assert not [e for e in events if e.get("item", {}).get("type") == "error"], events
+    commands = items(events, "command_execution")
+    assert commands and "over-websocket" in commands[0]["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == "It printed over-websocket."
+    assert len(upstream.requests) == 2  # the prewarm made no upstream call
+    second = upstream.requests[1]["body"]["messages"]
+    # the whole context reached the upstream although Codex sent only the new items
+    assert second[0]["role"] == "system"
+    assistant = [m for m in second if m.get("tool_calls")][0]
+    assert assistant["tool_calls"][0]["id"] == "call_ws_1"
+    assert assistant["reasoning_content"] == "Run it."
+    assert "over-websocket" in [m for m in second if m["role"] == "tool"][0]["content"]

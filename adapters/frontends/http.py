@@ -247,8 +247,12 @@ async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int
     yield b"data: [DONE]\n\n"
 
 
-def build_app(gateway: Gateway, auth: Auth):
-    """The ASGI application: the create handler plus a QuartTrio app for everything else."""
+def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
+    """The ASGI application: the create handler, WebSocket mode on the same path, and a
+    QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
+    from adapters.frontends.websocket import serve_websocket
+
+    closing = closing if closing is not None else trio.Event()
     app = QuartTrio("respline")
     app.config["MAX_CONTENT_LENGTH"] = gateway.cfg.limits.body_bytes
     create = CreateHandler(gateway, auth)
@@ -301,12 +305,12 @@ def build_app(gateway: Gateway, auth: Auth):
     state_routes.register(app, gateway, tenant, sse_follow)
 
     async def asgi(scope: dict, receive, send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"].rstrip("/") in CREATE_PATHS
-        ):
+        kind = scope["type"]
+        if kind == "http" and scope["method"] == "POST" and scope["path"].rstrip("/") in CREATE_PATHS:
             await create(scope, receive, send)
+            return
+        if kind == "websocket" and scope["path"].rstrip("/") in CREATE_PATHS:
+            await serve_websocket(scope, receive, send, gateway, auth, closing)
             return
         await app(scope, receive, send)
 

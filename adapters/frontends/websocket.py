@@ -1,0 +1,269 @@
+"""WebSocket mode of ``/v1/responses`` (SPEC 4): one socket per agent session.
+
+The client sends ``{"type": "response.create", ...create body...}`` text frames; each turn runs
+the same pipeline as HTTP and every event goes back as one JSON text frame, with sequence
+numbers per response. Turns run one at a time in arrival order. A connection-local cache keeps
+the latest responses' whole context, so ``store: false`` chains continue on the same socket
+(Codex sends only new items plus ``previous_response_id``); stored responses also continue from
+the store. ``generate: false`` (Codex's prewarm) records instructions, tools and input under a new
+response id without calling the upstream.
+
+Errors before a turn starts are ``error`` frames with an HTTP-like ``status``; an upstream fault
+mid-turn is an ``error`` event and ``response.failed``, and the socket stays usable. A failed
+continuation evicts its ``previous_response_id`` from the cache (SPEC 4.4).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+import trio
+
+from adapters.frontends.http import Auth, _header
+from adapters.gateway import Gateway
+from engine.errors import ApiError
+from engine.items import normalise
+from engine.store import expand_chain
+from engine.translate import decode_create, input_items, response_template, validate
+from engine.wire import request as Q
+from engine.wire.responses import Event, ResponseCompleted, ResponseCreated, ResponseInProgress
+
+log = logging.getLogger("respline.websocket")
+
+_json = msgspec.json.Encoder()
+
+
+class _FrameType(msgspec.Struct):
+    type: str | None = None
+
+
+_frame_type = msgspec.json.Decoder(_FrameType)
+
+CACHE_SIZE = 32  # responses kept per connection; a chain only ever needs its latest
+
+
+class _Entry(msgspec.Struct):
+    """What a continuation from this response needs: its whole context, oldest first."""
+
+    items: list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    prewarm: bool = False
+
+
+class _Closed(Exception):
+    pass
+
+
+def error_frame(err: ApiError) -> bytes:
+    """SPEC 3.2 (c): ``{"type":"error","status":N,"error":{type,code,message,param}}``."""
+    return _json.encode(
+        {
+            "type": "error",
+            "status": err.status,
+            "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param},
+        }
+    )
+
+
+class WebSocketSession:
+    def __init__(self, gateway: Gateway, tenant: str, send, receive, max_age: float, closing: trio.Event) -> None:
+        self.gateway = gateway
+        self.tenant = tenant
+        self._send = send
+        self._receive = receive
+        self.deadline = trio.current_time() + max_age if max_age > 0 else math.inf
+        self.closing = closing
+        self.cache: OrderedDict[str, _Entry] = OrderedDict()
+
+    async def send_text(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "text": data.decode()})
+
+    async def close(self, code: int = 1000) -> None:
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:  # noqa: BLE001 - the peer may already be gone
+            pass
+
+    # -- the connection ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        frames_in, frames_out = trio.open_memory_channel[bytes](64)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, frames_in, nursery.cancel_scope)
+            nursery.start_soon(self._watch_shutdown, nursery.cancel_scope)
+            async with frames_out:
+                while True:
+                    with trio.move_on_at(self.deadline):
+                        try:
+                            frame = await frames_out.receive()
+                        except trio.EndOfChannel:
+                            break
+                        await self._frame(frame)
+                        continue
+                    await self.send_text(
+                        error_frame(
+                            ApiError(
+                                400,
+                                "This WebSocket connection reached its maximum age; open a new connection.",
+                                code="websocket_connection_limit_reached",
+                            )
+                        )
+                    )
+                    await self.close(1000)
+                    break
+            nursery.cancel_scope.cancel()
+
+    async def _read(self, frames_in: trio.MemorySendChannel, scope: trio.CancelScope) -> None:
+        """Client frames into the queue; a client that closes or vanishes cancels everything,
+        the in-flight upstream request included."""
+        async with frames_in:
+            while True:
+                msg = await self._receive()
+                kind = msg["type"]
+                if kind == "websocket.disconnect":
+                    scope.cancel()
+                    return
+                if kind != "websocket.receive":
+                    continue
+                data = msg.get("text")
+                if data is None:
+                    data = (msg.get("bytes") or b"").decode("utf-8", "replace")
+                raw = data.encode()
+                try:
+                    ftype = _frame_type.decode(raw).type
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    await self.send_text(
+                        error_frame(ApiError(400, "Frames must be JSON objects with a 'type'.", code="invalid_json"))
+                    )
+                    continue
+                if ftype == "response.create":
+                    await frames_in.send(raw)
+                # response.processed and other client events need no answer (SPEC 4.2)
+
+    async def _watch_shutdown(self, scope: trio.CancelScope) -> None:
+        await self.closing.wait()
+        await self.close(1001)  # going away: the server is shutting down
+        scope.cancel()
+
+    # -- one turn ------------------------------------------------------------------------
+
+    async def _frame(self, raw: bytes) -> None:
+        prev: str | None = None
+        try:
+            req = decode_create(raw)
+            req.stream = True  # implicit over WebSocket; "stream"/"background" in a frame are ignored
+            req.background = None
+            prev = req.previous_response_id
+            context = await self._context(req)
+            validate(req)
+            if req.generate is False:
+                await self._prewarm(req, context)
+                return
+            turn = await self.gateway.prepare_request(req, self.tenant, encoding="json", context=context)
+            upstream = await self.gateway.open_upstream(turn)
+        except ApiError as err:
+            if prev is not None:
+                self.cache.pop(prev, None)
+            await self.send_text(error_frame(err))
+            return
+        await self.gateway.pump(turn, upstream, self._emit)
+        resp = turn.pipeline.response
+        if resp.status == "failed":
+            if prev is not None:
+                self.cache.pop(prev, None)
+            return
+        output = [msgspec.to_builtins(i) for i in turn.pipeline.builder.output]
+        self._remember(resp.id, _Entry(items=(context or []) + turn.stored_input + output))
+
+    async def _emit(self, frames: list) -> None:
+        for frame in frames:
+            await self.send_text(frame)
+
+    async def _context(self, req: Q.CreateRequest) -> list[dict[str, Any]] | None:
+        """The chain a continuation continues: connection cache first, then the store."""
+        prev = req.previous_response_id
+        if prev is None:
+            return None
+        entry = self.cache.get(prev)
+        if entry is not None:
+            self.cache.move_to_end(prev)
+            if entry.prewarm:
+                # a prewarm recorded instructions and tools for the turns that follow it
+                if req.instructions is None:
+                    req.instructions = entry.instructions
+                if req.tools is None:
+                    req.tools = entry.tools
+            return list(entry.items)
+        chain = await expand_chain(self.gateway.store, self.tenant, prev)
+        if chain is None:
+            raise ApiError(
+                400,
+                f"Previous response with id '{prev}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        return chain
+
+    async def _prewarm(self, req: Q.CreateRequest, context: list[dict[str, Any]] | None) -> None:
+        """``generate: false``: no upstream call; a completed empty response to continue from."""
+        gw = self.gateway
+        items = [normalise(it, gw.ids) for it in input_items(req)]
+        resp = response_template(req, gw.ids, gw.clock)
+        events: list[Event] = [ResponseCreated(response=resp), ResponseInProgress(response=resp)]
+        done = msgspec.structs.replace(resp, status="completed", completed_at=gw.clock.now())
+        events.append(ResponseCompleted(response=done))
+        for n, ev in enumerate(events):
+            ev.sequence_number = n
+            await self.send_text(_json.encode(ev))
+        self._remember(
+            resp.id,
+            _Entry(items=(context or []) + items, instructions=req.instructions, tools=req.tools, prewarm=True),
+        )
+
+    def _remember(self, response_id: str, entry: _Entry) -> None:
+        self.cache[response_id] = entry
+        while len(self.cache) > CACHE_SIZE:
+            self.cache.popitem(last=False)
+
+
+async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Auth, closing: trio.Event) -> None:
+    """The ASGI websocket handler: authenticate the upgrade, then run the session."""
+    msg = await receive()
+    if msg["type"] != "websocket.connect":
+        return
+    try:
+        tenant = auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+    except ApiError as err:
+        await _deny(scope, send, err)
+        return
+    await send({"type": "websocket.accept"})
+    session = WebSocketSession(gateway, tenant, send, receive, gateway.cfg.server.websocket_max_age, closing)
+    try:
+        await session.run()
+    except Exception:  # noqa: BLE001 - one session's fault must not take the server down
+        log.exception("websocket session failed")
+        await session.close(1011)
+
+
+async def _deny(scope: dict, send, err: ApiError) -> None:
+    """Refuse the upgrade with the HTTP status and an error envelope (ASGI denial extension)."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = err.body()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": err.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+__all__ = ["serve_websocket", "WebSocketSession", "error_frame"]
