@@ -22,7 +22,8 @@ import trio
 from adapters.config import Config, Router, Timeouts, expand_env
 from adapters.providers.openai_chat import ChatProvider, error_from_upstream
 from engine.deltas import UpstreamError
-from engine.errors import ApiError
+from engine import compaction
+from engine.errors import ApiError, from_validation
 from engine.ids import Clock, Ids
 from engine.items import normalise
 from engine.pipeline import ResponsePipeline, chat_pipeline
@@ -30,7 +31,7 @@ from engine.seal import Sealer
 from engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from engine.translate import decode_item, input_items, parse_create, response_template, to_chat_request
 from engine.wire import request as Q
-from engine.wire.responses import TERMINAL_EVENTS, Response, event_type
+from engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type
 
 log = logging.getLogger("respline.gateway")
 
@@ -361,6 +362,50 @@ class Gateway:
         d.mkdir(parents=True, exist_ok=True)
         (d / "request.json").write_bytes(msgspec.json.format(turn.payload, indent=2))
         return d
+
+    # -- compaction ----------------------------------------------------------------------
+
+    async def compact(self, body: bytes, tenant: str) -> dict[str, Any]:
+        """``POST /v1/responses/compact``: the routed upstream summarises the context; the
+        summary comes back sealed in a ``compaction`` item."""
+        try:
+            req = msgspec.json.decode(body or b"{}", type=compaction.CompactRequest)
+        except msgspec.ValidationError as exc:
+            raise from_validation(exc) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json") from None
+        if not req.model:
+            raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        if req.input is None and req.previous_response_id is None:
+            raise ApiError(400, "Nothing to compact: give 'input' or 'previous_response_id'.", param="input", code="missing_required_parameter")
+        summary_req = compaction.summary_request(req)
+        summary_req.previous_response_id = req.previous_response_id
+        turn = await self.prepare_request(summary_req, tenant, encoding=None)
+        turn.store = False
+        upstream = await self.open_upstream(turn)
+        resp = await self.collect(turn, upstream)
+        if resp.status == "failed" and resp.error is not None:
+            raise ApiError(502, resp.error.message, code=resp.error.code, type="server_error")
+        text = "".join(
+            part.text
+            for item in resp.output
+            if isinstance(item, MessageItem)
+            for part in item.content
+            if isinstance(part, OutputText)
+        )
+        return {
+            "id": resp.id,
+            "object": "response.compaction",
+            "created_at": resp.created_at,
+            "output": [
+                {
+                    "type": "compaction",
+                    "id": self.ids.new("cmp_"),
+                    "encrypted_content": self.sealer.seal({"summary": text}),
+                }
+            ],
+            "usage": msgspec.to_builtins(resp.usage) if resp.usage is not None else None,
+        }
 
     # -- conversations -------------------------------------------------------------------
 

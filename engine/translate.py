@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from engine import compaction
 from engine.errors import ApiError, from_validation
 from engine.ids import Clock, Ids
 from engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
@@ -497,7 +498,7 @@ def to_chat_messages(
             if not isinstance(summary, str):
                 raise ApiError(400, "The compaction item could not be opened by this server.", param=f"{where}.encrypted_content", code="invalid_encrypted_content")
             flush()
-            messages.append({"role": "user", "content": summary})
+            messages.append(compaction.expand(summary))
     flush()
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})

@@ -99,6 +99,10 @@ def register(app, gateway: Gateway, tenant: Callable[[], str], sse_follow) -> No
 
     # -- responses -------------------------------------------------------------------------
 
+    @app.post("/v1/responses/compact")
+    async def compact():
+        return _json_response(await gateway.compact(await request.get_data(), tenant()))
+
     @app.get("/v1/responses/<response_id>")
     async def retrieve(response_id: str):
         t = tenant()
