@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -130,7 +132,7 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     return gateway, clients
 
 
-async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient]) -> None:
+async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
     from hypercorn.config import Config as HyperConfig
     from hypercorn.trio import serve as hyper_serve
 
@@ -138,7 +140,8 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
     app = build_app(gateway, build_auth(cfg), closing)
     runs = Runs(gateway)
     hc = HyperConfig()
-    hc.bind = [f"{cfg.server.host}:{cfg.server.port}"]
+    # a worker process serves the socket its supervisor bound (--workers N)
+    hc.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{cfg.server.host}:{cfg.server.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = 75
@@ -186,6 +189,13 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient])
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if args.workers > 1 and cfg.store.backend != "sqlite":
+            raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH")
+        if args.workers > 1:
+            load_secret(cfg)  # created once here, so every worker seals with the same secret
+            return supervise(args, cfg)
         gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
         print(f"respline: {exc}", file=sys.stderr)
@@ -195,8 +205,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-    trio.run(serve, cfg, gateway, clients)
+    trio.run(serve, cfg, gateway, clients, args.listen_fd)
     return 0
+
+
+def supervise(args: argparse.Namespace, cfg: Config) -> int:
+    """``--workers N``: bind the port once, run N worker processes on it, and stop them together.
+
+    Each worker is a whole respline (its own trio loop, upstream pools and background runs);
+    the kernel spreads accepted connections across them and the SQLite file is their shared
+    state. A signal to the supervisor is passed on to every worker.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((cfg.server.host, cfg.server.port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    fd = sock.fileno()
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--workers") if "--workers" in argv else -1
+    if i >= 0:
+        del argv[i : i + 2]
+    argv = [a for a in argv if not a.startswith("--workers=")]
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "adapters.cli", *argv, "--listen-fd", str(fd)], pass_fds=[fd])
+        for _ in range(args.workers)
+    ]
+    sock.close()
+
+    def forward(signum, _frame) -> None:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [w.wait() for w in workers]
+    return max(codes) if codes else 0
 
 
 # --- replay --------------------------------------------------------------------------------
@@ -247,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
+    s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite store)")
+    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")
