@@ -18,6 +18,23 @@ class ReasoningDelta(Struct):
     text: str
 
 
+class ReasoningSignature(Struct):
+    """The open thinking block ends here, signed (Anthropic ``signature_delta``).
+
+    The signature is what lets the thinking go back upstream next turn: the builder seals it
+    into the reasoning item's ``encrypted_content`` with the text. A signature with no thinking
+    text before it is a reasoning item of its own, with no content part (QUIRKS G42).
+    """
+
+    signature: str
+
+
+class RedactedReasoning(Struct):
+    """A whole ``redacted_thinking`` block: opaque data, no text; one reasoning item of its own."""
+
+    data: str
+
+
 class RefusalDelta(Struct):
     text: str
 
@@ -69,6 +86,8 @@ class UpstreamError(Struct):
 Delta = (
     TextDelta
     | ReasoningDelta
+    | ReasoningSignature
+    | RedactedReasoning
     | RefusalDelta
     | ToolCallDelta
     | ToolCallStart

@@ -2,7 +2,9 @@
 
 A reasoning item respline streams out carries its text in ``encrypted_content``; a client with
 ``store: false`` (Codex) sends it back verbatim next turn, and respline opens it to rebuild the
-upstream's ``reasoning_content`` (DeepSeek rejects a tool-call turn without it). The key comes from
+upstream's ``reasoning_content`` (DeepSeek rejects a tool-call turn without it), or Anthropic's
+``thinking`` block with its ``signature`` (``redacted_thinking`` with its data), which Anthropic
+requires back, byte for byte, on a tool-use turn. The key comes from
 the server secret, so tokens survive restarts but not a change of secret. Anything that does not
 open (another server's token, a tampered one) is treated as absent, never as an error.
 """
@@ -47,5 +49,12 @@ class Sealer:
             return None
         return value if isinstance(value, dict) else None
 
-    def seal_reasoning(self, text: str) -> str:
-        return self.seal({"text": text})
+    def seal_reasoning(self, text: str, signature: str | None = None, redacted: str | None = None) -> str:
+        """``{"text"}``, plus Anthropic's ``signature`` or ``redacted`` (redacted_thinking data)
+        when the upstream gave one: readers that know only ``text`` keep working."""
+        payload: dict = {"text": text}
+        if signature:
+            payload["signature"] = signature
+        if redacted:
+            payload["redacted"] = redacted
+        return self.seal(payload)

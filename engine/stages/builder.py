@@ -20,6 +20,8 @@ import msgspec
 from engine.deltas import (
     Finish,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     RefusalDelta,
     TextDelta,
     ToolCallArgs,
@@ -69,7 +71,7 @@ def failed_code(code: str | None, etype: str | None = None) -> str:
 class _Open:
     """The item being streamed."""
 
-    __slots__ = ("kind", "id", "index", "parts", "part_kind", "text", "target", "call_id", "name")
+    __slots__ = ("kind", "id", "index", "parts", "part_kind", "text", "target", "call_id", "name", "opaque")
 
     def __init__(self, kind: str, item_id: str, index: int) -> None:
         self.kind = kind
@@ -81,6 +83,7 @@ class _Open:
         self.target: ToolTarget | None = None
         self.call_id = ""
         self.name = ""
+        self.opaque: dict[str, str] | None = None  # reasoning: Anthropic signature / redacted data
 
 
 class ResponseBuilder:
@@ -92,7 +95,7 @@ class ResponseBuilder:
         *,
         reasoning_dialect: str = OPENAI,
         tools: ToolMap | None = None,
-        seal_reasoning: Callable[[str], str] | None = None,
+        seal_reasoning: Callable[..., str] | None = None,
     ) -> None:
         self.response = template
         self._ids = ids
@@ -129,6 +132,11 @@ class ResponseBuilder:
             self._content("output_text", d.text, out)
         elif kind is ReasoningDelta:
             self._reasoning(d.text, out)
+        elif kind is ReasoningSignature:
+            self._end_reasoning({"signature": d.signature}, out)
+        elif kind is RedactedReasoning:
+            self._close_item(out)
+            self._end_reasoning({"redacted": d.data}, out)
         elif kind is ToolCallArgs:
             self._args(d.text, out)
         elif kind is RefusalDelta:
@@ -214,23 +222,38 @@ class ResponseBuilder:
                 )
             )
 
+    def _open_reasoning(self, out: list) -> _Open:
+        self._close_item(out)
+        item = self._new_item("reasoning", "rs_")
+        out.append(
+            R.OutputItemAdded(
+                output_index=item.index,
+                item=R.ReasoningItem(
+                    id=item.id,
+                    summary=[],
+                    content=None if self._dialect == SUMMARY else [],
+                    status="in_progress",
+                ),
+            )
+        )
+        return item
+
+    def _end_reasoning(self, opaque: dict[str, str], out: list) -> None:
+        """A thinking block ends with its signature, or a redacted block arrives whole: the
+        open reasoning item (or a new, text-less one) takes the payload and closes, so the next
+        block is an item of its own and each goes back upstream as the block it was."""
+        item = self._open
+        if item is None or item.kind != "reasoning":
+            item = self._open_reasoning(out)
+        item.opaque = opaque
+        self._close_item(out)
+
     def _reasoning(self, text: str, out: list) -> None:
         item = self._open
         summary = self._dialect == SUMMARY
-        if item is None or item.kind != "reasoning":
-            self._close_item(out)
-            item = self._new_item("reasoning", "rs_")
-            out.append(
-                R.OutputItemAdded(
-                    output_index=item.index,
-                    item=R.ReasoningItem(
-                        id=item.id,
-                        summary=[],
-                        content=None if summary else [],
-                        status="in_progress",
-                    ),
-                )
-            )
+        if item is None or item.kind != "reasoning" or item.part_kind is None:
+            if item is None or item.kind != "reasoning":
+                item = self._open_reasoning(out)
             item.part_kind = "reasoning"
             if summary:
                 out.append(
@@ -382,7 +405,9 @@ class ResponseBuilder:
 
     def _close_reasoning(self, item: _Open, status: str, out: list) -> R.ReasoningItem:
         text = "".join(item.text)
-        if self._dialect == SUMMARY:
+        if item.part_kind is None:  # signature-only or redacted: no part was opened (QUIRKS G42)
+            summary, content = [], (None if self._dialect == SUMMARY else [])
+        elif self._dialect == SUMMARY:
             out.append(
                 R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=0, text=text)
             )
@@ -399,7 +424,13 @@ class ResponseBuilder:
                 R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=0, part=rpart)
             )
             summary, content = [], [rpart]
-        sealed = self._seal(text) if self._seal is not None else None
+        seal = self._seal
+        if seal is None:
+            sealed = None
+        elif item.opaque is not None:
+            sealed = seal(text, **item.opaque)
+        else:
+            sealed = seal(text)
         return R.ReasoningItem(
             id=item.id, summary=summary, content=content, encrypted_content=sealed, status=status
         )
