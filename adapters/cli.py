@@ -54,6 +54,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.reasoning_dialect = args.reasoning_dialect
     if args.secret_file:
         cfg.server.secret_file = args.secret_file
+    if args.shutdown_grace is not None:
+        cfg.server.shutdown_grace = args.shutdown_grace
     if args.store:
         if args.store == "memory":
             cfg.store.backend = "memory"
@@ -145,7 +147,7 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.keep_alive_timeout = 75
-    hc.graceful_timeout = 5
+    hc.graceful_timeout = cfg.server.shutdown_grace  # in-flight requests (and idle keep-alives) get this long
     shutdown = trio.Event()
 
     async def on_signals() -> None:
@@ -292,6 +294,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
+    s.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS", help="time in-flight work gets at shutdown (default 10)")
     s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite store)")
     s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     s.set_defaults(func=cmd_serve)

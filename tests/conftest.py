@@ -34,7 +34,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
         cmd = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port)]
-        cmd += ["--secret-file", str(tmp / "secret")]
+        cmd += ["--secret-file", str(tmp / "secret"), "--shutdown-grace", "1"]
         if config is not None:
             cfg = tmp / f"config-{self.port}.toml"
             cfg.write_text(config)

@@ -351,3 +351,34 @@ provider = "up"
     finally:
         second_server.stop()
     upstream.reset()
+
+
+def test_sweeper_removes_expired_rows(start_server, upstream, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "sweep.db"
+    config = f"""
+[store]
+backend = "sqlite"
+path = "{db}"
+ttl_seconds = 1
+sweep_interval = 0.2
+"""
+    server = start_server(["--upstream", upstream.base_url], config=config)
+    client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    upstream.queue(Reply(text_stream("short-lived")))
+    resp = client.responses.create(model="m", input="x")
+    conv = client.conversations.create(items=[{"role": "user", "content": "short-lived too"}])
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        counts = [sqlite3.connect(db).execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in ("responses", "items", "conversations", "conversation_items")]
+        if counts == [0, 0, 0, 0]:
+            break
+        time.sleep(0.2)
+    assert counts == [0, 0, 0, 0], counts
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)

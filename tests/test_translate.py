@@ -744,7 +744,7 @@ def test_item_reference_is_not_found_and_compaction_needs_our_seal():
     token = SEALER.seal({"summary": "earlier we did X"})
     items = [{"type": "compaction", "id": "cmp_1", "encrypted_content": token}, {"role": "user", "content": "next"}]
     assert messages({"input": items}) == [
-        {"role": "user", "content": "earlier we did X"},
+        {"role": "user", "content": "Summary of the conversation so far:\nearlier we did X"},
         {"role": "user", "content": "next"},
     ]
 

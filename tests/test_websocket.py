@@ -226,3 +226,16 @@ def test_openai_sdk_responses_connect(respline, upstream):
 
 
 
+
+
+async def test_server_shutdown_closes_sockets_cleanly(start_server, upstream):
+    server = start_server(["--upstream", upstream.base_url])
+    async with open_websocket_url(ws_url(server)) as ws:
+        upstream.queue(Reply(text_stream("before shutdown")))
+        assert (await turn(ws, {"model": "m", "input": "x"}))[-1]["type"] == "response.completed"
+        server.proc.terminate()
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(10):
+                await ws.get_message()
+        assert info.value.reason.code == 1001
+    assert server.proc.wait(10) == 0

@@ -142,9 +142,9 @@ class SqliteStore:
         cur = conn.execute(f"DELETE FROM {table} WHERE tenant = ? AND id = ?", (tenant, oid))  # noqa: S608
         if table == "responses":
             conn.execute("DELETE FROM events WHERE tenant = ? AND response_id = ?", (tenant, oid))
-            conn.execute("DELETE FROM items WHERE tenant = ? AND owner = ?", (tenant, oid))
         else:
             conn.execute("DELETE FROM conversation_items WHERE tenant = ? AND conv_id = ?", (tenant, oid))
+        conn.execute("DELETE FROM items WHERE tenant = ? AND owner = ?", (tenant, oid))
         return cur.rowcount
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
@@ -284,10 +284,18 @@ class SqliteStore:
 
     async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool:
         def delete() -> bool:
-            cur = self._conn().execute(
-                "DELETE FROM conversation_items WHERE tenant = ? AND conv_id = ? AND item_id = ?",
-                (tenant, conv_id, item_id),
-            )
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "DELETE FROM conversation_items WHERE tenant = ? AND conv_id = ? AND item_id = ?",
+                    (tenant, conv_id, item_id),
+                )
+                conn.execute("DELETE FROM items WHERE tenant = ? AND id = ? AND owner = ?", (tenant, item_id, conv_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             return cur.rowcount > 0
 
         return await self._run(delete)
