@@ -167,6 +167,9 @@ def decode_item(item: Any, where: str) -> Any:
     kind = item.get("type")
     if kind is None:
         kind = "message" if "role" in item else "item_reference" if "id" in item else None
+    if kind in Q.HOSTED_ITEM_TYPES:
+        item_id = item.get("id")
+        return Q.HostedItemIn(raw=item, id=item_id if isinstance(item_id, str) else None)
     cls = _ITEM_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ApiError(
@@ -581,7 +584,10 @@ def response_template(req: Q.CreateRequest, ids: Ids, clock: Clock, *, response_
     reasoning = None
     if req.reasoning is not None:
         reasoning = {"effort": req.reasoning.effort, "summary": req.reasoning.summary}
-    text: dict[str, Any] = {"format": (req.text.format if req.text and req.text.format else {"type": "text"})}
+    fmt = dict(req.text.format) if req.text and req.text.format else {"type": "text"}
+    if fmt.get("type") == "json_schema":
+        fmt.setdefault("description", None)  # Open Responses requires the key (SPEC 1.3)
+    text: dict[str, Any] = {"format": fmt}
     if req.text is not None and req.text.verbosity:
         text["verbosity"] = req.text.verbosity
     conversation = None

@@ -181,3 +181,42 @@ def test_reasoning_then_text(respline, upstream):
     assert [o["type"] for o in final["output"]] == ["reasoning", "message"]
     assert final["output"][0]["content"][0]["text"] == "Thinking."
     assert final["usage"]["output_tokens_details"]["reasoning_tokens"] == 3
+
+
+def test_namespace_custom_and_hosted_tools(respline, upstream):
+    tools = [
+        {"type": "namespace", "name": "multi_agent_v1", "description": "agents",
+         "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}}]},
+        {"type": "custom", "name": "apply_patch", "description": "patch files",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}},
+        {"type": "web_search"},
+    ]
+    upstream.queue(Reply(tool_stream("multi_agent_v1__spawn_agent", '{"task": "review"}', call_id="call_ns")))
+    events = raw_stream(respline, {"model": "m1", "input": "delegate", "tools": tools})
+    item = [e for e in events if e["type"] == "response.output_item.done"][0]["item"]
+    assert item["type"] == "function_call" and item["name"] == "spawn_agent" and item["namespace"] == "multi_agent_v1"
+    sent = upstream.last["body"]["tools"]
+    assert [t["function"]["name"] for t in sent] == ["multi_agent_v1__spawn_agent", "apply_patch"]  # web_search left out
+    assert "start: /.+/" in sent[1]["function"]["parameters"]["properties"]["input"]["description"]
+
+    patch = "*** Begin Patch\n*** End Patch\n"
+    upstream.queue(Reply(tool_stream("apply_patch", json.dumps({"input": patch}), call_id="call_patch")))
+    events = raw_stream(respline, {"model": "m1", "input": "patch it", "tools": tools})
+    item = [e for e in events if e["type"] == "response.output_item.done"][0]["item"]
+    assert item["type"] == "custom_tool_call" and item["input"] == patch and item["call_id"] == "call_patch"
+    done = [e for e in events if e["type"] == "response.custom_tool_call_input.done"][0]
+    assert done["input"] == patch
+    assert not [e for e in events if e["type"].startswith("response.function_call_arguments")]
+
+
+def test_structured_output_and_effort(respline, upstream):
+    upstream.queue(Reply(text_stream('{"a": 1}')))
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+    raw_stream(
+        respline,
+        {"model": "m1", "input": "json please", "reasoning": {"effort": "high"},
+         "text": {"format": {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}}},
+    )
+    sent = upstream.last["body"]
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+    assert sent["reasoning_effort"] == "high"

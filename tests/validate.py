@@ -60,8 +60,20 @@ OPENAI_ONLY = frozenset(
     }
 )
 OR_ONLY = frozenset({"response.reasoning.delta", "response.reasoning.done"})
+# Hosted-tool items a Responses-API upstream streams (passed through by respline): OpenAI-only,
+# with ids of their own prefixes and events of their own (``response.web_search_call.*``).
+# OpenAI itself sends ``output_item.added`` for them without keys the SDK model requires
+# (``web_search_call`` without ``action``); the SDK constructs streamed models without
+# validating, so only the envelope of such an event is checked against the SDK.
+HOSTED_ITEMS = frozenset(
+    {
+        "web_search_call", "file_search_call", "computer_call", "code_interpreter_call",
+        "image_generation_call", "local_shell_call", "shell_call", "apply_patch_call", "mcp_call",
+        "mcp_list_tools", "mcp_approval_request", "tool_search_call",
+    }
+)
 # Item types that exist only at OpenAI; OR's ItemField union has no custom_tool_call.
-OPENAI_ONLY_ITEMS = frozenset({"custom_tool_call"})
+OPENAI_ONLY_ITEMS = frozenset({"custom_tool_call"}) | HOSTED_ITEMS
 
 DIALECTS = ("openai", "openresponses", "summary")
 # Raw-reasoning event families a stream of each dialect must NOT contain (builder.py dialects).
@@ -94,6 +106,24 @@ def _sdk_view(obj: dict) -> dict:
         return obj
     resp = {**resp, "error": {**err, "code": "server_error"}}
     return {**obj, "response": resp} if "response" in obj else resp
+_HOSTED_EVENT_PREFIXES = tuple(f"response.{t}." for t in HOSTED_ITEMS)
+
+
+def _without_hosted(obj: dict) -> dict:
+    """For the SDK check: hosted-tool items (``item``, ``response.output``) as a known-good
+    stand-in, since OpenAI's own hosted items do not match the SDK models (see HOSTED_ITEMS)."""
+    stand_in = {"type": "function_call", "id": "fc_x", "call_id": "c", "name": "n", "arguments": "", "status": "completed"}
+    item = obj.get("item")
+    if isinstance(item, dict) and item.get("type") in HOSTED_ITEMS:
+        obj = {**obj, "item": stand_in}
+    resp = obj.get("response", obj)
+    output = resp.get("output") if isinstance(resp, dict) else None
+    if isinstance(output, list) and any(isinstance(i, dict) and i.get("type") in HOSTED_ITEMS for i in output):
+        resp = {**resp, "output": [stand_in if isinstance(i, dict) and i.get("type") in HOSTED_ITEMS else i for i in output]}
+        obj = {**obj, "response": resp} if "response" in obj else resp
+    return obj
+
+
 ID_PREFIX = {
     "message": "msg_",
     "function_call": "fc_",
@@ -146,6 +176,7 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
         model = _OPENAI_BY_TYPE.get(etype)
         assert model is not None, f"{_where(ev)}: not an openai SDK ResponseStreamEvent type"
         sdk_ev = _sdk_view(ev) if etype == "response.failed" else ev
+        sdk_ev = _without_hosted(sdk_ev)
         try:
             OPENAI_EVENT.validate_python(sdk_ev)
         except pydantic.ValidationError:
@@ -159,7 +190,7 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
 
     # Open Responses: skipped explicitly for OpenAI-only events (reasoning_text.*, custom tool
     # input) and output items of type custom_tool_call, which OR has no schema for.
-    if etype in OPENAI_ONLY:
+    if etype in OPENAI_ONLY or etype.startswith(_HOSTED_EVENT_PREFIXES):
         return
     item = ev.get("item")
     if isinstance(item, dict) and item.get("type") in OPENAI_ONLY_ITEMS:
@@ -167,6 +198,15 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
     model = _OR_BY_TYPE.get(etype)
     assert model is not None, f"{_where(ev)}: not an Open Responses streaming event type"
     data = _strip_openai_only_items(ev) if "response" in ev else ev
+    if "response" in data:
+        # OR's tools list has function tools only; custom, namespace and hosted tools (echoed as
+        # the client sent them) are OpenAI features, checked by the SDK model above.
+        data["response"]["tools"] = [t for t in data["response"].get("tools") or [] if t.get("type") == "function"]
+        fmt = (data["response"].get("text") or {}).get("format") or {}
+        if fmt.get("type") == "json_schema":
+            # SPEC 0.1: OR's zod schema requires ``schema: null`` in the echo, the SDK an object;
+            # respline echoes the schema (what OpenAI does), so OR sees it as null here.
+            data["response"]["text"] = {**data["response"]["text"], "format": {**fmt, "schema": None}}
     try:
         model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -176,7 +216,7 @@ def validate_event(ev: dict, dialect: str = "openai") -> None:
 def validate_response(obj: dict) -> None:
     """Assert a Response object (non-streaming body, or a terminal event's) is valid for both."""
     try:
-        OPENAI_RESPONSE.validate_python(_sdk_view(obj))
+        OPENAI_RESPONSE.validate_python(_without_hosted(_sdk_view(obj)))
     except pydantic.ValidationError as exc:
         raise AssertionError(f"response {obj.get('id')!r} fails openai Response:\n{_first_error(exc)}") from None
     try:
@@ -274,8 +314,10 @@ def check_lifecycle(events: list[dict]) -> None:
             assert open_item is None, f"{where}: item {ev['output_index']} added while item {open_item.index} is open"
             assert ev["output_index"] == next_index, f"{where}: output_index {ev['output_index']}, expected {next_index}"
             prefix = ID_PREFIX.get(item.get("type"))
-            assert prefix is not None, f"{where}: unexpected item type {item.get('type')!r}"
-            assert str(item.get("id", "")).startswith(prefix), f"{where}: item id {item.get('id')!r} lacks {prefix}"
+            hosted = item.get("type") in HOSTED_ITEMS
+            assert prefix is not None or hosted, f"{where}: unexpected item type {item.get('type')!r}"
+            assert hosted or str(item.get("id", "")).startswith(prefix), f"{where}: item id {item.get('id')!r} lacks {prefix}"
+            assert item.get("id"), f"{where}: item without an id"
             assert item.get("status") == "in_progress", f"{where}: added item status {item.get('status')!r}"
             if item["type"] == "function_call":
                 assert item.get("arguments") == "", f"{where}: added function_call has arguments"
@@ -326,6 +368,12 @@ def check_lifecycle(events: list[dict]) -> None:
                 )
             assert isinstance(ev.get("delta"), str), f"{where}: delta is not a string"
             open_item.runs.setdefault(key, []).append(ev["delta"])
+        elif etype.startswith(f"response.{open_item.type}.") and open_item.type in HOSTED_ITEMS:
+            pass  # a hosted tool's progress events (response.web_search_call.searching, ...)
+        elif etype == "response.output_text.annotation.added":
+            assert open_item.open_part == (ev["content_index"], "output_text"), (
+                f"{where}: annotation for part {ev['content_index']} but the open part is {open_item.open_part}"
+            )
         elif etype in _DONES:
             family, sub, field = _DONES[etype]
             key = (family, ev[sub] if sub else 0)
