@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-peers bench-profile clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,24 @@ run: install
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
+
+# bench/README.md: upstream, respline and a load client on loopback; markdown on stdout,
+# raw numbers in bench/results/. BENCH_QUICK=1: a small version of every scenario (~1 min).
+BENCH_QUICK ?=
+BENCH_ARGS ?=
+BENCH_FLAGS = $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+
+bench: install
+	$(PY) bench/run.py $(BENCH_FLAGS)
+
+# LiteLLM's proxy side by side (installs litellm[proxy] into bench/.venv-litellm on first use)
+bench-peers: install
+	$(PY) bench/run.py --peers $(BENCH_FLAGS)
+
+# py-spy on respline during scenario 1's streams: where the per-event CPU goes
+bench-profile: install
+	$(PY) -m pip show py-spy >/dev/null 2>&1 || $(PY) -m pip install -q py-spy
+	$(PY) bench/run.py --profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -26,7 +27,9 @@ from adapters.config import (
 )
 from adapters.frontends.http import Auth, build_app
 from adapters.gateway import Gateway, load_secret
+from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.openai_chat import ChatProvider
+from adapters.providers.openai_responses import ResponsesProvider
 from adapters.providers.replay import DemoTransport
 from engine.ids import Clock, Ids, deterministic
 from engine.replay import KINDS, load_recording, replay
@@ -105,8 +108,15 @@ def build_auth(cfg: Config) -> Auth:
     return Auth(keys, {k: "tenant:" + n for k, n in tenants.items()})
 
 
-def build_providers(cfg: Config) -> tuple[dict[str, ChatProvider], list[httpx.AsyncClient]]:
-    providers: dict[str, ChatProvider] = {}
+PROVIDER_CLASSES = {
+    "openai-chat": ChatProvider,
+    "anthropic": AnthropicProvider,
+    "openai-responses": ResponsesProvider,
+}
+
+
+def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient]]:
+    providers: dict[str, Any] = {}
     clients: list[httpx.AsyncClient] = []
     for name, p in cfg.providers.items():
         t = p.timeouts or cfg.timeouts
@@ -121,7 +131,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, ChatProvider], list[httpx.As
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
             client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
-            provider = ChatProvider(name, p, client, cfg.timeouts)
+            provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts)
         providers[name] = provider
         clients.append(client)
     return providers, clients
@@ -267,6 +277,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         model=args.model,
         reasoning_dialect=args.reasoning_dialect,
         think_tags=args.think_tags,
+        kind=args.kind,
     )
     out = sys.stdout.buffer
     for f in frames:
@@ -287,7 +298,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port (default 8080)")
     s.add_argument("--config", default=None, metavar="FILE", help="TOML config file")
     s.add_argument("--upstream", default=None, metavar="URL", help="base URL ending in /v1; every model is routed there")
-    s.add_argument("--upstream-kind", default="openai-chat", choices=["openai-chat"], help="upstream protocol")
+    s.add_argument(
+        "--upstream-kind",
+        default="openai-chat",
+        choices=list(PROVIDER_CLASSES),
+        help="upstream protocol: Chat Completions, Anthropic Messages, or the Responses API passed through",
+    )
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
     s.add_argument("--store", default=None, metavar="memory|sqlite:PATH", help="where responses are stored")
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")

@@ -26,8 +26,12 @@ from msgspec import Struct
 
 from engine.stages.builder import OPENAI, REASONING_DIALECTS
 from engine.translate import ChatDialect
+from engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, AnthropicDialect
 
-PROVIDER_KINDS = ("openai-chat", "demo")
+# "openai-chat": Chat Completions (POST {base_url}/chat/completions); "anthropic": Messages
+# (POST {base_url}/messages); "openai-responses": the Responses API itself, passed through
+# (POST {base_url}/responses); "demo": the built-in demo model.
+PROVIDER_KINDS = ("openai-chat", "anthropic", "openai-responses", "demo")
 
 
 class ConfigError(Exception):
@@ -81,6 +85,19 @@ class ProviderConfig(Struct, forbid_unknown_fields=True):
     send_reasoning_back: bool = True
     think_tags: bool = False
     timeouts: Timeouts | None = None
+    path: str | None = None  # the endpoint under base_url; default by kind (/chat/completions, ...)
+    # anthropic
+    anthropic_version: str = ANTHROPIC_VERSION  # the anthropic-version header
+    default_max_tokens: int = 8192  # max_tokens when the request has no max_output_tokens
+    thinking_budgets: dict[str, int] = {}  # reasoning.effort -> budget_tokens, over the defaults; 0 = off
+    # openai-responses
+    drop_fields: list[str] = []  # request fields this upstream refuses ("include", "reasoning.summary")
+
+    def anthropic_dialect(self) -> AnthropicDialect:
+        return AnthropicDialect(
+            default_max_tokens=self.default_max_tokens,
+            thinking_budgets={**DEFAULT_THINKING_BUDGETS, **self.thinking_budgets},
+        )
 
     def dialect(self) -> ChatDialect:
         return ChatDialect(
@@ -93,10 +110,19 @@ class ProviderConfig(Struct, forbid_unknown_fields=True):
         )
 
 
+class Fallback(Struct, forbid_unknown_fields=True):
+    provider: str
+    upstream_model: str | None = None  # default: the route's upstream model
+
+
 class RouteConfig(Struct, forbid_unknown_fields=True):
     model: str  # exact name or glob ("deepseek-*", "*")
     provider: str
     upstream_model: str | None = None  # default: the requested name
+    # tried in order when the provider before fails before any byte reached the client
+    # (connect error, timeout, 429, 5xx): a provider name, or {provider, upstream_model}
+    fallbacks: list[str | Fallback] = []
+    models: list[str] = []  # a glob route: the names GET /v1/models lists for it
 
 
 class Config(Struct, forbid_unknown_fields=True):
@@ -176,14 +202,34 @@ def check(cfg: Config, where: str = "config") -> None:
             raise ConfigError(
                 f"{where}: providers.{name}.max_tokens_param must be max_tokens or max_completion_tokens"
             )
+        if p.default_max_tokens < 1:
+            raise ConfigError(f"{where}: providers.{name}.default_max_tokens must be at least 1")
+        for effort, budget in p.thinking_budgets.items():
+            if budget and budget < MIN_THINKING_BUDGET:
+                raise ConfigError(
+                    f"{where}: providers.{name}.thinking_budgets.{effort}: {budget} is below Anthropic's "
+                    f"minimum of {MIN_THINKING_BUDGET} (0 turns thinking off)"
+                )
     for i, r in enumerate(cfg.routes):
         if r.provider not in cfg.providers:
             raise ConfigError(f"{where}: routes[{i}].provider: no provider named {r.provider!r}")
+        for name in r.models:
+            if not fnmatch.fnmatchcase(name, r.model):
+                raise ConfigError(f"{where}: routes[{i}].models: {name!r} does not match {r.model!r}")
+        for j, fb in enumerate(r.fallbacks):
+            fname = fb if isinstance(fb, str) else fb.provider
+            if fname not in cfg.providers:
+                raise ConfigError(f"{where}: routes[{i}].fallbacks[{j}]: no provider named {fname!r}")
 
 
 class Route(Struct, frozen=True):
     provider: str
     upstream_model: str
+    fallbacks: tuple[tuple[str, str], ...] = ()  # (provider, upstream model), in order
+
+    @property
+    def attempts(self) -> tuple[tuple[str, str], ...]:
+        return ((self.provider, self.upstream_model), *self.fallbacks)
 
 
 class Router:
@@ -202,10 +248,36 @@ class Router:
                     break
         if r is None:
             return None
-        return Route(r.provider, r.upstream_model or model)
+        upstream = r.upstream_model or model
+        fallbacks = tuple(
+            (fb, upstream) if isinstance(fb, str) else (fb.provider, fb.upstream_model or upstream)
+            for fb in r.fallbacks
+        )
+        return Route(r.provider, upstream, fallbacks)
 
     def models(self) -> list[str]:
         return list(self._exact) + [g.model for g in self._globs]
+
+    def listed(self, routes: list[RouteConfig]) -> list[tuple[str, str]]:
+        """What ``GET /v1/models`` lists, with the provider that serves each: exact routes by
+        name; a glob route by the names in its ``models`` when it has them, else by the pattern
+        itself (the models behind a glob cannot be known without asking the upstream); the
+        catch-all ``*`` is not listed. Each id once, in declaration order."""
+        out: dict[str, str] = {}
+        for r in routes:
+            if not _is_glob(r.model):
+                names = [r.model]
+            elif r.models:
+                names = r.models
+            elif r.model != "*":
+                out.setdefault(r.model, r.provider)
+                continue
+            else:
+                continue
+            for name in names:
+                route = self.resolve(name)  # the provider that really serves it (exact wins)
+                out.setdefault(name, route.provider if route is not None else r.provider)
+        return list(out.items())
 
 
 def _is_glob(name: str) -> bool:

@@ -20,18 +20,18 @@ import msgspec
 import trio
 
 from adapters.config import Config, Router, Timeouts, expand_env
-from adapters.providers.openai_chat import ChatProvider, error_from_upstream
+from adapters.providers.common import TurnContext
 from engine.deltas import UpstreamError
 from engine import compaction
 from engine.errors import ApiError, from_validation
 from engine.ids import Clock, Ids
 from engine.items import normalise
-from engine.pipeline import ResponsePipeline, chat_pipeline
+from engine.pipeline import ResponsePipeline
 from engine.seal import Sealer
 from engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
-from engine.translate import decode_item, input_items, parse_create, response_template, to_chat_request
+from engine.translate import decode_item, input_items, parse_create, response_template
 from engine.wire import request as Q
-from engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type
+from engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
 
 log = logging.getLogger("respline.gateway")
 
@@ -53,7 +53,10 @@ class Turn:
         "stored_input",
         "provider",
         "route",
-        "chat_body",
+        "items",
+        "attempt",
+        "ctx",
+        "upstream_body",
         "http_request",
         "payload",
         "pipeline",
@@ -71,7 +74,7 @@ class Gateway:
     def __init__(
         self,
         cfg: Config,
-        providers: dict[str, ChatProvider],
+        providers: dict[str, Any],  # name -> ChatProvider | AnthropicProvider | ResponsesProvider
         router: Router,
         store: Store,
         sealer: Sealer,
@@ -90,8 +93,8 @@ class Gateway:
         self.runs = None  # adapters.background.Runs, set by the server
 
     def model_list(self) -> list[tuple[str, str]]:
-        """Routable model names (exact routes and globs as declared) with their provider."""
-        return [(r.model, r.provider) for r in self.cfg.routes if r.model != "*"]
+        """Routable model names with their provider (config.Router.listed says how globs list)."""
+        return self.router.listed(self.cfg.routes)
 
     # -- before any byte -----------------------------------------------------------------
 
@@ -116,7 +119,6 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        provider = self.providers[route.provider]
         items = await self._resolve_references(input_items(req), tenant)
         conversation_id = None
         if context is None:
@@ -144,27 +146,23 @@ class Gateway:
         prior = [decode_item(_as_input(it), "context") for it in context]
         if not items and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
-        chat_body, tools = to_chat_request(req, prior + items, route.upstream_model, provider.dialect, self.sealer.open)
-        include = req.include or []
-        seal = self.sealer.seal_reasoning if "reasoning.encrypted_content" in include else None
         turn = Turn()
         turn.req = req
         turn.tenant = tenant
         turn.stored_input = [normalise(it, self.ids) for it in items]
-        turn.provider = provider
         turn.route = route
-        turn.chat_body = chat_body
-        turn.http_request, turn.payload = provider.build(chat_body)
-        turn.pipeline = chat_pipeline(
+        turn.items = prior + items
+        turn.attempt = 0
+        turn.ctx = TurnContext(
             response_template(req, self.ids, self.clock),
             self.ids,
             self.clock,
-            encoding=encoding,
-            reasoning_dialect=self.dialect,
-            tools=tools,
-            seal_reasoning=seal,
-            think_tags=provider.dialect.think_tags,
+            encoding,
+            self.dialect,
+            self.sealer,
+            "reasoning.encrypted_content" in (req.include or []),
         )
+        self._prepare_attempt(turn)
         turn.store = req.store is not False
         turn.conversation_id = conversation_id
         return turn
@@ -181,8 +179,39 @@ class Gateway:
             out.append(item)
         return out
 
+    def _prepare_attempt(self, turn: Turn) -> None:
+        """The request and pipeline for the route's provider number ``turn.attempt``: each
+        provider kind translates the same items its own way. Every attempt shares the one
+        Response template, so the response id does not change when a fallback answers."""
+        name, upstream_model = turn.route.attempts[turn.attempt]
+        provider = self.providers[name]
+        prepared = provider.prepare(turn.req, turn.items, upstream_model, turn.ctx)
+        turn.provider = provider
+        turn.upstream_body = prepared.body
+        turn.http_request = prepared.request
+        turn.payload = prepared.payload
+        turn.pipeline = prepared.pipeline
+
     async def open_upstream(self, turn: Turn) -> httpx.Response:
-        """Send the upstream request and wait for its status line; refusals become ApiErrors."""
+        """Send the upstream request and wait for its status line; refusals become ApiErrors.
+
+        A route's fallbacks are tried in order while nothing has reached the client: after a
+        connect error, a timeout, a 429 or a 5xx from one provider, the next gets the request
+        (translated for its kind). Once streaming began there is no retry (``pump``)."""
+        while True:
+            try:
+                return await self._open_attempt(turn)
+            except ApiError as err:
+                if not (err.status == 429 or err.status >= 500) or turn.attempt + 1 >= len(turn.route.attempts):
+                    raise
+                failed = turn.provider.name
+                turn.attempt += 1
+                self._prepare_attempt(turn)
+                log.warning(
+                    "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
+                )
+
+    async def _open_attempt(self, turn: Turn) -> httpx.Response:
         t: Timeouts = turn.provider.timeouts
         try:
             with trio.fail_after(t.connect + t.first_byte):
@@ -209,7 +238,7 @@ class Gateway:
                 pass
             finally:
                 await resp.aclose()
-            raise error_from_upstream(resp.status_code, body, resp.headers)
+            raise turn.provider.error(resp.status_code, body, resp.headers)
         if self.record_dir is not None:
             turn.record_dir = self._record_start(turn)
         return resp
@@ -425,7 +454,7 @@ class Gateway:
 
 
 def stored_event(event: Any) -> StoredEvent:
-    return StoredEvent(event.sequence_number, event_type(type(event)), _json.encode(event))
+    return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
 
 
 class _Recorder:

@@ -65,7 +65,7 @@ def build_request(cfg: dict) -> bytes:
 
 
 class Result:
-    __slots__ = ("status", "ttfb", "ttft", "duration", "events", "nbytes", "ok", "reason", "keep")
+    __slots__ = ("status", "ttfb", "ttft", "duration", "events", "nbytes", "ok", "reason", "keep", "reads")
 
     def __init__(self) -> None:
         self.status = 0
@@ -77,6 +77,7 @@ class Result:
         self.ok = False
         self.reason = ""
         self.keep = False
+        self.reads = 0
 
 
 class Markers:
@@ -167,6 +168,7 @@ async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Re
             elif chunked and (tail.endswith(b"\r\n0\r\n\r\n") or tail == b"0\r\n\r\n"):
                 break
         piece = await stream.receive_some(READ)
+        r.reads += 1
         if not piece:
             keep = False
             if length >= 0 or chunked:
@@ -209,7 +211,7 @@ async def run_mode(cfg: dict) -> dict:
     ttft: list[float] = []
     durations: list[float] = []
     errors: dict[str, int] = {}
-    counters = {"events": 0, "bytes": 0, "ok": 0, "connects": 0}
+    counters = {"events": 0, "bytes": 0, "ok": 0, "connects": 0, "reads": 0}
 
     def error(reason: str) -> None:
         errors[reason] = errors.get(reason, 0) + 1
@@ -245,6 +247,7 @@ async def run_mode(cfg: dict) -> dict:
                     r.reason = f"transport: {exc.__class__.__name__}"
                 counters["events"] += r.events
                 counters["bytes"] += r.nbytes
+                counters["reads"] += r.reads
                 if r.ok:
                     counters["ok"] += 1
                     durations.append(r.duration)
@@ -280,6 +283,7 @@ async def run_mode(cfg: dict) -> dict:
         "events": counters["events"],
         "bytes": counters["bytes"],
         "connects": counters["connects"],
+        "reads": counters["reads"],
         "wall": wall,
         "client_cpu": cpu_seconds() - cpu0,
         "ttfb": [round(x, 6) for x in ttfb],
@@ -352,8 +356,10 @@ async def hold_mode(cfg: dict) -> dict:
     async def wait_stdin(cancel: trio.CancelScope) -> None:
         stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
         try:
-            await stdin.receive_some(64)
-        except Exception:  # noqa: BLE001 - no stdin: rely on hold_seconds
+            data = await stdin.receive_some(64)
+        except Exception:  # noqa: BLE001 - no usable stdin: rely on hold_seconds
+            data = b""
+        if not data:  # EOF (e.g. /dev/null): hold for hold_seconds
             await trio.sleep_forever()
         cancel.cancel()
 

@@ -344,7 +344,7 @@ class Bench:
         return 2000
 
     def s2_tokens(self) -> int:
-        return 20 if self.quick else 200
+        return 20 if self.quick else 100
 
     def s2_model(self) -> str:
         return f"bench-n{self.s2_tokens()}"
@@ -388,6 +388,7 @@ def stream_metrics(r: dict) -> dict:
         "upstream_cpu_s": r["upstream_cpu"],
         "client_cpu_s": r["client_cpu"],
         "client_cpu_us_per_event": (r["client_cpu"] / events * 1e6) if events else None,
+        "events_per_read": events / r["reads"] if r.get("reads") else None,
     }
 
 
@@ -472,6 +473,7 @@ def scenario1(b: Bench, gw: Target) -> tuple[dict, str]:
             ["events/s (one stream)", d["stream_events_per_s"], g["stream_events_per_s"], ratio(g["stream_events_per_s"], d["stream_events_per_s"]), "reported"],
             ["server CPU ms per 1000 events", d["target_cpu_us_per_event"], g["target_cpu_us_per_event"], ratio(g["target_cpu_us_per_event"], d["target_cpu_us_per_event"]), f"<= 20 ({verdict(res['targets']['met'])})"],
             ["client CPU ms per 1000 events", d["client_cpu_us_per_event"], g["client_cpu_us_per_event"], "-", "-"],
+            ["events per client read (write batching)", d["events_per_read"], g["events_per_read"], "-", "-"],
             ["errors (all repeats)", d["errors_total"], g["errors_total"], "-", "0"],
         ],
     ))
@@ -493,7 +495,7 @@ def scenario2(b: Bench, gw: Target, levels: list[int] | None = None, peers: list
     for t in targets:
         b.client(t, {"workers": 4, "requests": 8, "body": t.stream_body(model), **t.markers()}, timeout=120)
     for c in levels:
-        n_req = max(c, 10) if b.quick else max(2 * c, 40)
+        n_req = max(c, 10) if b.quick else (max(2 * c, 40) if c <= 100 else c)
         reps: dict[str, list] = {t.kind: [] for t in targets}
         for i in range(repeats):
             for t in targets:
@@ -522,7 +524,7 @@ def scenario2(b: Bench, gw: Target, levels: list[int] | None = None, peers: list
                 level["targets"]["vs_litellm"] = g["events_per_s"] / meds["litellm"]["events_per_s"]
                 level["targets"]["vs_litellm_met"] = level["targets"]["vs_litellm"] >= 3
         res["levels"][str(c)] = level
-    md = [f"### Scenario 2: concurrent streams of {b.s2_tokens()} tokens (median of {repeats}; requests per level = max(2 x streams, 40))", ""]
+    md = [f"### Scenario 2: concurrent streams of {b.s2_tokens()} tokens (median of {repeats}; {'requests per level = max(streams, 10)' if b.quick else 'requests per level = max(2 x streams, 40), 1 per stream at 1000'})", ""]
     md.append(table(
         ["streams", "target", "events/s", "/ direct", "TTFB p50 ms", "TTFB p99 ms", "added p50", "added p99", "first token p50 ms", "first token p99 ms", "server CPU us/event", "errors"],
         rows,
@@ -555,9 +557,10 @@ def scenario3(b: Bench) -> tuple[dict, str]:
         note = (f"Capped at {streams} streams: the hard RLIMIT_NOFILE here is {b.nofile} and cannot be raised without "
                 f"CAP_SYS_RESOURCE; one respline process needs two descriptors per stream.")
     repeats = 1 if b.quick else b.args.hold_repeats
-    ramp_s = 30 if b.quick else 300
-    hold_tokens = 900  # paced streams outlast ramp + measurement; the client closes them
-    model = f"bench-n{hold_tokens}-r1"
+    ramp_s = 30 if b.quick else b.args.hold_ramp_seconds
+    rate = b.args.hold_rate
+    hold_tokens = int((ramp_s + 120) * rate) + 10  # paced streams outlast ramp + measurement; the client closes them
+    model = f"bench-n{hold_tokens}-r{rate:g}"
     sources = [f"127.0.0.{i}" for i in range(2, 10)]
     reps: dict[str, list] = {"direct": [], "respline": []}
     for i in range(repeats):
@@ -581,7 +584,7 @@ def scenario3(b: Bench) -> tuple[dict, str]:
     met = kb is not None and kb < 64 and g["errors_total"] == 0 and g["opened"] == streams and streams >= 10000
     res = {"streams": streams, "wanted": wanted, "note": note, "direct": d, "respline": g, "repeats": reps,
            "targets": {"rss_per_stream_kb_max": 64, "rss_met": kb is not None and kb < 64, "errors_met": g["errors_total"] == 0, "met": met}}
-    md = [f"### Scenario 3: {streams} open streams paced at 1 token/s (median of {repeats})", ""]
+    md = [f"### Scenario 3: {streams} open streams paced at {rate:g} token/s (median of {repeats}; opening stops after {ramp_s:g} s)", ""]
     md.append(table(
         ["metric", "direct (bench upstream)", "respline", "target"],
         [
@@ -781,7 +784,9 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
           f"{res['cpu_us_per_event']:.1f} us CPU per event while sampled)", ""]
     md.append(f"{summary['samples']} samples of the busy (non-idle) thread.")
     md.append("")
-    md.append("Share of CPU by layer (the leaf frame's package):\n")
+    md.append("Where the CPU goes (each sample counted once, first matching stage):\n")
+    md.append(table(["stage", "% of samples"], [[k, v] for k, v in summary["stages"]]))
+    md.append("\nShare of CPU by layer (the leaf frame's package):\n")
     md.append(table(["layer", "% of samples"], [[k, v] for k, v in summary["by_layer"]]))
     md.append("\nInclusive (function anywhere on the stack), top 25:\n")
     md.append(table(["function", "%"], [[f"`{k}`", v] for k, v in summary["inclusive"][:25]]))
@@ -855,7 +860,34 @@ def summarize(stacks: list[tuple[list[str], int]]) -> dict:
     def top(d: dict) -> list:
         return [(k, round(v / total * 100, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])]
 
-    return {"samples": total, "self": top(self_t)[:60], "inclusive": top(incl)[:80], "by_layer": top(layer)[:25]}
+    stage: dict[str, int] = {}
+    for frames, n in stacks:
+        k = _stage(frames)
+        stage[k] = stage.get(k, 0) + n
+    return {"samples": total, "stages": top(stage), "self": top(self_t)[:60], "inclusive": top(incl)[:80], "by_layer": top(layer)[:25]}
+
+
+STAGES = (
+    ("write to client: hypercorn app_send -> h11 -> trio socket send", ("HTTPStream.app_send",)),
+    ("read upstream: httpx aiter_raw -> httpcore -> h11 chunk parsing -> trio recv", ("Response.aiter_raw",)),
+    ("translate: engine pipeline (sse, chat_decoder, builder, sequencer, rebuilder, encoder)", ("ResponsePipeline.",)),
+    ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
+    ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
+)
+
+
+def _stage(frames: list[str]) -> str:
+    for label, keys in STAGES:
+        if any(k in fr for fr in frames for k in keys):
+            return label
+    for i, fr in enumerate(frames[1:], 1):
+        if "Gateway.pump" in frames[i - 1] and ("CancelScope" in fr or "move_on_after" in fr):
+            return "per-read timeout scope in Gateway.pump (trio.move_on_after per upstream chunk)"
+    if any("adapters/" in fr and "cli.py" not in fr for fr in frames):
+        return "other respline code (pump loop, handler)"
+    if any("hypercorn" in fr for fr in frames):
+        return "other hypercorn (connection tasks, timers)"
+    return "trio run loop and task switching (no task frame on the stack)"
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -901,12 +933,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")), help="a small version of every scenario (BENCH_QUICK=1)")
+    p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"), help="a small version of every scenario (BENCH_QUICK=1)")
     p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")
     p.add_argument("--levels", default="1,10,100,1000", help="scenario 2 concurrency levels")
     p.add_argument("--repeats", type=int, default=0, help="repeats per measurement (default 3, quick 1)")
     p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
     p.add_argument("--hold-repeats", type=int, default=1, help="scenario 3 repeats (a fresh respline each)")
+    p.add_argument("--hold-rate", type=float, default=1.0, help="scenario 3 tokens per second per stream")
+    p.add_argument("--hold-ramp-seconds", type=float, default=180, help="scenario 3: stop opening streams after this long")
     p.add_argument("--workers", type=int, default=0, help="scenario 5 worker processes (default: cores, at least 2)")
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")

@@ -63,6 +63,13 @@ class ToolCallEnd(Struct):
     pass
 
 
+class ItemBreak(Struct):
+    """The upstream ended a unit of output (a server-side tool ran between two text blocks): an
+    open message closes, so the text after it is a message of its own, not glued on."""
+
+    pass
+
+
 class Finish(Struct):
     reason: str
 
@@ -93,6 +100,7 @@ Delta = (
     | ToolCallStart
     | ToolCallArgs
     | ToolCallEnd
+    | ItemBreak
     | Finish
     | UsageDelta
     | UpstreamError

@@ -58,13 +58,18 @@ def normalise(item: Any, ids: Ids) -> dict[str, Any]:
             out["namespace"] = item.namespace
         return out
     if kind is Q.FunctionCallOutputIn:
-        return {
+        out = {
             "type": "function_call_output",
             "id": item.id or ids.new("fco_"),
             "call_id": item.call_id,
             "output": item.output,
             "status": item.status or "completed",
         }
+        if item.success is not None:
+            out["success"] = item.success
+        if item.is_error is not None:
+            out["is_error"] = item.is_error
+        return out
     if kind is Q.ReasoningIn:
         out = {"type": "reasoning", "id": item.id or ids.new("rs_"), "summary": item.summary or []}
         if item.content:
@@ -90,6 +95,8 @@ def normalise(item: Any, ids: Ids) -> dict[str, Any]:
             "call_id": item.call_id,
             "output": item.output,
         }
+    if kind is Q.HostedItemIn:
+        return item.raw if item.raw.get("id") else {**item.raw, "id": ids.new("hi_")}
     if kind is Q.CompactionIn:
         return {"type": "compaction", "id": item.id or ids.new("cmp_"), "encrypted_content": item.encrypted_content}
     raise TypeError(f"cannot normalise {kind.__name__}")  # item references are resolved before this

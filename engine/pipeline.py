@@ -11,10 +11,12 @@ from typing import Any, Callable, Protocol, Sequence
 
 from engine.deltas import UpstreamError
 from engine.ids import Clock, Ids
+from engine.stages.anthropic_decoder import AnthropicDecoder
 from engine.stages.builder import OPENAI, ResponseBuilder
 from engine.stages.chat_decoder import ChatDecoder
 from engine.stages.encoder import JsonEncoder, SseEncoder
 from engine.stages.rebuilder import CompletionRebuilder
+from engine.stages.responses_normaliser import ResponsesNormaliser
 from engine.stages.sequencer import Sequencer
 from engine.stages.sse import SseDecoder
 from engine.stages.tool_calls import ToolCallAccumulator
@@ -68,7 +70,9 @@ class ResponsePipeline:
 
     __slots__ = ("pipeline", "builder", "_builder_at", "_closed")
 
-    def __init__(self, head: Sequence[Stage], builder: ResponseBuilder, encoder: Stage | None) -> None:
+    def __init__(
+        self, head: Sequence[Stage], builder: ResponseBuilder | ResponsesNormaliser, encoder: Stage | None
+    ) -> None:
         tail: list[Stage] = [Sequencer(), CompletionRebuilder()]
         if encoder is not None:
             tail.append(encoder)
@@ -109,7 +113,7 @@ def chat_pipeline(
     encoding: str | None = "sse",
     reasoning_dialect: str = OPENAI,
     tools: ToolMap | None = None,
-    seal_reasoning: Callable[[str], str] | None = None,
+    seal_reasoning: Callable[..., str] | None = None,
     think_tags: bool = False,
 ) -> ResponsePipeline:
     """The stage list for a Chat Completions upstream."""
@@ -124,3 +128,43 @@ def chat_pipeline(
     head: list[Stage] = [SseDecoder(), ChatDecoder(think_tags=think_tags), ToolCallAccumulator(ids)]
     encoder = ENCODERS[encoding]() if encoding else None
     return ResponsePipeline(head, builder, encoder)
+
+
+def anthropic_pipeline(
+    template: Response,
+    ids: Ids,
+    clock: Clock,
+    *,
+    encoding: str | None = "sse",
+    reasoning_dialect: str = OPENAI,
+    tools: ToolMap | None = None,
+    seal_reasoning: Callable[..., str] | None = None,
+) -> ResponsePipeline:
+    """An Anthropic Messages upstream: its own decoder, no tool-call accumulator (Anthropic's
+    blocks never interleave), then the same builder and tail as Chat."""
+    builder = ResponseBuilder(
+        template,
+        ids,
+        clock,
+        reasoning_dialect=reasoning_dialect,
+        tools=tools,
+        seal_reasoning=seal_reasoning,
+    )
+    head: list[Stage] = [SseDecoder(), AnthropicDecoder(ids)]
+    encoder = ENCODERS[encoding]() if encoding else None
+    return ResponsePipeline(head, builder, encoder)
+
+
+def responses_pipeline(
+    template: Response,
+    ids: Ids,
+    clock: Clock,
+    *,
+    encoding: str | None = "sse",
+    reasoning_dialect: str = OPENAI,
+) -> ResponsePipeline:
+    """A Responses-API upstream: the normaliser takes the builder's place; the Sequencer and the
+    CompletionRebuilder stay."""
+    normaliser = ResponsesNormaliser(template, ids, clock, reasoning_dialect=reasoning_dialect)
+    encoder = ENCODERS[encoding]() if encoding else None
+    return ResponsePipeline([SseDecoder()], normaliser, encoder)

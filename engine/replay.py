@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Iterable
 
 from engine.ids import Clock, Ids, deterministic
-from engine.pipeline import chat_pipeline
+from engine.pipeline import anthropic_pipeline, chat_pipeline, responses_pipeline
 from engine.stages.builder import OPENAI
 from engine.toolmap import ToolMap
 from engine.wire.responses import Response
 
-KINDS = ("openai-chat",)
+KINDS = ("openai-chat", "anthropic", "openai-responses")
 
 
 def reframe_jsonl(data: bytes) -> bytes:
@@ -37,21 +37,32 @@ def replay(
     tools: ToolMap | None = None,
     think_tags: bool = False,
     encoding: str | None = "sse",
+    kind: str = "openai-chat",
+    seal_reasoning=None,
 ) -> list:
     """Feed the pieces (any split of the upstream bytes) and return every frame or event."""
     if ids is None or clock is None:
         ids, clock = deterministic()
     if template is None:
         template = Response(id=ids.new("resp_"), created_at=clock.now(), model=model)
-    pipe = chat_pipeline(
-        template,
-        ids,
-        clock,
-        encoding=encoding,
-        reasoning_dialect=reasoning_dialect,
-        tools=tools,
-        think_tags=think_tags,
-    )
+    if kind == "anthropic":
+        pipe = anthropic_pipeline(
+            template, ids, clock, encoding=encoding, reasoning_dialect=reasoning_dialect, tools=tools,
+            seal_reasoning=seal_reasoning,
+        )
+    elif kind == "openai-responses":
+        pipe = responses_pipeline(template, ids, clock, encoding=encoding, reasoning_dialect=reasoning_dialect)
+    else:
+        pipe = chat_pipeline(
+            template,
+            ids,
+            clock,
+            encoding=encoding,
+            reasoning_dialect=reasoning_dialect,
+            tools=tools,
+            seal_reasoning=seal_reasoning,
+            think_tags=think_tags,
+        )
     out = pipe.start()
     for piece in pieces:
         out += pipe.feed(piece)

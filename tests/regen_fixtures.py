@@ -1,7 +1,11 @@
-"""Regenerate fixtures/chat/*/expected.sse from each upstream.sse (run by hand, never by pytest).
+"""Regenerate fixtures/*/*/expected.sse from each upstream.sse (run by hand, never by pytest).
 
-    .venv/bin/python tests/regen_fixtures.py            # all fixtures
-    .venv/bin/python tests/regen_fixtures.py 30 44      # only names starting with these
+    .venv/bin/python tests/regen_fixtures.py                 # all fixtures
+    .venv/bin/python tests/regen_fixtures.py 30 44           # only names starting with these
+    .venv/bin/python tests/regen_fixtures.py anthropic/0     # or with these folder/name prefixes
+
+The folder says the upstream kind: fixtures/chat (Chat Completions), fixtures/anthropic
+(Anthropic Messages), fixtures/responses (a Responses-API upstream, passed through).
 
 expected.sse is the deterministic replay (engine.replay.replay with its default seeded ids and
 fixed clock) of the upstream bytes, with the options in options.json when there is one. A golden
@@ -20,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "chat"
+KINDS = {"chat": "openai-chat", "anthropic": "anthropic", "responses": "openai-responses"}
 OPTION_KEYS = {"think_tags", "reasoning_dialect", "model"}
 
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -28,18 +33,29 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from engine.replay import replay  # noqa: E402
 
 
-def fixture_dirs() -> list[Path]:
-    return sorted(p for p in FIXTURES.iterdir() if (p / "upstream.sse").is_file())
+def fixture_dirs(folders=tuple(KINDS)) -> list[Path]:
+    out: list[Path] = []
+    for folder in folders:
+        base = ROOT / "fixtures" / folder
+        if base.is_dir():
+            out += sorted(p for p in base.iterdir() if (p / "upstream.sse").is_file())
+    return out
+
+
+def fixture_name(path: Path) -> str:
+    """``chat/01-comment-keepalives``: unique across the kind folders."""
+    return f"{path.parent.name}/{path.name}"
 
 
 def fixture_options(path: Path) -> dict:
     opt = path / "options.json"
-    if not opt.is_file():
-        return {}
-    options = json.loads(opt.read_text())
+    options = json.loads(opt.read_text()) if opt.is_file() else {}
     unknown = set(options) - OPTION_KEYS
     if unknown:
         raise ValueError(f"{opt}: unknown replay options {sorted(unknown)}")
+    kind = KINDS[path.parent.name]
+    if kind != "openai-chat":
+        options["kind"] = kind
     return options
 
 
@@ -50,7 +66,7 @@ def render(pieces: list[bytes], options: dict) -> bytes:
 def main(argv: list[str]) -> int:
     changed = 0
     for path in fixture_dirs():
-        if argv and not any(path.name.startswith(a) for a in argv):
+        if argv and not any(path.name.startswith(a) or fixture_name(path).startswith(a) for a in argv):
             continue
         out = render([(path / "upstream.sse").read_bytes()], fixture_options(path))
         target = path / "expected.sse"

@@ -1,4 +1,5 @@
-"""Golden replays of the project's own upstream fixtures (fixtures/chat/*, see its README.md).
+"""Golden replays of the project's own upstream fixtures (fixtures/{chat,anthropic,responses}/*,
+see fixtures/README.md), each through the pipeline of its folder's upstream kind.
 
 1. Each upstream.sse replays byte for byte to expected.sse, and expected.sse is a valid stream
    (every event for both SDKs, the SPEC 1.5 lifecycle, the final Response).
@@ -15,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regen_fixtures import fixture_dirs, fixture_options, render
+from regen_fixtures import fixture_dirs, fixture_name, fixture_options, render
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
 
 FIXTURES = fixture_dirs()
-NAMES = [p.name for p in FIXTURES]
-BY_NAME = {p.name: p for p in FIXTURES}
+NAMES = [fixture_name(p) for p in FIXTURES]
+BY_NAME = {fixture_name(p): p for p in FIXTURES}
 
 
 def load(name: str) -> tuple[bytes, bytes, dict]:
@@ -34,7 +35,9 @@ def split(data: bytes, cuts) -> list[bytes]:
 
 
 def test_there_are_fixtures():
-    assert len(FIXTURES) >= 30
+    assert len(fixture_dirs(["chat"])) >= 30
+    assert len(fixture_dirs(["anthropic"])) >= 15  # QUIRKS G and SPEC 7
+    assert len(fixture_dirs(["responses"])) >= 20  # QUIRKS I
     for path in FIXTURES:
         assert (path / "expected.sse").is_file(), f"{path.name}: run tests/regen_fixtures.py"
 

@@ -24,7 +24,8 @@ if not STREAMS.is_dir():
         allow_module_level=True,
     )
 
-# Not Chat Completions: Anthropic Messages and Responses-API upstreams have their own decoders.
+# Not Chat Completions: Anthropic Messages and Responses-API upstreams have their own stages
+# (tests/test_anthropic.py, tests/test_responses_passthrough.py replay those folders).
 NOT_CHAT = {"anthropic", "openai-responses", "azure-openai-responses", "responses-compatible"}
 FILES = sorted(
     p.relative_to(STREAMS).as_posix()

@@ -7,14 +7,17 @@ from typing import Any
 import httpx
 import msgspec
 
-from adapters.config import ProviderConfig, Timeouts, expand_env
+from adapters.config import ProviderConfig, Timeouts
+from adapters.providers.common import Prepared, TurnContext, endpoint, provider_headers, provider_key, provider_timeouts
 from engine.errors import ApiError
-from engine.translate import ChatDialect
+from engine.pipeline import chat_pipeline
+from engine.translate import ChatDialect, to_chat_request
+from engine.wire import request as Q
 
 _json = msgspec.json.Encoder()
 
 # Response headers worth passing to the client with an upstream error (SDK retry logic reads them).
-_PASS_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+PASS_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
 class ChatProvider:
@@ -30,19 +33,33 @@ class ChatProvider:
     ) -> None:
         self.name = name
         self.client = client
-        self.timeouts = cfg.timeouts or timeouts
+        self.timeouts = provider_timeouts(cfg, timeouts)
         self.dialect: ChatDialect = cfg.dialect()
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        headers.update({k.lower(): v for k, v in cfg.headers.items()})
-        self.headers = headers
+        self.url = endpoint(cfg, "/chat/completions")
+        key = provider_key(name, cfg, api_key)
+        self.headers = provider_headers(name, cfg, {"authorization": f"Bearer {key}"} if key else {})
 
     def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
         payload = _json.encode(body)
         return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+
+    def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
+        body, tools = to_chat_request(req, items, upstream_model, self.dialect, ctx.unseal)
+        request, payload = self.build(body)
+        pipeline = chat_pipeline(
+            ctx.template,
+            ctx.ids,
+            ctx.clock,
+            encoding=ctx.encoding,
+            reasoning_dialect=ctx.reasoning_dialect,
+            tools=tools,
+            seal_reasoning=ctx.sealer.seal_reasoning if ctx.include_encrypted else None,
+            think_tags=self.dialect.think_tags,
+        )
+        return Prepared(request, payload, body, pipeline)
+
+    def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
+        return error_from_upstream(status, body, headers)
 
 
 def error_from_upstream(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
@@ -71,7 +88,7 @@ def error_from_upstream(status: int, body: bytes, headers: httpx.Headers) -> Api
         message = text[:500] if text else f"upstream answered HTTP {status}"
     if code is None and status == 429:
         code = "rate_limit_exceeded"
-    passed = {k: headers[k] for k in _PASS_HEADERS if k in headers}
+    passed = {k: headers[k] for k in PASS_HEADERS if k in headers}
     return ApiError(
         status,
         f"Upstream error: {message}",

@@ -19,6 +19,7 @@ import msgspec
 
 from engine.deltas import (
     Finish,
+    ItemBreak,
     ReasoningDelta,
     ReasoningSignature,
     RedactedReasoning,
@@ -147,6 +148,9 @@ class ResponseBuilder:
         elif kind is ToolCallEnd:
             if self._open is not None and self._open.kind in ("function_call", "custom_tool_call"):
                 self._close_item(out)
+        elif kind is ItemBreak:
+            if self._open is not None and self._open.kind == "message":
+                self._close_item(out)
         elif kind is Finish:
             self._finish = d.reason
             self._close_item(out)
@@ -251,9 +255,8 @@ class ResponseBuilder:
     def _reasoning(self, text: str, out: list) -> None:
         item = self._open
         summary = self._dialect == SUMMARY
-        if item is None or item.kind != "reasoning" or item.part_kind is None:
-            if item is None or item.kind != "reasoning":
-                item = self._open_reasoning(out)
+        if item is None or item.kind != "reasoning":
+            item = self._open_reasoning(out)
             item.part_kind = "reasoning"
             if summary:
                 out.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.wire.responses import Event
+from engine.wire.responses import Event, PassEvent
 
 _encoder = msgspec.json.Encoder()
 _prefixes: dict[type, bytes] = {}
@@ -17,6 +17,10 @@ def sse_prefix(cls: type) -> bytes:
     return p
 
 
+def _pass_prefix(event: PassEvent) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: "
+
+
 def encode_json(event: Event) -> bytes:
     return _encoder.encode(event)
 
@@ -27,7 +31,11 @@ class SseEncoder:
     __slots__ = ()
 
     def feed(self, event: Event) -> list[bytes]:
-        return [sse_prefix(type(event)) + _encoder.encode(event) + b"\n\n"]
+        cls = type(event)
+        p = _prefixes.get(cls)
+        if p is None:
+            p = _pass_prefix(event) if cls is PassEvent else sse_prefix(cls)
+        return [p + _encoder.encode(event) + b"\n\n"]
 
     def close(self) -> list[bytes]:
         return [b"data: [DONE]\n\n"]

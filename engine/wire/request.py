@@ -89,6 +89,9 @@ class FunctionCallOutputIn(Struct):
     type: str = "function_call_output"
     id: str | None = None
     status: str | None = None
+    # not in the OpenAI schema; a client may say a tool failed (Anthropic ``is_error``)
+    success: bool | None = None
+    is_error: bool | None = None
 
 
 class ReasoningIn(Struct):
@@ -124,4 +127,25 @@ class ItemReferenceIn(Struct):
 class CompactionIn(Struct):
     encrypted_content: str
     type: str = "compaction"
+    id: str | None = None
+
+
+# Output items of hosted tools (web_search_call, ...): no Chat or Anthropic equivalent, so those
+# translations leave them out; a Responses-API upstream gets them back as they were.
+HOSTED_ITEM_TYPES = frozenset(
+    {
+        "web_search_call", "file_search_call", "computer_call", "computer_call_output",
+        "code_interpreter_call", "image_generation_call", "local_shell_call",
+        "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
+        "apply_patch_call_output", "mcp_call", "mcp_list_tools", "mcp_approval_request",
+        "mcp_approval_response", "tool_search_call", "tool_search_output",
+    }
+)
+
+
+class HostedItemIn(Struct):
+    """A hosted-tool item, kept whole (``raw``) for a Responses-API upstream."""
+
+    raw: dict[str, Any]
+    type: str = "hosted"
     id: str | None = None

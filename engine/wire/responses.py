@@ -364,3 +364,27 @@ StreamEvent = Union[
 def event_type(cls: type[Event]) -> str:
     """The ``type`` tag of an event class."""
     return cls.__struct_config__.tag  # type: ignore[return-value]
+
+
+class PassEvent(dict):
+    """An upstream Responses event respline has no Struct for (hosted tools: ``web_search_call``
+    progress, ``output_text.annotation.added``), passed on as its JSON object with the indexes
+    and ids rewritten. A dict, so msgspec encodes it as is; ``sequence_number`` is settable like
+    a Struct field, so the Sequencer numbers it with the rest."""
+
+    __slots__ = ()
+
+    @property
+    def sequence_number(self) -> int:
+        return self["sequence_number"]
+
+    @sequence_number.setter
+    def sequence_number(self, value: int) -> None:
+        self["sequence_number"] = value
+
+
+def type_of(event: Event | PassEvent) -> str:
+    """The ``type`` of an event object."""
+    if type(event) is PassEvent:
+        return event["type"]
+    return event_type(type(event))

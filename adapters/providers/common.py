@@ -1,0 +1,79 @@
+"""What every provider adapter shares: the turn context it builds a request in, headers, keys.
+
+A provider adapter (openai_chat, anthropic, openai_responses) has one job per turn: ``prepare``
+turns the validated request into the upstream HTTP request and the pipeline that will read the
+upstream's answer, and ``error`` reads the upstream's refusal (status + body) as an ApiError.
+The gateway knows nothing of any provider's wire format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import httpx
+
+from adapters.config import ProviderConfig, Timeouts, expand_env
+from engine.ids import Clock, Ids
+from engine.pipeline import ResponsePipeline
+from engine.seal import Sealer
+from engine.wire.responses import Response
+
+
+class TurnContext:
+    """What a provider needs from the gateway to prepare one turn."""
+
+    __slots__ = ("template", "ids", "clock", "encoding", "reasoning_dialect", "sealer", "include_encrypted")
+
+    def __init__(
+        self,
+        template: Response,
+        ids: Ids,
+        clock: Clock,
+        encoding: str | None,
+        reasoning_dialect: str,
+        sealer: Sealer,
+        include_encrypted: bool,
+    ) -> None:
+        self.template = template
+        self.ids = ids
+        self.clock = clock
+        self.encoding = encoding
+        self.reasoning_dialect = reasoning_dialect
+        self.sealer = sealer
+        self.include_encrypted = include_encrypted  # the client asked for reasoning.encrypted_content
+
+    @property
+    def unseal(self) -> Callable[[str | None], dict | None]:
+        return self.sealer.open
+
+
+class Prepared:
+    __slots__ = ("request", "payload", "body", "pipeline")
+
+    def __init__(self, request: httpx.Request, payload: bytes, body: dict[str, Any], pipeline: ResponsePipeline) -> None:
+        self.request = request
+        self.payload = payload
+        self.body = body
+        self.pipeline = pipeline
+
+
+def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> dict[str, str]:
+    """SSE accept + JSON body, the provider's auth headers, then the configured extra headers
+    (values may be ``$ENV`` too, e.g. ``api-key = "$AZURE_KEY"``)."""
+    headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    headers.update(auth)
+    for k, v in cfg.headers.items():
+        headers[k.lower()] = expand_env(v, f"providers.{name}.headers.{k}") or ""
+    return headers
+
+
+def provider_key(name: str, cfg: ProviderConfig, api_key: str | None) -> str | None:
+    return api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
+
+
+def endpoint(cfg: ProviderConfig, default_path: str) -> str:
+    return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
+
+
+def provider_timeouts(cfg: ProviderConfig, default: Timeouts) -> Timeouts:
+    return cfg.timeouts or default

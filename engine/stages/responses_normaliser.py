@@ -1,0 +1,730 @@
+"""A Responses-API upstream's events -> respline's own events (QUIRKS I49-I57).
+
+The upstream already speaks the target format, so this stage takes the ResponseBuilder's place
+(ARCHITECTURE.md: a Responses upstream skips the builder and keeps the Sequencer and the
+CompletionRebuilder). It has the builder's interface (``start``, ``feed``, ``close``, ``fail``,
+``response``, ``output``, ``finished``) and guarantees what the builder guarantees, whatever the
+upstream sent:
+
+- The Response is respline's: its id (respline stores it and ``previous_response_id`` names it),
+  the requested model, the echoed settings; ``created``/``in_progress`` are sent at once, the
+  upstream's own are dropped. From the upstream's terminal event come status, usage,
+  ``incomplete_details`` and ``error``.
+- Item ids are stable per item, taken from its ``output_item.added`` even where the upstream
+  rotates ``item_id`` on every event (GitHub Copilot); ids get their type's prefix where the
+  upstream has none (xAI UUIDs), and a function_call's id is a ``fc_`` id distinct from its
+  ``call_id``, which keeps the upstream's value. ``output_index`` and ``content_index`` /
+  ``summary_index`` count from 0 with no gaps; ``sequence_number`` is the Sequencer's.
+- Every opened thing is closed: a part or item the upstream left open (a ``response.incomplete``
+  that arrives mid-message) is closed here; a ``*.done`` whose deltas never came (LM Studio sends
+  ``function_call_arguments.done`` only; trimmed recordings) gets one delta with the missing
+  text first; an item whose parts were never streamed gets them from its ``output_item.done``.
+- The terminal Response's ``output`` is the items this stage closed, never the upstream's own
+  list (which may be empty or partial).
+- ``error`` events (flat or nested) become respline's ``error`` + ``response.failed``; a body
+  that ends with no terminal event fails the response, as a cut Chat stream does.
+- Raw reasoning follows the configured dialect: ``reasoning_text`` parts as
+  ``response.reasoning_text.*`` (openai), ``response.reasoning.*`` (openresponses), or as summary
+  parts (summary). Reasoning summaries stay summaries. ``encrypted_content`` from the item's
+  ``.done`` (authoritative, I53) is passed through, so the upstream gets its own reasoning back.
+- Hosted-tool items (``web_search_call``, ...) and events respline has no Struct for
+  (``response.web_search_call.*``, ``response.output_text.annotation.added``) are passed on as
+  PassEvents with their indexes rewritten; ``obfuscation`` padding is dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from engine.deltas import UpstreamError
+from engine.ids import Clock, Ids
+from engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, failed_code
+from engine.stages.sse import DONE, SseEvent
+from engine.wire import responses as R
+
+log = logging.getLogger("respline.responses")
+
+
+class UpEvent(Struct):
+    """One upstream event, loosely: every field any event type we act on carries."""
+
+    type: str = ""
+    output_index: int | None = None
+    item_id: str | None = None
+    content_index: int | None = None
+    summary_index: int | None = None
+    delta: Any = None
+    text: str | None = None
+    arguments: str | None = None
+    input: str | None = None
+    refusal: str | None = None
+    item: dict[str, Any] | None = None
+    part: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    code: Any = None
+    message: str | None = None
+    param: Any = None
+    error: Any = None
+    logprobs: list[Any] | None = None
+
+
+_decoder = msgspec.json.Decoder(UpEvent)
+
+_PREFIX = {"message": "msg_", "reasoning": "rs_", "function_call": "fc_", "custom_tool_call": "ctc_"}
+_OWN = frozenset(_PREFIX)
+
+# upstream delta/done event -> (upstream part family, part kind)
+_TEXT_DELTAS = {
+    "response.output_text.delta": ("content", "output_text"),
+    "response.refusal.delta": ("content", "refusal"),
+    "response.reasoning_text.delta": ("content", "reasoning_text"),
+    "response.reasoning.delta": ("content", "reasoning_text"),
+    "response.reasoning_summary_text.delta": ("summary", "summary_text"),
+}
+_TEXT_DONES = {
+    "response.output_text.done": ("content", "output_text", "text"),
+    "response.refusal.done": ("content", "refusal", "refusal"),
+    "response.reasoning_text.done": ("content", "reasoning_text", "text"),
+    "response.reasoning.done": ("content", "reasoning_text", "text"),
+    "response.reasoning_summary_text.done": ("summary", "summary_text", "text"),
+}
+_TERMINAL = {
+    "response.completed": ("completed", R.ResponseCompleted),
+    "response.incomplete": ("incomplete", R.ResponseIncomplete),
+    "response.failed": ("failed", R.ResponseFailed),
+}
+_IGNORED = frozenset({"response.created", "response.in_progress", "response.queued"})
+
+
+class _Part:
+    __slots__ = ("up", "kind", "family", "index", "text", "done", "upstream")
+
+    def __init__(self, up: tuple[str, int], kind: str, family: str, index: int) -> None:
+        self.up = up  # (upstream family, upstream index)
+        self.kind = kind  # output_text | refusal | reasoning_text | summary_text (what we emit)
+        self.family = family  # "content" | "summary" (what we emit)
+        self.index = index  # our content_index / summary_index
+        self.text: list[str] = []
+        self.done = False  # the text *.done event was emitted
+        self.upstream: dict[str, Any] | None = None  # the upstream's final part (annotations, logprobs)
+
+
+class _Item:
+    __slots__ = (
+        "kind", "id", "index", "up_index", "added", "part", "content", "summary", "seen",
+        "args", "args_done",
+    )
+
+    def __init__(self, kind: str, item_id: str, index: int, up_index: int | None, added: dict[str, Any]) -> None:
+        self.kind = kind
+        self.id = item_id
+        self.index = index
+        self.up_index = up_index
+        self.added = added
+        self.part: _Part | None = None
+        self.content: list = []  # finished content parts (Structs)
+        self.summary: list = []  # finished summary parts
+        self.seen = {"content": 0, "summary": 0}  # upstream parts handled, per upstream family
+        self.args: list[str] = []
+        self.args_done = False
+
+
+class ResponsesNormaliser:
+    def __init__(self, template: R.Response, ids: Ids, clock: Clock, *, reasoning_dialect: str = OPENAI) -> None:
+        self.response = template
+        self._ids = ids
+        self._clock = clock
+        self._dialect = reasoning_dialect
+        self._open: _Item | None = None
+        self._closed_up: set[int] = set()  # upstream output_index values already closed
+        self._ended = False
+        self.output: list = []
+
+    @property
+    def finished(self) -> bool:
+        return self._ended
+
+    # -- lifecycle ends ------------------------------------------------------------------
+
+    def start(self) -> list:
+        resp = self.response
+        return [R.ResponseCreated(response=resp), R.ResponseInProgress(response=resp)]
+
+    def feed(self, ev: SseEvent) -> list:
+        if self._ended:
+            return []
+        data = ev.data
+        if data == DONE:
+            return []
+        try:
+            e = _decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            log.warning("undecodable upstream event: %s", exc)
+            return self._fail(UpstreamError(message=f"upstream sent an unreadable event: {exc}"))
+        out: list = []
+        etype = e.type or (ev.event.decode("utf-8", "replace") if ev.event else "")
+        if etype in _TEXT_DELTAS:
+            self._text_delta(e, etype, out)
+        elif etype == "response.function_call_arguments.delta" or etype == "response.custom_tool_call_input.delta":
+            self._args_delta(e, out)
+        elif etype in _TEXT_DONES:
+            self._text_done(e, etype, out)
+        elif etype == "response.output_item.added":
+            self._item_added(e, out)
+        elif etype == "response.output_item.done":
+            self._item_done(e, out)
+        elif etype == "response.content_part.added" or etype == "response.reasoning_summary_part.added":
+            self._part_added(e, etype, out)
+        elif etype == "response.content_part.done" or etype == "response.reasoning_summary_part.done":
+            self._part_done(e, etype, out)
+        elif etype == "response.function_call_arguments.done":
+            self._args_done(e, e.arguments, out)
+        elif etype == "response.custom_tool_call_input.done":
+            self._args_done(e, e.input, out)
+        elif etype in _TERMINAL:
+            self._terminal(e, etype, out)
+        elif etype == "error":
+            return self._fail(_error_of(e))
+        elif etype in _IGNORED:
+            pass
+        else:
+            self._pass(e, etype, data, out)
+        return out
+
+    def close(self) -> list:
+        if self._ended:
+            return []
+        return self._fail(UpstreamError(message="upstream stream ended before response.completed"))
+
+    def fail(self, err: UpstreamError) -> list:
+        if self._ended:
+            return []
+        return self._fail(err)
+
+    def _fail(self, err: UpstreamError) -> list:
+        out: list = []
+        self._close_open(out, "incomplete")
+        code = err.code or "server_error"
+        out.append(
+            R.ErrorEvent(
+                code=code,
+                message=err.message,
+                param=err.param,
+                error=R.ErrorPayload(type=err.type, code=code, message=err.message, param=err.param),
+            )
+        )
+        resp = self._final(
+            status="failed",
+            error=R.ResponseError(code=failed_code(code, err.type), message=err.message),
+            usage=R.Usage(),
+        )
+        out.append(R.ResponseFailed(response=resp))
+        self._ended = True
+        return out
+
+    # -- items ---------------------------------------------------------------------------
+
+    def _item_for(self, e: UpEvent) -> _Item | None:
+        item = self._open
+        if item is None:
+            return None
+        if e.output_index is not None and item.up_index is not None and e.output_index != item.up_index:
+            return None  # an event for an item that is not the open one (closed, or never added)
+        return item
+
+    def _new_id(self, kind: str, upstream_id: Any, call_id: str | None = None) -> str:
+        prefix = _PREFIX.get(kind)
+        if prefix is None:  # hosted tools: the upstream's id as is
+            return upstream_id if isinstance(upstream_id, str) and upstream_id else self._ids.new("item_")
+        if not isinstance(upstream_id, str) or not upstream_id:
+            return self._ids.new(prefix)
+        new = upstream_id if upstream_id.startswith(prefix) else prefix + upstream_id
+        if call_id is not None and new == call_id:
+            return self._ids.new(prefix)
+        return new
+
+    def _item_added(self, e: UpEvent, out: list) -> None:
+        raw = e.item or {}
+        up = e.output_index
+        if up is not None and (up in self._closed_up or (self._open is not None and self._open.up_index == up)):
+            return  # a repeated added
+        self._close_open(out, "completed")
+        self._open_item(raw, up, out)
+
+    def _open_item(self, raw: dict[str, Any], up_index: int | None, out: list) -> _Item:
+        kind = raw.get("type") or "message"
+        call_id = raw.get("call_id") if kind in ("function_call", "custom_tool_call") else None
+        item = _Item(kind, self._new_id(kind, raw.get("id"), call_id), len(self.output), up_index, raw)
+        self._open = item
+        if kind == "message":
+            added: Any = R.MessageItem(
+                id=item.id, status="in_progress", role=raw.get("role") or "assistant", content=[], phase=raw.get("phase")
+            )
+        elif kind == "reasoning":
+            added = R.ReasoningItem(
+                id=item.id,
+                summary=[],
+                content=None if self._dialect == SUMMARY else [],
+                encrypted_content=raw.get("encrypted_content"),
+                status="in_progress",
+            )
+        elif kind == "function_call":
+            added = R.FunctionCallItem(
+                id=item.id,
+                status="in_progress",
+                call_id=call_id or self._ids.new("call_"),
+                name=raw.get("name") or "",
+                arguments="",
+                namespace=raw.get("namespace"),
+            )
+        elif kind == "custom_tool_call":
+            added = R.CustomToolCallItem(
+                id=item.id,
+                status="in_progress",
+                call_id=call_id or self._ids.new("call_"),
+                name=raw.get("name") or "",
+                input="",
+                namespace=raw.get("namespace"),
+            )
+        else:
+            added = _clean({**raw, "id": item.id})
+        item.added = raw if kind not in ("function_call", "custom_tool_call") else {**raw, "call_id": added.call_id}
+        out.append(R.OutputItemAdded(output_index=item.index, item=added))
+        return item
+
+    def _item_done(self, e: UpEvent, out: list) -> None:
+        raw = e.item or {}
+        item = self._item_for(e)
+        if item is None:
+            if e.output_index is not None and e.output_index in self._closed_up:
+                return  # a repeated done
+            self._close_open(out, "completed")
+            item = self._open_item(raw, e.output_index, out)  # never added: add it now
+        self._close_item(item, raw, "completed", out)
+
+    def _close_open(self, out: list, status: str) -> None:
+        if self._open is not None:
+            self._close_item(self._open, None, status, out)
+
+    def _close_item(self, item: _Item, final: dict[str, Any] | None, status: str, out: list) -> None:
+        """Close the item: finish its open part, emit what the upstream never streamed (from its
+        final form when there is one), then ``output_item.done`` with the item as streamed."""
+        self._close_part(item, None, out)
+        src = final if final is not None else item.added
+        if final is not None and final.get("status") in ("completed", "incomplete"):
+            status = final["status"]
+        kind = item.kind
+        if kind == "message":
+            self._missing_parts(item, src, "content", out)
+            done: Any = R.MessageItem(
+                id=item.id,
+                status=status,
+                role=src.get("role") or "assistant",
+                content=item.content,
+                phase=src.get("phase") or item.added.get("phase"),
+            )
+        elif kind == "reasoning":
+            self._missing_parts(item, src, "summary", out)
+            self._missing_parts(item, src, "content", out)
+            enc = src.get("encrypted_content") or item.added.get("encrypted_content")
+            done = R.ReasoningItem(
+                id=item.id,
+                summary=item.summary,
+                content=item.content or None,
+                encrypted_content=enc if isinstance(enc, str) else None,
+                status=status,
+            )
+        elif kind == "function_call" or kind == "custom_tool_call":
+            field = "arguments" if kind == "function_call" else "input"
+            if not item.args_done:
+                whole = src.get(field)
+                self._finish_args(item, whole if isinstance(whole, str) else None, out)
+            text = "".join(item.args)
+            call_id = item.added.get("call_id") or ""
+            name = src.get("name") or item.added.get("name") or ""
+            namespace = src.get("namespace") or item.added.get("namespace")
+            if kind == "function_call":
+                done = R.FunctionCallItem(
+                    id=item.id, status=status, call_id=call_id, name=name, arguments=text, namespace=namespace
+                )
+            else:
+                done = R.CustomToolCallItem(
+                    id=item.id, status=status, call_id=call_id, name=name, input=text, namespace=namespace
+                )
+        else:
+            done = _clean({**src, "id": item.id})
+            if done.get("status") not in ("completed", "incomplete", "failed"):
+                done["status"] = status
+        if item.up_index is not None:
+            self._closed_up.add(item.up_index)
+        self._open = None
+        self.output.append(done)
+        out.append(R.OutputItemDone(output_index=item.index, item=done))
+
+    def _missing_parts(self, item: _Item, src: dict[str, Any], up_family: str, out: list) -> None:
+        parts = src.get(up_family)
+        if not isinstance(parts, list):
+            return
+        for n in range(item.seen[up_family], len(parts)):
+            p = parts[n]
+            if not isinstance(p, dict):
+                continue
+            kind = p.get("type") or ("summary_text" if up_family == "summary" else "output_text")
+            field = "refusal" if kind == "refusal" else "text"
+            part = self._open_part(item, (up_family, n), kind, out)
+            if part is None:
+                continue
+            text = p.get(field)
+            self._close_part(item, p, out, whole=text if isinstance(text, str) else "")
+
+    # -- parts ---------------------------------------------------------------------------
+
+    def _open_part(self, item: _Item, up: tuple[str, int], kind: str, out: list) -> _Part | None:
+        if item.kind not in ("message", "reasoning"):
+            return None
+        self._close_part(item, None, out)
+        family = "summary" if kind == "summary_text" or (kind == "reasoning_text" and self._dialect == SUMMARY) else "content"
+        our_kind = "summary_text" if family == "summary" else kind
+        parts = item.summary if family == "summary" else item.content
+        part = _Part(up, our_kind, family, len(parts))
+        item.part = part
+        item.seen[up[0]] = max(item.seen[up[0]], up[1] + 1)
+        if family == "summary":
+            out.append(
+                R.ReasoningSummaryPartAdded(
+                    item_id=item.id, output_index=item.index, summary_index=part.index, part=R.SummaryText(text="")
+                )
+            )
+        else:
+            out.append(
+                R.ContentPartAdded(
+                    item_id=item.id, output_index=item.index, content_index=part.index, part=_empty_part(our_kind)
+                )
+            )
+        return part
+
+    def _part_for(self, item: _Item, e: UpEvent, family: str, kind: str, out: list) -> _Part | None:
+        """The part an event is about: the open one, or a new one the upstream never added."""
+        index = e.summary_index if family == "summary" else e.content_index
+        part = item.part
+        if part is not None and part.up[0] == family and (index is None or part.up[1] == index):
+            return part
+        if index is None:
+            index = item.seen[family]
+        elif index < item.seen[family]:
+            return None  # about a part already closed
+        return self._open_part(item, (family, index), kind, out)
+
+    def _part_added(self, e: UpEvent, etype: str, out: list) -> None:
+        item = self._item_for(e)
+        if item is None:
+            return
+        family = "summary" if "summary" in etype else "content"
+        index = e.summary_index if family == "summary" else e.content_index
+        if index is None:
+            index = item.seen[family]
+        part = item.part
+        if part is not None and part.up == (family, index):
+            return
+        if index < item.seen[family]:
+            return  # a part already handled
+        kind = (e.part or {}).get("type") or ("summary_text" if family == "summary" else "output_text")
+        self._open_part(item, (family, index), kind, out)
+
+    def _text_delta(self, e: UpEvent, etype: str, out: list) -> None:
+        item = self._item_for(e)
+        if item is None:
+            return
+        family, kind = _TEXT_DELTAS[etype]
+        delta = e.delta
+        if not isinstance(delta, str):
+            return
+        part = self._part_for(item, e, family, kind, out)
+        if part is None:
+            return
+        part.text.append(delta)
+        if delta:
+            self._emit_delta(item, part, delta, e.logprobs, out)
+
+    def _emit_delta(self, item: _Item, part: _Part, delta: str, logprobs: list | None, out: list) -> None:
+        kind = part.kind
+        if kind == "output_text":
+            out.append(
+                R.OutputTextDelta(
+                    item_id=item.id, output_index=item.index, content_index=part.index, delta=delta,
+                    logprobs=logprobs if logprobs is not None else [],
+                )
+            )
+        elif kind == "summary_text":
+            out.append(
+                R.ReasoningSummaryTextDelta(item_id=item.id, output_index=item.index, summary_index=part.index, delta=delta)
+            )
+        elif kind == "reasoning_text":
+            cls = R.ReasoningDelta if self._dialect == OPENRESPONSES else R.ReasoningTextDelta
+            out.append(cls(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
+        else:
+            out.append(R.RefusalDelta(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
+
+    def _text_done(self, e: UpEvent, etype: str, out: list) -> None:
+        item = self._item_for(e)
+        if item is None:
+            return
+        family, kind, field = _TEXT_DONES[etype]
+        part = self._part_for(item, e, family, kind, out)
+        if part is None or part.done:
+            return
+        whole = getattr(e, field)
+        self._text_done_of(item, part, whole if isinstance(whole, str) else None, out)
+
+    def _text_done_of(self, item: _Item, part: _Part, whole: str | None, out: list) -> None:
+        """The part's ``*.done``: deltas the upstream never sent come first (I57)."""
+        have = "".join(part.text)
+        if whole is not None and whole != have:
+            if whole.startswith(have):
+                rest = whole[len(have) :]
+                part.text.append(rest)
+                self._emit_delta(item, part, rest, None, out)
+                have = whole
+            else:
+                log.debug("upstream *.done text differs from its deltas; keeping what was streamed")
+        part.done = True
+        kind = part.kind
+        if kind == "output_text":
+            logprobs = (part.upstream or {}).get("logprobs")
+            out.append(
+                R.OutputTextDone(
+                    item_id=item.id, output_index=item.index, content_index=part.index, text=have,
+                    logprobs=logprobs if isinstance(logprobs, list) else [],
+                )
+            )
+        elif kind == "summary_text":
+            out.append(
+                R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=part.index, text=have)
+            )
+        elif kind == "reasoning_text":
+            cls = R.ReasoningDone if self._dialect == OPENRESPONSES else R.ReasoningTextDone
+            out.append(cls(item_id=item.id, output_index=item.index, content_index=part.index, text=have))
+        else:
+            out.append(R.RefusalDone(item_id=item.id, output_index=item.index, content_index=part.index, refusal=have))
+
+    def _part_done(self, e: UpEvent, etype: str, out: list) -> None:
+        item = self._item_for(e)
+        if item is None:
+            return
+        family = "summary" if "summary" in etype else "content"
+        index = e.summary_index if family == "summary" else e.content_index
+        part = item.part
+        if part is None or part.up[0] != family or (index is not None and part.up[1] != index):
+            if index is not None and index < item.seen[family]:
+                return  # already closed
+            kind = (e.part or {}).get("type") or ("summary_text" if family == "summary" else "output_text")
+            part = self._open_part(item, (family, index if index is not None else item.seen[family]), kind, out)
+            if part is None:
+                return
+        self._close_part(item, e.part, out)
+
+    def _close_part(self, item: _Item, upstream: dict[str, Any] | None, out: list, whole: str | None = None) -> None:
+        part = item.part
+        if part is None:
+            return
+        if upstream is not None:
+            part.upstream = upstream
+            if whole is None:
+                text = upstream.get("refusal" if part.kind == "refusal" else "text")
+                whole = text if isinstance(text, str) else None
+        if not part.done:
+            self._text_done_of(item, part, whole, out)
+        text = "".join(part.text)
+        kind = part.kind
+        if kind == "output_text":
+            up = part.upstream or {}
+            annotations = up.get("annotations")
+            logprobs = up.get("logprobs")
+            final: Any = R.OutputText(
+                text=text,
+                annotations=annotations if isinstance(annotations, list) else [],
+                logprobs=logprobs if isinstance(logprobs, list) else [],
+            )
+        elif kind == "refusal":
+            final = R.Refusal(refusal=text)
+        elif kind == "reasoning_text":
+            final = R.ReasoningText(text=text)
+        else:
+            final = R.SummaryText(text=text)
+        if part.family == "summary":
+            out.append(
+                R.ReasoningSummaryPartDone(item_id=item.id, output_index=item.index, summary_index=part.index, part=final)
+            )
+            item.summary.append(final)
+        else:
+            out.append(
+                R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=part.index, part=final)
+            )
+            item.content.append(final)
+        item.part = None
+
+    # -- call arguments ------------------------------------------------------------------
+
+    def _args_delta(self, e: UpEvent, out: list) -> None:
+        item = self._item_for(e)
+        if item is None or item.args_done or not isinstance(e.delta, str) or not e.delta:
+            return
+        if item.kind == "function_call":
+            item.args.append(e.delta)
+            out.append(R.FunctionCallArgumentsDelta(item_id=item.id, output_index=item.index, delta=e.delta))
+        elif item.kind == "custom_tool_call":
+            item.args.append(e.delta)
+            out.append(R.CustomToolCallInputDelta(item_id=item.id, output_index=item.index, delta=e.delta))
+
+    def _args_done(self, e: UpEvent, whole: str | None, out: list) -> None:
+        item = self._item_for(e)
+        if item is None or item.args_done or item.kind not in ("function_call", "custom_tool_call"):
+            return
+        self._finish_args(item, whole, out)
+
+    def _finish_args(self, item: _Item, whole: str | None, out: list) -> None:
+        have = "".join(item.args)
+        function = item.kind == "function_call"
+        if whole is None:
+            whole = have
+        if function and not whole:
+            whole = "{}"  # no-argument calls are a JSON object (QUIRKS E32)
+        if whole != have:
+            if whole.startswith(have):
+                rest = whole[len(have) :]
+                item.args.append(rest)
+                cls = R.FunctionCallArgumentsDelta if function else R.CustomToolCallInputDelta
+                out.append(cls(item_id=item.id, output_index=item.index, delta=rest))
+            else:
+                log.debug("upstream arguments differ from their deltas; keeping what was streamed")
+        text = "".join(item.args)
+        if function:
+            out.append(R.FunctionCallArgumentsDone(item_id=item.id, output_index=item.index, arguments=text))
+        else:
+            out.append(R.CustomToolCallInputDone(item_id=item.id, output_index=item.index, input=text))
+        item.args_done = True
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _terminal(self, e: UpEvent, etype: str, out: list) -> None:
+        status, cls = _TERMINAL[etype]
+        up = e.response or {}
+        self._close_open(out, "completed" if status == "completed" else "incomplete")
+        changes: dict[str, Any] = {"status": status, "usage": _usage(up.get("usage"))}
+        if status == "incomplete":
+            details = up.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            changes["incomplete_details"] = R.IncompleteDetails(reason=_incomplete_reason(reason))
+        if status == "failed":
+            err = up.get("error")
+            err = err if isinstance(err, dict) else {}
+            message = err.get("message")
+            changes["error"] = R.ResponseError(
+                code=failed_code(str(err.get("code")) if err.get("code") is not None else None),
+                message=message if isinstance(message, str) and message else "The upstream response failed.",
+            )
+        else:
+            changes["completed_at"] = self._clock.now()  # respline's clock, like created_at
+        resp = self._final(**changes)
+        out.append(cls(response=resp))
+        self._ended = True
+
+    def _final(self, **changes) -> R.Response:
+        resp = msgspec.structs.replace(self.response, output=list(self.output), **changes)
+        self.response = resp
+        return resp
+
+    # -- everything else -----------------------------------------------------------------
+
+    def _pass(self, e: UpEvent, etype: str, data: bytes, out: list) -> None:
+        """An event respline has no Struct for, about the open item: passed on, re-indexed."""
+        item = self._item_for(e)
+        if item is None or e.output_index is None or not etype.startswith("response."):
+            log.debug("dropping upstream event %r", etype)
+            return
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return
+        if not isinstance(raw, dict):
+            return
+        ev = R.PassEvent(type=etype, sequence_number=0)
+        for k, v in raw.items():
+            if k not in ("type", "sequence_number", "obfuscation"):
+                ev[k] = v
+        ev["output_index"] = item.index
+        if "item_id" in ev:
+            ev["item_id"] = item.id
+        if "content_index" in ev:
+            part = item.part
+            if part is None:
+                return  # an annotation for a part that is not open: nowhere to put it
+            ev["content_index"] = part.index
+        out.append(ev)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _empty_part(kind: str) -> Any:
+    if kind == "output_text":
+        return R.OutputText(text="", annotations=[], logprobs=[])
+    if kind == "refusal":
+        return R.Refusal(refusal="")
+    return R.ReasoningText(text="")
+
+
+def _clean(item: dict[str, Any]) -> dict[str, Any]:
+    item.pop("obfuscation", None)
+    return item
+
+
+def _error_of(e: UpEvent) -> UpstreamError:
+    """``error`` events, flat ``{code, message, param}`` or nested ``{error: {...}}`` (SPEC 3.2)."""
+    inner = e.error if isinstance(e.error, dict) else {}
+    message = inner.get("message") or e.message or "upstream error"
+    code = inner.get("code") if inner.get("code") is not None else e.code
+    etype = inner.get("type") or "server_error"
+    param = inner.get("param") if inner.get("param") is not None else e.param
+    return UpstreamError(
+        message=str(message),
+        type=str(etype),
+        code=str(code) if code is not None else str(etype),
+        param=param if isinstance(param, str) else None,
+    )
+
+
+def _incomplete_reason(reason: Any) -> str:
+    """The SDK's reasons only: xAI says ``REASON_MAX_LEN`` where OpenAI says max_output_tokens."""
+    if reason in ("max_output_tokens", "content_filter"):
+        return reason
+    if isinstance(reason, str) and "filter" in reason.lower():
+        return "content_filter"
+    return "max_output_tokens"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _usage(u: Any) -> R.Usage:
+    if not isinstance(u, dict):
+        return R.Usage()
+    inp = _int(u.get("input_tokens"))
+    out = _int(u.get("output_tokens"))
+    idet = u.get("input_tokens_details") if isinstance(u.get("input_tokens_details"), dict) else {}
+    odet = u.get("output_tokens_details") if isinstance(u.get("output_tokens_details"), dict) else {}
+    total = _int(u.get("total_tokens")) or inp + out
+    return R.Usage(
+        input_tokens=inp,
+        input_tokens_details=R.InputTokensDetails(
+            cached_tokens=_int(idet.get("cached_tokens")), cache_write_tokens=_int(idet.get("cache_write_tokens"))
+        ),
+        output_tokens=out,
+        output_tokens_details=R.OutputTokensDetails(reasoning_tokens=_int(odet.get("reasoning_tokens"))),
+        total_tokens=total,
+    )

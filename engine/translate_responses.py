@@ -1,0 +1,105 @@
+"""Responses create request -> the same request for a Responses-API upstream (passthrough).
+
+The upstream speaks the API the client spoke, so the body goes through nearly as sent: the
+model becomes the route's upstream model, and what respline answered itself is taken out.
+respline owns the state: ``previous_response_id`` and ``conversation`` were expanded from its
+own store, so ``input`` is the whole context and neither id is forwarded (the upstream never saw
+respline's ids). ``background`` is respline's to run; the upstream call always streams.
+
+Input items go through as the client or the store had them, except:
+- ``id`` is dropped from messages, calls and call outputs (respline may have given them ids the
+  upstream never issued); reasoning and hosted-tool items keep theirs (the upstream resolves
+  its own reasoning by id or ``encrypted_content``).
+- a reasoning item sealed by respline (``rsp1.``: it came from another provider on an earlier
+  turn) means nothing to this upstream and is left out; a compaction item respline sealed
+  becomes the user message with its summary.
+- ``drop_fields`` (per provider, dotted paths such as ``reasoning.summary``) are removed last,
+  for servers that reject what they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import msgspec
+
+from engine import compaction
+from engine.errors import ApiError
+from engine.seal import PREFIX
+from engine.wire import request as Q
+
+# never forwarded: answered by respline, or set here
+_NOT_FORWARDED = frozenset(
+    {"model", "input", "previous_response_id", "conversation", "background", "stream", "stream_options", "generate", "type"}
+)
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def input_item(item: Any, unseal: Callable[[str], dict | None] | None) -> dict[str, Any] | None:
+    """One typed input item as the upstream gets it; None leaves it out."""
+    kind = type(item)
+    if kind is Q.HostedItemIn:
+        return item.raw
+    if kind is Q.ReasoningIn:
+        enc = item.encrypted_content
+        if enc and enc.startswith(PREFIX):
+            return None
+        out: dict[str, Any] = {"type": "reasoning", "summary": item.summary or []}
+        if item.id:
+            out["id"] = item.id
+        if item.content:
+            out["content"] = item.content
+        if enc:
+            out["encrypted_content"] = enc
+        return out
+    if kind is Q.CompactionIn:
+        opened = unseal(item.encrypted_content) if unseal is not None else None
+        summary = opened.get("summary") if opened else None
+        if isinstance(summary, str):
+            return {"type": "message", **compaction.expand(summary)}
+        return _strip_none(msgspec.to_builtins(item))  # the upstream's own compaction item
+    if kind is Q.ItemReferenceIn:
+        raise ApiError(404, f"Item with id '{item.id}' not found.", param="input", code="item_not_found")
+    out = _strip_none(msgspec.to_builtins(item))
+    out.pop("id", None)
+    if kind is Q.FunctionCallOutputIn:
+        out.pop("success", None)
+        out.pop("is_error", None)
+    return out
+
+
+def _drop(body: dict[str, Any], path: str) -> None:
+    keys = path.split(".")
+    target: Any = body
+    for key in keys[:-1]:
+        target = target.get(key) if isinstance(target, dict) else None
+        if target is None:
+            return
+    if isinstance(target, dict):
+        target.pop(keys[-1], None)
+
+
+def to_responses_request(
+    req: Q.CreateRequest,
+    items: list[Any],
+    upstream_model: str,
+    drop_fields: Iterable[str] = (),
+    unseal: Callable[[str], dict | None] | None = None,
+    *,
+    stream: bool = True,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": upstream_model}
+    for key, value in msgspec.to_builtins(req).items():
+        if value is not None and key not in _NOT_FORWARDED:
+            body[key] = _strip_none(value)
+    body["input"] = [x for x in (input_item(it, unseal) for it in items) if x is not None]
+    if stream:
+        body["stream"] = True
+    for path in drop_fields:
+        _drop(body, path)
+    return body
