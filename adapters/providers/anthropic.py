@@ -15,14 +15,13 @@ import httpx
 import msgspec
 
 from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import Prepared, TurnContext, endpoint, provider_headers, provider_key, provider_timeouts
+from adapters.providers.common import HttpProvider, Prepared, TurnContext
 from adapters.providers.openai_chat import PASS_HEADERS
 from engine.errors import ApiError
 from engine.pipeline import anthropic_pipeline
 from engine.translate_anthropic import AnthropicDialect, to_anthropic_request
 from engine.wire import request as Q
 
-_json = msgspec.json.Encoder()
 
 # Anthropic error type -> (OpenAI error type, code); the code is what Codex and the SDKs act on.
 _ERROR_TYPES = {
@@ -38,31 +37,20 @@ _ERROR_TYPES = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     kind = "anthropic"
 
-    def __init__(
-        self,
-        name: str,
-        cfg: ProviderConfig,
-        client: httpx.AsyncClient,
-        timeouts: Timeouts,
-        api_key: str | None = None,
-    ) -> None:
-        self.name = name
-        self.client = client
-        self.timeouts = provider_timeouts(cfg, timeouts)
+    default_path = "/messages"
+
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key)
         self.dialect: AnthropicDialect = cfg.anthropic_dialect()
-        self.url = endpoint(cfg, "/messages")
-        key = provider_key(name, cfg, api_key)
+
+    def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         auth = {"anthropic-version": cfg.anthropic_version}
         if key:
             auth["x-api-key"] = key
-        self.headers = provider_headers(name, cfg, auth)
-
-    def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
-        payload = _json.encode(body)
-        return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+        return auth
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         body, tools = to_anthropic_request(req, items, upstream_model, self.dialect, ctx.unseal)

@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import httpx
+import msgspec
 
 from adapters.config import ProviderConfig, Timeouts, expand_env
 from engine.ids import Clock, Ids
 from engine.pipeline import ResponsePipeline
 from engine.seal import Sealer
 from engine.wire.responses import Response
+
+_json = msgspec.json.Encoder()
 
 
 class TurnContext:
@@ -57,6 +60,38 @@ class Prepared:
         self.pipeline = pipeline
 
 
+class HttpProvider:
+    """The part every provider shares: its endpoint, headers (auth first, then the configured
+    extras), timeouts, client, and building the upstream HTTP request. A subclass names its
+    ``kind`` and ``default_path``, says how its key is sent (``auth_headers``), and implements
+    ``prepare`` and ``error``."""
+
+    kind = ""
+    default_path = ""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ProviderConfig,
+        client: httpx.AsyncClient,
+        timeouts: Timeouts,
+        api_key: str | None = None,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.timeouts = cfg.timeouts or timeouts
+        self.url = endpoint(cfg, self.default_path)
+        key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
+        self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
+
+    def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
+        payload = _json.encode(body)
+        return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+
+
 def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> dict[str, str]:
     """SSE accept + JSON body, the provider's auth headers, then the configured extra headers
     (values may be ``$ENV`` too, e.g. ``api-key = "$AZURE_KEY"``)."""
@@ -67,13 +102,6 @@ def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> di
     return headers
 
 
-def provider_key(name: str, cfg: ProviderConfig, api_key: str | None) -> str | None:
-    return api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
-
-
 def endpoint(cfg: ProviderConfig, default_path: str) -> str:
     return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
 
-
-def provider_timeouts(cfg: ProviderConfig, default: Timeouts) -> Timeouts:
-    return cfg.timeouts or default

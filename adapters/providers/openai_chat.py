@@ -8,40 +8,25 @@ import httpx
 import msgspec
 
 from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import Prepared, TurnContext, endpoint, provider_headers, provider_key, provider_timeouts
+from adapters.providers.common import HttpProvider, Prepared, TurnContext
 from engine.errors import ApiError
 from engine.pipeline import chat_pipeline
 from engine.translate import ChatDialect, to_chat_request
 from engine.wire import request as Q
 
-_json = msgspec.json.Encoder()
 
 # Response headers worth passing to the client with an upstream error (SDK retry logic reads them).
 PASS_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
-class ChatProvider:
+class ChatProvider(HttpProvider):
     kind = "openai-chat"
 
-    def __init__(
-        self,
-        name: str,
-        cfg: ProviderConfig,
-        client: httpx.AsyncClient,
-        timeouts: Timeouts,
-        api_key: str | None = None,
-    ) -> None:
-        self.name = name
-        self.client = client
-        self.timeouts = provider_timeouts(cfg, timeouts)
-        self.dialect: ChatDialect = cfg.dialect()
-        self.url = endpoint(cfg, "/chat/completions")
-        key = provider_key(name, cfg, api_key)
-        self.headers = provider_headers(name, cfg, {"authorization": f"Bearer {key}"} if key else {})
+    default_path = "/chat/completions"
 
-    def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
-        payload = _json.encode(body)
-        return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key)
+        self.dialect: ChatDialect = cfg.dialect()
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         body, tools = to_chat_request(req, items, upstream_model, self.dialect, ctx.unseal)

@@ -9,41 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import msgspec
 
 from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import Prepared, TurnContext, endpoint, provider_headers, provider_key, provider_timeouts
+from adapters.providers.common import HttpProvider, Prepared, TurnContext
 from adapters.providers.openai_chat import error_from_upstream
 from engine.errors import ApiError
 from engine.pipeline import responses_pipeline
 from engine.translate_responses import to_responses_request
 from engine.wire import request as Q
 
-_json = msgspec.json.Encoder()
 
 
-class ResponsesProvider:
+class ResponsesProvider(HttpProvider):
     kind = "openai-responses"
 
-    def __init__(
-        self,
-        name: str,
-        cfg: ProviderConfig,
-        client: httpx.AsyncClient,
-        timeouts: Timeouts,
-        api_key: str | None = None,
-    ) -> None:
-        self.name = name
-        self.client = client
-        self.timeouts = provider_timeouts(cfg, timeouts)
-        self.url = endpoint(cfg, "/responses")
-        self.drop_fields = tuple(cfg.drop_fields)
-        key = provider_key(name, cfg, api_key)
-        self.headers = provider_headers(name, cfg, {"authorization": f"Bearer {key}"} if key else {})
+    default_path = "/responses"
 
-    def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
-        payload = _json.encode(body)
-        return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key)
+        self.drop_fields = tuple(cfg.drop_fields)
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         body = to_responses_request(req, items, upstream_model, self.drop_fields, ctx.unseal)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import msgspec
 import trio
@@ -50,6 +51,19 @@ _MIGRATIONS: list[list[str]] = [
 ]
 
 _enc = msgspec.json.Encoder()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock upgrading
+    a read lock; busy_timeout makes the loser wait."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 _dec_response = msgspec.json.Decoder(StoredResponse)
 
 
@@ -79,18 +93,13 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it done
-        try:
+        with _transaction(conn):  # one process migrates; the others wait, then see it done
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for stmt in _MIGRATIONS[target - 1]:
                     conn.execute(stmt)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
@@ -104,8 +113,7 @@ class SqliteStore:
     async def put_response(self, stored: StoredResponse) -> None:
         def put() -> None:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.execute(
                     "INSERT OR REPLACE INTO responses (tenant, id, created_at, body) VALUES (?, ?, ?, ?)",
                     (stored.tenant, stored.id, stored.created_at, _enc.encode(stored)),
@@ -119,10 +127,6 @@ class SqliteStore:
                 limit = self.retention.max_responses
                 if limit:
                     self._evict(conn, "responses", limit)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(put)
 
@@ -160,13 +164,8 @@ class SqliteStore:
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         def delete() -> bool:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 n = self._delete_owned(conn, "responses", tenant, response_id)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return n > 0
 
         return await self._run(delete)
@@ -176,15 +175,10 @@ class SqliteStore:
 
         def append() -> None:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(
                     "INSERT OR REPLACE INTO events (tenant, response_id, seq, type, data) VALUES (?, ?, ?, ?, ?)", rows
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(append)
 
@@ -211,8 +205,7 @@ class SqliteStore:
     async def put_conversation(self, conv: StoredConversation) -> None:
         def put() -> None:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.execute(
                     "INSERT INTO conversations (tenant, id, created_at, metadata) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (tenant, id) DO UPDATE SET metadata = excluded.metadata",
@@ -221,10 +214,6 @@ class SqliteStore:
                 limit = self.retention.max_conversations
                 if limit:
                     self._evict(conn, "conversations", limit)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(put)
 
@@ -243,13 +232,8 @@ class SqliteStore:
     async def delete_conversation(self, tenant: str, conv_id: str) -> bool:
         def delete() -> bool:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 n = self._delete_owned(conn, "conversations", tenant, conv_id)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return n > 0
 
         return await self._run(delete)
@@ -260,16 +244,11 @@ class SqliteStore:
 
         def add() -> None:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(
                     "INSERT INTO conversation_items (tenant, conv_id, item_id, body) VALUES (?, ?, ?, ?)", rows
                 )
                 conn.executemany("INSERT OR REPLACE INTO items (tenant, id, owner, body) VALUES (?, ?, ?, ?)", index)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(add)
 
@@ -285,17 +264,12 @@ class SqliteStore:
     async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool:
         def delete() -> bool:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 cur = conn.execute(
                     "DELETE FROM conversation_items WHERE tenant = ? AND conv_id = ? AND item_id = ?",
                     (tenant, conv_id, item_id),
                 )
                 conn.execute("DELETE FROM items WHERE tenant = ? AND id = ? AND owner = ?", (tenant, item_id, conv_id))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return cur.rowcount > 0
 
         return await self._run(delete)
@@ -310,8 +284,7 @@ class SqliteStore:
 
         def sweep() -> int:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 removed = 0
                 for table in ("responses", "conversations"):
                     victims = conn.execute(
@@ -319,10 +292,6 @@ class SqliteStore:
                     ).fetchall()
                     for tenant, oid in victims:
                         removed += self._delete_owned(conn, table, tenant, oid)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return removed
 
         return await self._run(sweep)
