@@ -31,6 +31,7 @@ from adapters.providers.anthropic import AnthropicProvider
 from adapters.providers.openai_chat import ChatProvider
 from adapters.providers.openai_responses import ResponsesProvider
 from adapters.providers.replay import DemoTransport
+from adapters.transport import UpstreamTransport
 from engine.ids import Clock, Ids, deterministic
 from engine.replay import KINDS, load_recording, replay
 from engine.seal import Sealer
@@ -121,16 +122,13 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
     for name, p in cfg.providers.items():
         t = p.timeouts or cfg.timeouts
         timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-        limits = httpx.Limits(
-            max_connections=cfg.limits.upstream_connections,
-            max_keepalive_connections=min(256, cfg.limits.upstream_connections),
-        )
         if p.kind == "demo":
             client = httpx.AsyncClient(transport=DemoTransport(), timeout=timeout)
             provider = ChatProvider(name, ProviderConfig(kind="demo", base_url="http://demo.invalid/v1"), client, cfg.timeouts)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections)
+            client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts)
         providers[name] = provider
         clients.append(client)

@@ -248,40 +248,40 @@ class Gateway:
     async def pump(self, turn: Turn, resp: httpx.Response, emit: Emit) -> None:
         """Upstream body -> pipeline -> ``emit(frames)``; always ends with a terminal event.
 
-        Timeouts are cancel scopes: first byte and idle between reads per read, total over all.
+        Timeouts are cancel scopes: one for the whole request, and one whose deadline moves
+        forward after each read (first byte, then idle between reads); moving a deadline costs
+        less than a new scope per read on this per-chunk path.
         The stored response is written before the frames that carry the terminal event go out.
         """
         pipe: ResponsePipeline = turn.pipeline
         t: Timeouts = turn.provider.timeouts
         await emit(pipe.start())
-        recorder = _Recorder(turn.record_dir)
+        recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
         out: list = []
+        idle = t.idle
+        got_bytes = False
         try:
             with trio.move_on_after(t.total) as total_scope:
-                chunks = resp.aiter_raw()
-                wait = t.first_byte
-                while True:
-                    with trio.move_on_after(wait) as read_scope:
-                        try:
-                            chunk = await chunks.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    if read_scope.cancelled_caught:
-                        failure = UpstreamError(
-                            message=f"The upstream sent nothing for {wait:g} seconds.",
-                            type="server_error",
-                            code="upstream_timeout",
-                        )
-                        break
-                    wait = t.idle
-                    recorder.write(chunk)
-                    frames = pipe.feed(chunk)
-                    if frames:
-                        if pipe.builder.finished:  # an in-band upstream error ended it
-                            out = frames
-                            break
-                        await emit(frames)
+                with trio.move_on_after(t.first_byte) as read_scope:
+                    async for chunk in resp.aiter_raw():
+                        read_scope.deadline = trio.current_time() + idle
+                        got_bytes = True
+                        if recorder is not None:
+                            recorder.write(chunk)
+                        frames = pipe.feed(chunk)
+                        if frames:
+                            if pipe.builder.finished:  # an in-band upstream error ended it
+                                out = frames
+                                break
+                            await emit(frames)
+                if read_scope.cancelled_caught:
+                    waited = idle if got_bytes else t.first_byte
+                    failure = UpstreamError(
+                        message=f"The upstream sent nothing for {waited:g} seconds.",
+                        type="server_error",
+                        code="upstream_timeout",
+                    )
             if total_scope.cancelled_caught:
                 failure = UpstreamError(
                     message=f"The request exceeded the total timeout of {t.total:g} seconds.",
@@ -295,7 +295,8 @@ class Gateway:
                 code="upstream_error",
             )
         finally:
-            recorder.close()
+            if recorder is not None:
+                recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
         out += pipe.fail(failure) if failure is not None else pipe.close()
