@@ -30,24 +30,37 @@ class Stage(Protocol):
     def close(self) -> list: ...
 
 
+def _feeder(stage: Stage) -> Callable[[list], list]:
+    """A stage's list-in, list-out entry: its own ``feed_all`` where it has one (the hot stages
+    do, to avoid a list per item), else ``feed`` item by item."""
+    feed_all = getattr(stage, "feed_all", None)
+    if feed_all is not None:
+        return feed_all
+    feed = stage.feed
+
+    def all_items(items: list) -> list:
+        if len(items) == 1:
+            return feed(items[0])
+        out: list = []
+        for item in items:
+            out += feed(item)
+        return out
+
+    return all_items
+
+
 class Pipeline:
-    __slots__ = ("stages",)
+    __slots__ = ("stages", "_feeders")
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
+        self._feeders = [_feeder(s) for s in self.stages]
 
     def feed_at(self, start: int, items: list) -> list:
-        for stage in self.stages[start:]:
+        for feed in self._feeders[start:] if start else self._feeders:
             if not items:
                 return items
-            feed = stage.feed
-            if len(items) == 1:
-                items = feed(items[0])
-            else:
-                nxt: list = []
-                for item in items:
-                    nxt += feed(item)
-                items = nxt
+            items = feed(items)
         return items
 
     def feed(self, item: Any) -> list:

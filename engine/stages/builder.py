@@ -160,6 +160,26 @@ class ResponseBuilder:
             self._fail(d, out)
         return out
 
+    def feed_all(self, deltas: list) -> list[R.Event]:
+        """The per-token hot path: a text or reasoning delta into the part already open is one
+        event built here; everything else goes through ``feed``."""
+        out: list[R.Event] = []
+        openai_reasoning = self._dialect == OPENAI
+        for d in deltas:
+            kind = type(d)
+            item = self._open
+            if item is not None and not self._ended and self._error is None:
+                if kind is TextDelta and item.part_kind == "output_text":
+                    item.text.append(d.text)
+                    out.append(R.OutputTextDelta(item.id, item.index, len(item.parts), d.text, []))
+                    continue
+                if kind is ReasoningDelta and openai_reasoning and item.kind == "reasoning" and item.part_kind:
+                    item.text.append(d.text)
+                    out.append(R.ReasoningTextDelta(item.id, item.index, 0, d.text))
+                    continue
+            out += self.feed(d)
+        return out
+
     def close(self) -> list[R.Event]:
         if self._ended:
             return []

@@ -172,12 +172,23 @@ class ChatDecoder:
         # (sent last, QUIRKS D21) or an error; [DONE] is tracked by ``done``
         self._ended = False
 
+    def feed_all(self, events: list[SseEvent]) -> list:
+        out: list = []
+        chunk = self._chunk
+        for ev in events:
+            chunk(ev, out)
+        return out
+
     def feed(self, ev: SseEvent) -> list:
+        out: list = []
+        self._chunk(ev, out)
+        return out
+
+    def _chunk(self, ev: SseEvent, out: list) -> None:
         data = ev.data
         if data == DONE:
             self.done = True
-            return []
-        out: list = []
+            return
         if ev.event == b"error":  # Groq's named error event (QUIRKS A3)
             try:
                 payload = msgspec.json.decode(data)
@@ -185,7 +196,7 @@ class ChatDecoder:
                 payload = {"message": data.decode("utf-8", "replace")}
             out.append(upstream_error_from(payload))
             self._ended = True
-            return out
+            return
         try:
             chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError as exc:
@@ -193,11 +204,11 @@ class ChatDecoder:
             log.warning("undecodable upstream chunk: %s", exc)
             out.append(UpstreamError(message=f"upstream sent an unreadable chunk: {exc}"))
             self._ended = True
-            return out
+            return
         if chunk.error is not None:  # in-band error (QUIRKS A4)
             out.append(upstream_error_from({"error": chunk.error}))
             self._ended = True
-            return out
+            return
         if chunk.object == "error":  # vLLM
             self._ended = True
             out.append(
@@ -207,7 +218,7 @@ class ChatDecoder:
                     code=str(chunk.code) if chunk.code is not None else "server_error",
                 )
             )
-            return out
+            return
         if chunk.choices:
             for choice in chunk.choices:
                 if choice.index != 0:
@@ -226,7 +237,6 @@ class ChatDecoder:
         if usage is not None:
             out.append(usage_from_chat(usage))
             self._ended = True
-        return out
 
     def _delta(self, d, out: list) -> None:
         reasoning = d.reasoning_content or d.reasoning

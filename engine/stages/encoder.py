@@ -37,6 +37,18 @@ class SseEncoder:
             p = _pass_prefix(event) if cls is PassEvent else sse_prefix(cls)
         return [p + _encoder.encode(event) + b"\n\n"]
 
+    def feed_all(self, events: list[Event]) -> list[bytes]:
+        prefixes = _prefixes
+        encode = _encoder.encode
+        out = []
+        for event in events:
+            p = prefixes.get(type(event))
+            if p is None:
+                out += self.feed(event)
+            else:
+                out.append(p + encode(event) + b"\n\n")
+        return out
+
     def close(self) -> list[bytes]:
         return [b"data: [DONE]\n\n"]
 
@@ -48,6 +60,10 @@ class JsonEncoder:
 
     def feed(self, event: Event) -> list[bytes]:
         return [_encoder.encode(event)]
+
+    def feed_all(self, events: list[Event]) -> list[bytes]:
+        encode = _encoder.encode
+        return [encode(event) for event in events]
 
     def close(self) -> list[bytes]:
         return []

@@ -10,6 +10,9 @@ from __future__ import annotations
 from engine.wire.responses import TERMINAL_EVENTS, Event, OutputItem, OutputItemDone
 
 
+_TERMINAL = frozenset(TERMINAL_EVENTS)
+
+
 class CompletionRebuilder:
     __slots__ = ("_items",)
 
@@ -24,6 +27,13 @@ class CompletionRebuilder:
             if len(resp.output) < len(self._items):
                 resp.output = [self._items[i] for i in sorted(self._items)]
         return [event]
+
+    def feed_all(self, events: list[Event]) -> list[Event]:
+        for event in events:
+            kind = type(event)
+            if kind is OutputItemDone or kind in _TERMINAL:
+                self.feed(event)
+        return events
 
     def close(self) -> list[Event]:
         return []

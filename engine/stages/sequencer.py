@@ -16,5 +16,13 @@ class Sequencer:
         self._next += 1
         return [event]
 
+    def feed_all(self, events: list[Event]) -> list[Event]:
+        n = self._next
+        for event in events:
+            event.sequence_number = n
+            n += 1
+        self._next = n
+        return events
+
     def close(self) -> list[Event]:
         return []

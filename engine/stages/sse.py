@@ -29,17 +29,34 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         buf = self._buf + chunk if self._buf else chunk
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # the unterminated tail, possibly empty
         out: list[SseEvent] = []
-        for line in lines:
-            self._line(line, out)
+        if self._data or self._event is not None or b"\r" in buf:
+            # general path: line by line (CRLF framing, or an event cut mid-way by the line path)
+            lines = buf.split(b"\n")
+            self._buf = lines.pop()  # the unterminated tail, possibly empty
+            for line in lines:
+                self._line(line, out)
+            return out
+        # fast path for LF framing: whole events end in a blank line, and almost every one is a
+        # single "data: {...}" line; anything else in a block goes through the line rules
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()  # the event still being received
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                data = block[6:]
+                if data:
+                    out.append(SseEvent(None, data))
+            elif block:
+                for line in block.split(b"\n"):
+                    self._line(line, out)
+                self._dispatch(out)
         return out
 
     def close(self) -> list[SseEvent]:
         out: list[SseEvent] = []
-        if self._buf:
-            self._line(self._buf, out)
+        if self._buf:  # the fast path may leave several unterminated lines here
+            for line in self._buf.split(b"\n"):
+                self._line(line, out)
             self._buf = b""
         self._dispatch(out)
         return out

@@ -96,6 +96,20 @@ class ToolCallAccumulator:
             return out
         return [d]
 
+    def feed_all(self, deltas: list) -> list:
+        """Content deltas pass straight through while no call is open (the common case)."""
+        if self._live is None and not self._calls:
+            for d in deltas:
+                kind = type(d)
+                if kind is ToolCallDelta or kind is Finish:
+                    break
+            else:
+                return deltas
+        out: list = []
+        for d in deltas:
+            out += self.feed(d)
+        return out
+
     def close(self) -> list:
         out: list = []
         self._finish_all(out)
