@@ -1,12 +1,13 @@
-"""An httpx transport for upstream streams: HTTP/1.1 on trio sockets with h11, pooled.
+"""An httpx transport for upstream streams: HTTP/1.1 on trio sockets, pooled.
 
 Why not httpx's default transport: httpcore yields one body piece per HTTP chunk, through
-several layers of async generators, and LLM upstreams send one chunk per token. Profiling
-(bench/README.md) put that at a fifth of respline's CPU per event. This transport drains every
-chunk h11 has already parsed before yielding, so a socket read of many tokens reaches the
-pipeline as one piece, and frames ready together are written together downstream. It speaks
-plain HTTP/1.1 (with TLS for https), keeps idle connections for reuse, and raises httpx's own
-exception types, so everything above it is ordinary httpx.
+several layers of async generators, and LLM upstreams send one chunk per token; h11 itself
+spends several Python calls per chunk. Profiling (bench/README.md) put those at a fifth, then
+two fifths, of respline's CPU per event. Here h11 reads and writes the request and response
+heads, and the body is framed by a sans-I/O chunked decoder that turns a whole socket read into
+one piece, so the pipeline gets many tokens per call and frames ready together are written
+together downstream. It keeps idle connections for reuse, speaks TLS for https, and raises
+httpx's own exception types, so everything above it is ordinary httpx.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _READ = 65536
 
 
 class _Conn:
-    __slots__ = ("stream", "h11", "key", "idle_since", "token")
+    __slots__ = ("stream", "h11", "key", "idle_since", "token", "keep_alive")
 
     def __init__(self, stream: trio.abc.Stream, key: tuple[str, str, int]) -> None:
         self.stream = stream
@@ -31,54 +32,137 @@ class _Conn:
         self.key = key
         self.idle_since = 0.0
         self.token: object = None
+        self.keep_alive = True
+
+
+class ChunkedDecoder:
+    """Sans-I/O ``Transfer-Encoding: chunked`` body decoding (RFC 9112 section 7.1).
+
+    h11 turns every chunk into an event object through several Python calls; an LLM upstream
+    sends one chunk per token, so here a whole read is decoded with ``bytes.find`` and slices.
+    """
+
+    __slots__ = ("_buf", "_remaining", "_crlf", "_trailers", "done")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._remaining = 0  # bytes of chunk data still to come
+        self._crlf = False  # the CRLF after a chunk's data is due
+        self._trailers = False  # after the last chunk: trailer lines until a blank one
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while pos < n and not self.done:
+            remaining = self._remaining
+            if remaining:
+                take = remaining if remaining <= n - pos else n - pos
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._remaining = remaining - take
+                self._crlf = self._remaining == 0
+                continue
+            if self._crlf:
+                if n - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise httpx.RemoteProtocolError("malformed chunked body: no CRLF after chunk data")
+                pos += 2
+                self._crlf = False
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if n - pos > 4096:
+                    raise httpx.RemoteProtocolError("malformed chunked body: chunk header too long")
+                break
+            if self._trailers:
+                self.done = eol == pos
+                pos = eol + 2
+                continue
+            size_field = buf[pos:eol].split(b";", 1)[0].strip()
+            try:
+                size = int(size_field, 16)
+            except ValueError:
+                raise httpx.RemoteProtocolError(f"malformed chunk size {size_field[:20]!r}") from None
+            pos = eol + 2
+            if size == 0:
+                self._trailers = True
+            else:
+                self._remaining = size
+        self._buf = buf[pos:]
+        if not out:
+            return b""
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body: each yielded piece is everything parsed so far, joined."""
+    """The response body: each yielded piece is all of the body that one socket read holds."""
 
-    __slots__ = ("_transport", "_conn", "_done")
+    __slots__ = ("_transport", "_conn", "_first", "_chunked", "_left", "_done")
 
-    def __init__(self, transport: "UpstreamTransport", conn: _Conn) -> None:
+    def __init__(self, transport: "UpstreamTransport", conn: _Conn, first: bytes, head: h11.Response) -> None:
         self._transport = transport
         self._conn = conn
+        self._first = first  # body bytes that arrived with the head
         self._done = False
+        headers = head.headers
+        encoding = _header(headers, b"transfer-encoding")
+        length = _header(headers, b"content-length")
+        self._chunked = ChunkedDecoder() if encoding is not None and b"chunked" in encoding.lower() else None
+        # None: the body ends when the upstream closes the connection
+        self._left = int(length) if self._chunked is None and length is not None and length.isdigit() else None
+        if head.status_code in (204, 304) or (self._left == 0 and self._chunked is None):
+            self._left = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        parser = conn.h11
-        stream = conn.stream
+        stream = self._conn.stream
+        chunked = self._chunked
+        data = self._first
+        self._first = b""
         while True:
-            pieces: list[bytes] = []
-            while True:
-                try:
-                    event = parser.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise httpx.RemoteProtocolError(str(exc)) from None
-                kind = type(event)
-                if kind is h11.Data:
-                    pieces.append(event.data)
-                elif kind is h11.NEED_DATA:
-                    break
-                elif kind is h11.EndOfMessage:
-                    self._done = True
-                    if pieces:
-                        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                    self._transport._release(conn)
-                    return
-                elif kind is h11.ConnectionClosed:
-                    raise httpx.RemoteProtocolError("upstream closed the connection mid-body")
-            if pieces:
-                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if data:
+                if chunked is not None:
+                    piece = chunked.feed(data)
+                    if piece:
+                        yield piece
+                    if chunked.done:
+                        break
+                elif self._left is not None:
+                    piece = data[: self._left]
+                    self._left -= len(piece)
+                    if piece:
+                        yield piece
+                    if self._left == 0:
+                        break
+                else:
+                    yield data
+            elif self._left == 0:
+                break
             try:
                 data = await stream.receive_some(_READ)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise httpx.ReadError(str(exc) or exc.__class__.__name__) from None
-            parser.receive_data(data)  # b"" marks EOF; h11 then reports how the body ended
+            if not data:  # the upstream closed
+                if chunked is None and self._left is None:
+                    break  # a body delimited by the end of the connection
+                raise httpx.RemoteProtocolError("upstream closed the connection mid-body")
+        self._done = True
+        self._transport._release(self._conn, reusable=self._left is not None or chunked is not None)
 
     async def aclose(self) -> None:
         if not self._done:
             self._done = True
             await self._transport._discard(self._conn)
+
+
+def _header(headers, name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
@@ -119,12 +203,13 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
         return _Conn(stream, key)
 
-    def _release(self, conn: _Conn) -> None:
-        """A body read to its end: keep the connection if both sides can start over."""
+    def _release(self, conn: _Conn, reusable: bool) -> None:
+        """A body read to its end: keep the connection for the next request unless either side
+        said close. The body was framed here, not by h11, so the next exchange gets a fresh
+        h11 state machine."""
         self._limiter.release_on_behalf_of(conn.token)
-        parser = conn.h11
-        if parser.our_state is h11.DONE and parser.their_state is h11.DONE and self._n_idle < self._max_idle:
-            parser.start_next_cycle()
+        if reusable and conn.keep_alive and self._n_idle < self._max_idle:
+            conn.h11 = h11.Connection(h11.CLIENT)
             conn.idle_since = trio.current_time()
             self._idle.setdefault(conn.key, deque()).append(conn)
             self._n_idle += 1
@@ -179,10 +264,13 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 _close_now(conn)
             raise
         conn.token = token
+        connection = _header(head.headers, b"connection")
+        conn.keep_alive = head.http_version == b"1.1" and not (connection is not None and b"close" in connection.lower())
+        first, _closed = conn.h11.trailing_data
         return httpx.Response(
             head.status_code,
             headers=head.headers,
-            stream=_Body(self, conn),
+            stream=_Body(self, conn, first, head),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
 

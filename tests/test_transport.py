@@ -1,0 +1,130 @@
+"""The upstream transport: chunked decoding under any split, body framing, connection reuse."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import httpx
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.transport import ChunkedDecoder, UpstreamTransport
+
+
+def encode_chunked(pieces: list[bytes], ext: bool = False) -> bytes:
+    out = b""
+    for p in pieces:
+        out += f"{len(p):x}".encode() + (b";name=value" if ext else b"") + b"\r\n" + p + b"\r\n"
+    return out + b"0\r\nx-trailer: 1\r\n\r\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=12),
+    st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=50),
+    st.booleans(),
+)
+def test_chunked_decoder_any_split(pieces, cuts, ext):
+    wire = encode_chunked(pieces, ext) + b"LEFTOVER"
+    dec = ChunkedDecoder()
+    got = b""
+    pos = 0
+    i = 0
+    while not dec.done and pos < len(wire):
+        cut = cuts[i % len(cuts)]
+        i += 1
+        got += dec.feed(wire[pos : pos + cut])
+        pos += cut
+    assert dec.done
+    assert got == b"".join(pieces)
+
+
+def test_chunked_decoder_rejects_garbage():
+    with pytest.raises(httpx.RemoteProtocolError):
+        ChunkedDecoder().feed(b"zz\r\nhello\r\n")
+    with pytest.raises(httpx.RemoteProtocolError):
+        ChunkedDecoder().feed(b"5\r\nhelloXX")
+
+
+class _Server:
+    """A loopback HTTP/1.1 server answering from a list of raw responses, counting connections."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def handler(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buf = b""
+        while self.answers:
+            while b"\r\n\r\n" not in buf:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            while len(buf) < length:
+                buf += await stream.receive_some(65536)
+            self.requests.append(head + b"\r\n\r\n" + buf[:length])
+            buf = buf[length:]
+            answer = self.answers.pop(0)
+            await stream.send_all(answer)
+            if b"connection: close" in answer.lower():
+                await stream.aclose()
+                return
+
+
+async def serve(nursery, answers):
+    server = _Server(answers)
+    listeners = await nursery.start(partial(trio.serve_tcp, server.handler, 0, host="127.0.0.1"))
+    return server, listeners[0].socket.getsockname()[1]
+
+
+async def test_framings_and_reuse(nursery):
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + encode_chunked([b"data: a\n\n", b"data: b\n\n"])
+    sized = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    closing = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\nbusy"
+    server, port = await serve(nursery, [chunked, sized, closing])
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        url = f"http://127.0.0.1:{port}/v1/x"
+        async with client.stream("POST", url, content=b'{"a":1}') as r:
+            assert r.status_code == 200
+            assert b"".join([p async for p in r.aiter_raw()]) == b"data: a\n\ndata: b\n\n"
+        r = await client.post(url, content=b"{}")
+        assert r.content == b"hello"
+        r = await client.post(url, content=b"{}")
+        assert r.status_code == 503 and r.content == b"busy"  # body delimited by the close
+    assert server.connections == 1  # both earlier answers left the connection reusable
+    assert server.requests[0].endswith(b'{"a":1}') and b"content-length: 7" in server.requests[0].lower()
+
+
+async def test_stale_pooled_connection_is_retried(nursery):
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    server, port = await serve(nursery, [ok])
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        url = f"http://127.0.0.1:{port}/"
+        assert (await client.post(url, content=b"1")).content == b"ok"
+        # the server handler has returned after its only answer: the pooled connection is dead
+        server.answers.append(ok)
+        await trio.sleep(0.05)
+        assert (await client.post(url, content=b"2")).content == b"ok"
+
+
+async def test_connect_error_and_cut_body(nursery):
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("http://127.0.0.1:1/", content=b"x")
+    cut = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhel"
+    server, port = await serve(nursery, [cut])
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("POST", f"http://127.0.0.1:{port}/", content=b"x") as r:
+                async for _ in r.aiter_raw():
+                    pass
