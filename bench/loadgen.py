@@ -108,6 +108,7 @@ async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Re
     buf = b""
     while True:
         data = await stream.receive_some(READ)
+        r.reads += 1
         if not data:
             r.reason = "closed before head"
             return
@@ -315,8 +316,7 @@ async def hold_mode(cfg: dict) -> dict:
     def error(reason: str) -> None:
         errors[reason] = errors.get(reason, 0) + 1
 
-    async def one(idx: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        nonlocal opened
+    async def one(idx: int) -> None:
         released = False
 
         def on_first_byte() -> None:
@@ -365,7 +365,15 @@ async def hold_mode(cfg: dict) -> dict:
 
     t0 = time.perf_counter()
     open_info: dict = {}
+    timeline: list[list] = []  # [seconds, opened, errors] every 5 s: how the ramp went
+
+    async def progress() -> None:
+        while True:
+            await trio.sleep(5)
+            timeline.append([round(time.perf_counter() - t0, 1), opened, sum(errors.values())])
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(progress)
         for i in range(n):
             nursery.start_soon(one, i)
         with trio.move_on_after(ramp_seconds):
@@ -397,6 +405,7 @@ async def hold_mode(cfg: dict) -> dict:
         "events": events[0],
         "ttft": [round(x, 6) for x in ttft],
         "client_cpu": cpu_seconds(),
+        "timeline": timeline,
     }
 
 

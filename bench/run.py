@@ -6,6 +6,7 @@
     python bench/run.py --peers          # scenario 2 at 100 streams and scenario 4: direct,
                                          # respline and LiteLLM's proxy side by side (make bench-peers)
     python bench/run.py --profile        # py-spy on respline during scenario 1 (make bench-profile)
+    python bench/run.py --rev abc123     # respline as of a git revision: an optimisation's "before"
 
 Every measurement is taken "direct" (client -> bench upstream) and "through" a gateway in the same
 run, interleaved, each repeated; the medians are reported, with the ratio gateway / direct as the
@@ -35,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 LITELLM_VENV = BENCH / ".venv-litellm"
-LITELLM_SPEC = "litellm[proxy]==1.80.16"
+LITELLM_SPEC = os.environ.get("BENCH_LITELLM_SPEC", "litellm[proxy]==1.80.16")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -231,6 +232,8 @@ class Bench:
         self.procs: list[Proc] = []
         self.nofile = raise_nofile()
         self.respline_bin = args.respline or str(ROOT / ".venv" / "bin" / "respline")
+        if args.rev:
+            self.respline_bin = checkout_rev(args.rev, self.tmp)
         self.upstream: Proc | None = None
         self.results: dict = {"scenarios": {}}
         self.body_files = 0
@@ -389,6 +392,7 @@ def stream_metrics(r: dict) -> dict:
         "client_cpu_s": r["client_cpu"],
         "client_cpu_us_per_event": (r["client_cpu"] / events * 1e6) if events else None,
         "events_per_read": events / r["reads"] if r.get("reads") else None,
+        "events_per_stream": events / r["requests"] if r["requests"] else None,
     }
 
 
@@ -471,10 +475,10 @@ def scenario1(b: Bench, gw: Target) -> tuple[dict, str]:
         ["metric", "direct", gw.kind, f"{gw.kind} / direct", "target"],
         [
             ["events/s (one stream)", d["stream_events_per_s"], g["stream_events_per_s"], ratio(g["stream_events_per_s"], d["stream_events_per_s"]), "reported"],
-            ["server CPU ms per 1000 events", d["target_cpu_us_per_event"], g["target_cpu_us_per_event"], ratio(g["target_cpu_us_per_event"], d["target_cpu_us_per_event"]), f"<= 20 ({verdict(res['targets']['met'])})"],
+            ["server CPU ms per 1000 events", d["target_cpu_us_per_event"], g["target_cpu_us_per_event"], "-", f"<= 20 ({verdict(res['targets']['met'])})"],
             ["client CPU ms per 1000 events", d["client_cpu_us_per_event"], g["client_cpu_us_per_event"], "-", "-"],
             ["events per client read (write batching)", d["events_per_read"], g["events_per_read"], "-", "-"],
-            ["errors (all repeats)", d["errors_total"], g["errors_total"], "-", "0"],
+            ["errors (all repeats)", str(int(d["errors_total"])), str(int(g["errors_total"])), "-", "0"],
         ],
     ))
     md.append("")
@@ -510,11 +514,11 @@ def scenario2(b: Bench, gw: Target, levels: list[int] | None = None, peers: list
             level[f"{t.kind}_added_ttfb_p50_ms"] = _sub(g["ttfb_p50_ms"], d["ttfb_p50_ms"])
             level[f"{t.kind}_added_ttfb_p99_ms"] = _sub(g["ttfb_p99_ms"], d["ttfb_p99_ms"])
             rows.append([
-                str(c), t.kind, g["events_per_s"], ratio(g["events_per_s"], d["events_per_s"]),
+                str(c), t.kind, g["events_per_s"], ratio(g["events_per_s"], d["events_per_s"]), g["events_per_stream"],
                 g["ttfb_p50_ms"], g["ttfb_p99_ms"], level[f"{t.kind}_added_ttfb_p50_ms"], level[f"{t.kind}_added_ttfb_p99_ms"],
                 g["ttft_p50_ms"], g["ttft_p99_ms"], g["target_cpu_us_per_event"], str(int(g["errors_total"])),
             ])
-        rows.append([str(c), "direct", d["events_per_s"], "1", d["ttfb_p50_ms"], d["ttfb_p99_ms"], "-", "-", d["ttft_p50_ms"], d["ttft_p99_ms"], d["target_cpu_us_per_event"], str(int(d["errors_total"]))])
+        rows.append([str(c), "direct", d["events_per_s"], "1", d["events_per_stream"], d["ttfb_p50_ms"], d["ttfb_p99_ms"], "-", "-", d["ttft_p50_ms"], d["ttft_p99_ms"], d["target_cpu_us_per_event"], str(int(d["errors_total"]))])
         if c == 100:
             g = meds[gw.kind]
             a50, a99 = level[f"{gw.kind}_added_ttfb_p50_ms"], level[f"{gw.kind}_added_ttfb_p99_ms"]
@@ -526,7 +530,7 @@ def scenario2(b: Bench, gw: Target, levels: list[int] | None = None, peers: list
         res["levels"][str(c)] = level
     md = [f"### Scenario 2: concurrent streams of {b.s2_tokens()} tokens (median of {repeats}; {'requests per level = max(streams, 10)' if b.quick else 'requests per level = max(2 x streams, 40), 1 per stream at 1000'})", ""]
     md.append(table(
-        ["streams", "target", "events/s", "/ direct", "TTFB p50 ms", "TTFB p99 ms", "added p50", "added p99", "first token p50 ms", "first token p99 ms", "server CPU us/event", "errors"],
+        ["streams", "target", "events/s", "/ direct", "events/stream", "TTFB p50 ms", "TTFB p99 ms", "added p50", "added p99", "first token p50 ms", "first token p99 ms", "server CPU us/event", "errors"],
         rows,
     ))
     t100 = res["levels"].get("100", {}).get("targets")
@@ -649,6 +653,7 @@ def hold_run(b: Bench, t: Target, cfg: dict, rss0: int, cpu0: float) -> dict:
         "events": r["events"],
         "total_s": time.monotonic() - t0,
         "server_cpu_s": t.cpu() - cpu0,
+        "ramp_timeline": r.get("timeline", []),  # [seconds, streams open, errors] every 5 s
     }
 
 
@@ -745,7 +750,7 @@ def ensure_litellm() -> str | None:
     except subprocess.TimeoutExpired:
         return "pip install of litellm timed out"
     if out.returncode != 0:
-        lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
+        lines = [ln if len(ln) < 300 else ln[:240] + " ... " + ln[-50:] for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
         return f"pip install {LITELLM_SPEC} failed (exit {out.returncode}):\n" + "\n".join(lines[-25:])
     if not exe.exists():
         return "litellm installed but its `litellm` command is missing"
@@ -757,20 +762,52 @@ def ensure_litellm() -> str | None:
 
 
 def profile(b: Bench, gw: Target) -> tuple[dict, str]:
-    """py-spy record on respline while scenario 1's streams run back to back."""
+    """py-spy record on respline while scenario 1's streams run back to back, or (``--profile-paced
+    N``) while N streams paced at 1 token/s are held open: one event per upstream read, the way
+    real model servers send tokens."""
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         return {"error": "py-spy is not installed in the project venv"}, "py-spy missing: `.venv/bin/pip install py-spy` (make bench-profile does)."
+    paced = b.args.profile_paced
     model = f"bench-n{b.s1_tokens()}"
     seconds = b.args.profile_seconds
     b.client(gw, {"workers": 1, "requests": 3, "body": gw.stream_body(model), **gw.markers()}, timeout=120)
     raw = b.tmp / "profile.txt"
     cmd = [str(spy), "record", "--format", "raw", "-o", str(raw), "--rate", "250", "-d", str(seconds), "--pid", str(gw.proc.pid), "--subprocesses"]
+    hold = None
+    if paced:
+        cfg = {"mode": "hold", "streams": paced, "ramp_parallel": 100, "ramp_seconds": 120, "hold_seconds": seconds + 60,
+               "body": gw.stream_body(f"bench-n{seconds + 200}-r1"), **gw.markers(), "host": "127.0.0.1", "port": gw.port, "path": gw.path}
+        (b.tmp / "hold.json").write_text(json.dumps(cfg))
+        hold = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), "--config", str(b.tmp / "hold.json")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        opened = json.loads(hold.stdout.readline() or "{}").get("opened", 0)
+        time.sleep(2)
     spy_p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(1.0)
     cpu0 = gw.cpu()
-    r = b.client(gw, {"workers": 1, "requests": 100000, "max_seconds": seconds - 2, "body": gw.stream_body(model), **gw.markers()}, timeout=seconds + 120)
-    cpu = gw.cpu() - cpu0
+    if hold is None and b.args.profile_codex:
+        body = b.body_file(gw.codex_body(b.s4_model()))
+        r = b.client(gw, {"workers": 8, "requests": 1000000, "max_seconds": seconds - 2, "body_file": body, "timeout": 60, **gw.markers(False)}, timeout=seconds + 120)
+        what = f"{r['ok']} non-streaming Codex-sized requests, 8 at a time (scenario 4)"
+        events = r["ok"]
+        cpu_spy = None
+    elif hold is None:
+        r = b.client(gw, {"workers": 1, "requests": 100000, "max_seconds": seconds - 2, "body": gw.stream_body(model), **gw.markers()}, timeout=seconds + 120)
+        what = f"{r['ok']} streams of {b.s1_tokens()} tokens back to back"
+        events = r["events"]
+        cpu_spy = None
+    else:
+        ev0 = time.monotonic()
+        spy_p.wait(timeout=seconds + 60)
+        cpu = gw.cpu() - cpu0
+        hold.stdin.write("close\n")
+        hold.stdin.flush()
+        out, _ = hold.communicate(timeout=120)
+        events = opened * (time.monotonic() - ev0)  # 1 token/s each; the figure below uses the CPU rate
+        what = f"{opened} streams held open, paced at 1 token/s (about {opened} events/s)"
+        cpu_spy = cpu
+    cpu = gw.cpu() - cpu0 if cpu_spy is None else cpu_spy
     spy_out, _ = spy_p.communicate(timeout=seconds + 60)
     if not raw.exists():
         return {"error": spy_out[-2000:]}, f"py-spy failed:\n\n```\n{spy_out[-2000:]}\n```"
@@ -778,10 +815,11 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
     summary = summarize(stacks)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stamp}-profile.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
-    res = {"seconds": seconds, "streams": r["ok"], "events": r["events"], "cpu_us_per_event": cpu / max(1, r["events"]) * 1e6, **summary}
-    md = [f"### Profile: py-spy on respline, {r['ok']} streams of {b.s1_tokens()} tokens back to back ({seconds} s, "
-          f"{res['cpu_us_per_event']:.1f} us CPU per event while sampled)", ""]
+    (RESULTS / f"{stamp}-profile{'-paced' if paced else '-codex' if b.args.profile_codex else ''}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
+    res = {"seconds": seconds, "what": what, "paced": paced, "events": events, "cpu_us_per_event": cpu / max(1, events) * 1e6, **summary}
+    unit = "request" if b.args.profile_codex and not paced else "event"
+    md = [f"### Profile: py-spy on respline, {what} ({seconds} s, about "
+          f"{res['cpu_us_per_event']:.0f} us CPU per {unit} while sampled)", ""]
     md.append(f"{summary['samples']} samples of the busy (non-idle) thread.")
     md.append("")
     md.append("Where the CPU goes (each sample counted once, first matching stage):\n")
@@ -868,8 +906,8 @@ def summarize(stacks: list[tuple[list[str], int]]) -> dict:
 
 
 STAGES = (
-    ("write to client: hypercorn app_send -> h11 -> trio socket send", ("HTTPStream.app_send",)),
-    ("read upstream: httpx aiter_raw -> httpcore -> h11 chunk parsing -> trio recv", ("Response.aiter_raw",)),
+    ("write to client: hypercorn app_send and all under it (h11, send lock, trio send)", ("HTTPStream.app_send",)),
+    ("read upstream: httpx Response.aiter_raw and all under it (transport, h11 chunked decoding, trio recv)", ("Response.aiter_raw",)),
     ("translate: engine pipeline (sse, chat_decoder, builder, sequencer, rebuilder, encoder)", ("ResponsePipeline.",)),
     ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
     ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
@@ -893,7 +931,22 @@ def _stage(frames: list[str]) -> str:
 # --- main ------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
+def checkout_rev(rev: str, tmp: Path) -> str:
+    """``--rev REV``: respline's engine/ and adapters/ as of a git revision, run with the project
+    venv's interpreter and packages, so an optimisation's before and after run on one machine."""
+    dest = tmp / f"rev-{re.sub(r'[^A-Za-z0-9._-]', '_', rev)}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "engine", "adapters"], cwd=ROOT, capture_output=True, timeout=60)
+    if archive.returncode != 0:
+        raise SystemExit(f"bench: git archive {rev} failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
+    wrapper = dest / "respline"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{dest}" exec "{sys.executable}" -m adapters.cli "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def machine(rev: str | None = None) -> dict:
     model = ""
     try:
         for line in open("/proc/cpuinfo"):
@@ -902,7 +955,9 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    rev = ""
+    if rev:
+        full = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return {**_machine_common(model), "respline_rev": full or rev}
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "engine", "adapters"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -910,6 +965,10 @@ def machine() -> dict:
             rev += "+dirty"
     except (OSError, subprocess.TimeoutExpired):
         pass
+    return {**_machine_common(model), "respline_rev": rev}
+
+
+def _machine_common(model: str) -> dict:
     return {
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
@@ -919,8 +978,15 @@ def machine() -> dict:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
-        "respline_rev": rev,
     }
+
+
+def scrub(text: str, tmp: Path) -> str:
+    """Reports name no path of the machine they ran on (error messages quote logs and tracebacks)."""
+    for path, name in ((str(tmp), "<tmp>"), (str(ROOT), "<repo>"), (sys.base_prefix, "<python>"), (os.path.expanduser("~"), "<home>")):
+        if path and path != "/":
+            text = text.replace(path, name)
+    return text
 
 
 def _interrupt(signum, frame):  # noqa: ARG001
@@ -935,7 +1001,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"), help="a small version of every scenario (BENCH_QUICK=1)")
     p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")
-    p.add_argument("--levels", default="1,10,100,1000", help="scenario 2 concurrency levels")
+    p.add_argument("--levels", default="", help="scenario 2 concurrency levels (default 1,10,100,1000; quick 1,10,100,250)")
     p.add_argument("--repeats", type=int, default=0, help="repeats per measurement (default 3, quick 1)")
     p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
     p.add_argument("--hold-repeats", type=int, default=1, help="scenario 3 repeats (a fresh respline each)")
@@ -945,7 +1011,10 @@ def main() -> int:
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
+    p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
+    p.add_argument("--profile-codex", action="store_true", help="profile scenario 4's Codex-sized requests instead")
     p.add_argument("--respline", default=None, help="the respline command (default: the project venv's)")
+    p.add_argument("--rev", default=None, help="run respline's engine/ and adapters/ as of this git revision (before/after)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
     args = p.parse_args()
     if not args.repeats:
@@ -958,9 +1027,10 @@ def main() -> int:
         peer_error = ensure_litellm()
         if peer_error:
             print(f"bench-peers: LiteLLM is not available, so the peer rows are missing.\n\n{peer_error}\n", file=sys.stderr)
+            peer_error = scrub(peer_error, ROOT / "bench")
 
     b = Bench(args)
-    info = machine()
+    info = machine(args.rev)
     out: dict = {"mode": mode, "quick": args.quick, "started": dt.datetime.now().isoformat(timespec="seconds"), "machine": info, "scenarios": {}}
     md: list[str] = [
         f"## respline bench ({mode}), {out['started']}",
@@ -1007,7 +1077,8 @@ def main() -> int:
                     if s == 1:
                         res, text = scenario1(b, gw)
                     elif s == 2:
-                        res, text = scenario2(b, gw, [int(x) for x in args.levels.split(",")])
+                        levels = args.levels or ("1,10,100,250" if b.quick else "1,10,100,1000")
+                        res, text = scenario2(b, gw, [int(x) for x in levels.split(",")])
                     elif s == 3:
                         if gw is not None:  # a fresh process per hold run, for a clean RSS baseline
                             b.stop(gw)
@@ -1030,12 +1101,14 @@ def main() -> int:
     out["seconds"] = time.monotonic() - t_start
     out["machine"]["loadavg_end"] = os.getloadavg()
     md.append(f"Total {out['seconds']:.0f} s; load average at end {out['machine']['loadavg_end'][0]:.2f}.")
+    md = [scrub(line, b.tmp) for line in md]
     text = "\n".join(md)
     out["markdown"] = text
     if not args.no_json:
         RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{mode}.json"
-        path.write_text(json.dumps(out, indent=1, default=str))
+        tag = f"-{re.sub(r'[^A-Za-z0-9._-]', '_', args.rev)}" if args.rev else ""
+        path = RESULTS / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{mode}{tag}.json"
+        path.write_text(scrub(json.dumps(out, indent=1, default=str), b.tmp))
         md.append(f"\nRaw numbers: bench/results/{path.name}")
     print("\n".join(md))
     failed = [k for k, v in out["scenarios"].items() if isinstance(v, dict) and "error" in v]
