@@ -123,13 +123,15 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
         t = p.timeouts or cfg.timeouts
         timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
         if p.kind == "demo":
-            client = httpx.AsyncClient(transport=DemoTransport(), timeout=timeout)
-            provider = ChatProvider(name, ProviderConfig(kind="demo", base_url="http://demo.invalid/v1"), client, cfg.timeouts)
+            demo = DemoTransport()
+            client = httpx.AsyncClient(transport=demo, timeout=timeout)
+            demo_cfg = ProviderConfig(kind="demo", base_url="http://demo.invalid/v1")
+            provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
             transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections)
             client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
-            provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts)
+            provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
         providers[name] = provider
         clients.append(client)
     return providers, clients

@@ -215,7 +215,7 @@ class Gateway:
         t: Timeouts = turn.provider.timeouts
         try:
             with trio.fail_after(t.connect + t.first_byte):
-                resp = await turn.provider.client.send(turn.http_request, stream=True)
+                resp = await turn.provider.send(turn.http_request)
         except trio.TooSlowError:
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
@@ -264,7 +264,7 @@ class Gateway:
         try:
             with trio.move_on_after(t.total) as total_scope:
                 with trio.move_on_after(t.first_byte) as read_scope:
-                    async for chunk in resp.aiter_raw():
+                    async for chunk in resp.stream:  # the transport's body itself: no chunker layer
                         read_scope.deadline = trio.current_time() + idle
                         got_bytes = True
                         if recorder is not None:

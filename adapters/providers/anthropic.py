@@ -42,8 +42,8 @@ class AnthropicProvider(HttpProvider):
 
     default_path = "/messages"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
-        super().__init__(name, cfg, client, timeouts, api_key)
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: AnthropicDialect = cfg.anthropic_dialect()
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:

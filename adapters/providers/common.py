@@ -76,20 +76,35 @@ class HttpProvider:
         client: httpx.AsyncClient,
         timeouts: Timeouts,
         api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.client = client
+        self.transport = transport
         self.timeouts = cfg.timeouts or timeouts
-        self.url = endpoint(cfg, self.default_path)
+        self.url = httpx.URL(endpoint(cfg, self.default_path))
         key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
         self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
+        t = self.timeouts
+        self._timeout = {"connect": t.connect, "read": None, "write": 60.0, "pool": t.connect}
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
 
     def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
         payload = _json.encode(body)
-        return self.client.build_request("POST", self.url, content=payload, headers=self.headers), payload
+        request = httpx.Request("POST", self.url, headers=self.headers, content=payload, extensions={"timeout": self._timeout})
+        return request, payload
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Straight to the transport when the provider has its own: an upstream call needs none
+        of the client's redirects, auth flows or cookie jar (a jar shared by every tenant's
+        requests would even carry one tenant's upstream cookies into another's)."""
+        if self.transport is None:
+            return await self.client.send(request, stream=True)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
 
 
 def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> dict[str, str]:

@@ -24,8 +24,8 @@ class ChatProvider(HttpProvider):
 
     default_path = "/chat/completions"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
-        super().__init__(name, cfg, client, timeouts, api_key)
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: ChatDialect = cfg.dialect()
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:

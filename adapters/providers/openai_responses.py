@@ -25,8 +25,8 @@ class ResponsesProvider(HttpProvider):
 
     default_path = "/responses"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None) -> None:
-        super().__init__(name, cfg, client, timeouts, api_key)
+    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.drop_fields = tuple(cfg.drop_fields)
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
