@@ -226,3 +226,26 @@ def test_unknown_route_404_envelope(respline):
     envelope(r, 404)
     r = httpx.put(respline.url + "/models", headers=AUTH)
     envelope(r, 405)
+
+
+async def test_slow_client_backpressures_the_upstream(respline, upstream):
+    """A client that stops reading stalls its own upstream read: respline does not buffer the
+    whole answer. 400 x 64 KB of text is far more than the socket buffers and the bounded
+    channel hold, so the upstream's writes block until the client reads again."""
+    word = "x" * 65536
+    pieces = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": word}) for _ in range(400)]
+    pieces += [chunk({}, "stop"), DONE]
+    upstream.queue(Reply(pieces))
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with client.stream(
+            "POST", respline.url + "/responses", json={"model": "m1", "input": "x", "stream": True}, headers=AUTH
+        ) as r:
+            stream = r.aiter_bytes()
+            await stream.__anext__()  # the response started
+            await trio.sleep(2.0)  # ... and the client reads nothing for a while
+            assert not upstream.finished, "respline read the whole upstream answer into memory"
+            total = 0
+            async for piece in stream:
+                total += piece.count(b"response.output_text.delta")
+    assert upstream.finished
+    assert total >= 399

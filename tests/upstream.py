@@ -70,6 +70,7 @@ class Upstream:
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.hangups: list[float] = []  # when a client hung up mid-stream (monotonic)
+        self.finished: list[float] = []  # when a streamed reply was written to its end
         self.lock = threading.Lock()
         upstream = self
 
@@ -112,6 +113,7 @@ class Upstream:
                             time.sleep(reply.delay)
                         self.wfile.write(piece)
                         self.wfile.flush()
+                    upstream.finished.append(time.monotonic())
                     self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     upstream.hangups.append(time.monotonic())
@@ -136,6 +138,7 @@ class Upstream:
             self.replies.clear()
             self.requests.clear()
             self.hangups.clear()
+            self.finished.clear()
 
     def queue(self, *replies: Reply) -> None:
         with self.lock:

@@ -150,6 +150,7 @@ class CreateHandler:
         self.gateway = gateway
         self.auth = auth
         self.body_limit = gateway.cfg.limits.body_bytes
+        self.channel_size = gateway.cfg.limits.channel_frames
 
     async def __call__(self, scope: dict, receive, send) -> None:
         try:
@@ -214,19 +215,31 @@ class CreateHandler:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, turn, upstream, send) -> None:
-        """Frames go to the client as the pipeline produces them, all the frames of one upstream
-        read in one write. Backpressure is the write itself: while a slow client's ``send`` waits,
-        this task does not read the upstream, whose bytes wait in the kernel and arrive as one
-        larger read afterwards. (An earlier shape had a writer task and a bounded channel; the
-        benchmark put that hop at two task switches per upstream read and a task per stream.)"""
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        """One task pumps the upstream through the pipeline, this one writes to the client,
+        joined by a bounded channel: a slow client fills the channel and then stalls its own
+        upstream read, nothing else. Frames that are ready together are written together."""
+        send_ch, recv_ch = trio.open_memory_channel[list](self.channel_size)
 
         async def emit(frames: list) -> None:
             if frames:
-                body = frames[0] if len(frames) == 1 else b"".join(frames)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send_ch.send(frames)
 
-        await self.gateway.pump(turn, upstream, emit)
+        async def produce() -> None:
+            async with send_ch:
+                await self.gateway.pump(turn, upstream, emit)
+
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with recv_ch:
+                async for frames in recv_ch:
+                    while True:  # everything already queued goes out in the same write
+                        try:
+                            frames = frames + recv_ch.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    body = frames[0] if len(frames) == 1 else b"".join(frames)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
