@@ -63,6 +63,7 @@ class Reply:
         self.delay = delay  # seconds between pieces
         self.body = body  # a whole non-streamed body (errors)
         self.hang = hang  # seconds to wait before the status line
+        self.finished: float | None = None  # when this reply was written to its end
 
 
 class Upstream:
@@ -113,7 +114,8 @@ class Upstream:
                             time.sleep(reply.delay)
                         self.wfile.write(piece)
                         self.wfile.flush()
-                    upstream.finished.append(time.monotonic())
+                    reply.finished = time.monotonic()
+                    upstream.finished.append(reply.finished)
                     self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):
                     upstream.hangups.append(time.monotonic())
