@@ -118,54 +118,42 @@ class ResponsePipeline:
 ENCODERS: dict[str, Callable[[], Stage]] = {"sse": SseEncoder, "json": JsonEncoder}
 
 
+def builder_pipeline(
+    head: list[Stage],
+    template: Response,
+    ids: Ids,
+    clock: Clock,
+    *,
+    encoding: str | None = "sse",
+    reasoning_dialect: str = OPENAI,
+    tools: ToolMap | None = None,
+    seal_reasoning: Callable[..., str] | None = None,
+) -> ResponsePipeline:
+    """A provider's decoding ``head``, then the ResponseBuilder and the common tail."""
+    builder = ResponseBuilder(
+        template, ids, clock, reasoning_dialect=reasoning_dialect, tools=tools, seal_reasoning=seal_reasoning
+    )
+    encoder = ENCODERS[encoding]() if encoding else None
+    return ResponsePipeline(head, builder, encoder)
+
+
 def chat_pipeline(
     template: Response,
     ids: Ids,
     clock: Clock,
     *,
-    encoding: str | None = "sse",
-    reasoning_dialect: str = OPENAI,
-    tools: ToolMap | None = None,
-    seal_reasoning: Callable[..., str] | None = None,
     think_tags: bool = False,
+    **options: Any,
 ) -> ResponsePipeline:
-    """The stage list for a Chat Completions upstream."""
-    builder = ResponseBuilder(
-        template,
-        ids,
-        clock,
-        reasoning_dialect=reasoning_dialect,
-        tools=tools,
-        seal_reasoning=seal_reasoning,
-    )
+    """A Chat Completions upstream: SSE framing, chunk decoding, tool-call accumulation."""
     head: list[Stage] = [SseDecoder(), ChatDecoder(think_tags=think_tags), ToolCallAccumulator(ids)]
-    encoder = ENCODERS[encoding]() if encoding else None
-    return ResponsePipeline(head, builder, encoder)
+    return builder_pipeline(head, template, ids, clock, **options)
 
 
-def anthropic_pipeline(
-    template: Response,
-    ids: Ids,
-    clock: Clock,
-    *,
-    encoding: str | None = "sse",
-    reasoning_dialect: str = OPENAI,
-    tools: ToolMap | None = None,
-    seal_reasoning: Callable[..., str] | None = None,
-) -> ResponsePipeline:
+def anthropic_pipeline(template: Response, ids: Ids, clock: Clock, **options: Any) -> ResponsePipeline:
     """An Anthropic Messages upstream: its own decoder, no tool-call accumulator (Anthropic's
     blocks never interleave), then the same builder and tail as Chat."""
-    builder = ResponseBuilder(
-        template,
-        ids,
-        clock,
-        reasoning_dialect=reasoning_dialect,
-        tools=tools,
-        seal_reasoning=seal_reasoning,
-    )
-    head: list[Stage] = [SseDecoder(), AnthropicDecoder(ids)]
-    encoder = ENCODERS[encoding]() if encoding else None
-    return ResponsePipeline(head, builder, encoder)
+    return builder_pipeline([SseDecoder(), AnthropicDecoder(ids)], template, ids, clock, **options)
 
 
 def responses_pipeline(

@@ -239,3 +239,15 @@ async def test_server_shutdown_closes_sockets_cleanly(start_server, upstream):
                 await ws.get_message()
         assert info.value.reason.code == 1001
     assert server.proc.wait(10) == 0
+
+
+async def test_lifetime_lets_the_running_turn_finish(start_server, upstream):
+    server = start_server(["--upstream", upstream.base_url], config="[server]\nwebsocket_max_age = 1.0\n")
+    slow = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": f"w{i} "}) for i in range(20)]
+    upstream.queue(Reply(slow + [chunk({}, "stop"), b"data: [DONE]\n\n"], delay=0.1))  # ~2 s, past the limit
+    async with open_websocket_url(ws_url(server)) as ws:
+        events = await turn(ws, {"model": "m", "input": "x"})
+        assert events[-1]["type"] == "response.completed"  # the turn was not cut at 1 s
+        with trio.fail_after(5):
+            ev = json.loads(await ws.get_message())
+        assert ev["type"] == "error" and ev["error"]["code"] == "websocket_connection_limit_reached"

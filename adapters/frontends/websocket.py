@@ -98,11 +98,14 @@ class WebSocketSession:
             nursery.start_soon(self._watch_shutdown, nursery.cancel_scope)
             async with frames_out:
                 while True:
+                    # the lifetime ends the connection between turns: a turn already running
+                    # finishes (its client is owed a terminal event), the next one is refused
                     with trio.move_on_at(self.deadline):
                         try:
                             frame = await frames_out.receive()
                         except trio.EndOfChannel:
                             break
+                    if trio.current_time() < self.deadline:
                         await self._frame(frame)
                         continue
                     await self.send_text(
