@@ -200,7 +200,7 @@ class Gateway:
         (translated for its kind). Once streaming began there is no retry (``pump``)."""
         while True:
             try:
-                return await self._open_attempt(turn)
+                resp = await self._open_attempt(turn)
             except ApiError as err:
                 if not (err.status == 429 or err.status >= 500) or turn.attempt + 1 >= len(turn.route.attempts):
                     raise
@@ -210,6 +210,10 @@ class Gateway:
                 log.warning(
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
+                continue
+            # streaming starts: what only a fallback or the recording needed can go
+            turn.items = turn.upstream_body = turn.payload = None
+            return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
         t: Timeouts = turn.provider.timeouts

@@ -155,7 +155,9 @@ class CreateHandler:
     async def __call__(self, scope: dict, receive, send) -> None:
         try:
             tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
-            body = await read_body(scope, receive, self.body_limit)
+            # parsed here so the raw body (Codex sends 100 KB and more) is not kept for the
+            # whole life of the stream
+            req = parse_create(await read_body(scope, receive, self.body_limit))
         except _ClientGone:
             return
         except ApiError as err:
@@ -165,16 +167,15 @@ class CreateHandler:
         with trio.CancelScope() as state.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_disconnect, receive, state)
-                await self._serve(body, tenant, send)
+                await self._serve(req, tenant, send)
                 state.finished = True
                 nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, body: bytes, tenant: str, send) -> None:
+    async def _serve(self, req, tenant: str, send) -> None:
         gw = self.gateway
         try:
-            req = parse_create(body)
             stream = bool(req.stream)
             if req.background:
                 await self._background(req, tenant, stream, send)
