@@ -164,10 +164,16 @@ class CreateHandler:
             await send_error(send, err)
             return
         state = _RequestState()
+
+        async def send_tracked(message: dict) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                state.finished = True  # a client that leaves now has its whole answer
+            await send(message)
+
         with trio.CancelScope() as state.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_disconnect, receive, state)
-                await self._serve(req, tenant, send)
+                await self._serve(req, tenant, send_tracked)
                 state.finished = True
                 nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
