@@ -166,13 +166,19 @@ def _header(headers, name: bytes) -> bytes | None:
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):
-    def __init__(self, max_connections: int = 4096, keepalive_expiry: float = 30.0, max_idle: int = 256) -> None:
+    def __init__(
+        self,
+        max_connections: int = 4096,
+        keepalive_expiry: float = 30.0,
+        max_idle: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
         self._limiter = trio.CapacityLimiter(max_connections)
         self._keepalive_expiry = keepalive_expiry
         self._max_idle = max_idle
         self._n_idle = 0
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # default: the system's trust store, made on first https use
 
     # -- connections ---------------------------------------------------------------------
 
