@@ -69,6 +69,18 @@ def failed_code(code: str | None, etype: str | None = None) -> str:
     return "server_error"
 
 
+def error_event(err: UpstreamError) -> R.ErrorEvent:
+    """The ``error`` event of SPEC 3.2: the flat and the nested shape merged, with the upstream's
+    own code (``response.failed`` after it carries one from the SDK's closed set)."""
+    code = err.code or "server_error"
+    return R.ErrorEvent(
+        code=code,
+        message=err.message,
+        param=err.param,
+        error=R.ErrorPayload(type=err.type, code=code, message=err.message, param=err.param),
+    )
+
+
 class _Open:
     """The item being streamed."""
 
@@ -499,17 +511,9 @@ class ResponseBuilder:
     def _fail(self, err: UpstreamError, out: list) -> None:
         self._error = err
         self._close_item(out)
-        code = err.code or "server_error"
-        out.append(
-            R.ErrorEvent(
-                code=code,
-                message=err.message,
-                param=err.param,
-                error=R.ErrorPayload(type=err.type, code=code, message=err.message, param=err.param),
-            )
-        )
+        out.append(error_event(err))
         resp = self._final(
-            status="failed", error=R.ResponseError(code=failed_code(code, err.type), message=err.message)
+            status="failed", error=R.ResponseError(code=failed_code(err.code, err.type), message=err.message)
         )
         out.append(R.ResponseFailed(response=resp))
         self._ended = True

@@ -42,7 +42,7 @@ from msgspec import Struct
 
 from engine.deltas import UpstreamError
 from engine.ids import Clock, Ids
-from engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, failed_code
+from engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, error_event, failed_code
 from engine.stages.sse import DONE, SseEvent
 from engine.wire import responses as R
 
@@ -208,18 +208,10 @@ class ResponsesNormaliser:
     def _fail(self, err: UpstreamError) -> list:
         out: list = []
         self._close_open(out, "incomplete")
-        code = err.code or "server_error"
-        out.append(
-            R.ErrorEvent(
-                code=code,
-                message=err.message,
-                param=err.param,
-                error=R.ErrorPayload(type=err.type, code=code, message=err.message, param=err.param),
-            )
-        )
+        out.append(error_event(err))
         resp = self._final(
             status="failed",
-            error=R.ResponseError(code=failed_code(code, err.type), message=err.message),
+            error=R.ResponseError(code=failed_code(err.code, err.type), message=err.message),
             usage=R.Usage(),
         )
         out.append(R.ResponseFailed(response=resp))
