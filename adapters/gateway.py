@@ -264,12 +264,20 @@ class Gateway:
         failure: UpstreamError | None = None
         out: list = []
         idle = t.idle
+        step = idle / 10
+        moved_at = float("-inf")
         got_bytes = False
         try:
             with trio.move_on_after(t.total) as total_scope:
                 with trio.move_on_after(t.first_byte) as read_scope:
                     async for chunk in resp.stream:  # the transport's body itself: no chunker layer
-                        read_scope.deadline = trio.current_time() + idle
+                        # the idle deadline moves in steps of a tenth of it (so it fires between
+                        # idle and 1.1 x idle after the last read): moving a deadline re-sorts
+                        # trio's timer heap, and a paced stream reads once per token
+                        now = trio.current_time()
+                        if now > moved_at + step:
+                            moved_at = now
+                            read_scope.deadline = now + idle + step
                         got_bytes = True
                         if recorder is not None:
                             recorder.write(chunk)

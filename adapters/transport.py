@@ -12,6 +12,7 @@ httpx's own exception types, so everything above it is ordinary httpx.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections import deque
 from typing import AsyncIterator
@@ -21,6 +22,7 @@ import httpx
 import trio
 
 _READ = 65536
+_EAGER_READS = 8  # reads without a yield before the body iterator yields anyway
 
 
 class _Conn:
@@ -122,6 +124,11 @@ class _Body(httpx.AsyncByteStream):
         chunked = self._chunked
         data = self._first
         self._first = b""
+        # Plain TCP: read the descriptor directly. A paced token is one read, and trio's
+        # receive_some spends more on its wrappers and its post-read yield than the read itself
+        # (bench/README.md, optimisation log). TLS goes through trio's SSLStream.
+        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        eager = 0  # reads in a row that found data without waiting
         while True:
             if data:
                 if chunked is not None:
@@ -142,9 +149,25 @@ class _Body(httpx.AsyncByteStream):
             elif self._left == 0:
                 break
             try:
-                data = await stream.receive_some(_READ)
+                if fd < 0:
+                    data = await stream.receive_some(_READ)
+                else:
+                    try:
+                        data = os.read(fd, _READ)
+                        eager += 1
+                        if eager >= _EAGER_READS:  # a firehose upstream still lets others run
+                            eager = 0
+                            await trio.lowlevel.checkpoint()
+                    except BlockingIOError:
+                        eager = 0
+                        await trio.lowlevel.wait_readable(fd)
+                        data = os.read(fd, _READ)
+            except BlockingIOError:  # woken without data (spurious): read again
+                data = None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise httpx.ReadError(str(exc) or exc.__class__.__name__) from None
+            if data is None:
+                continue
             if not data:  # the upstream closed
                 if chunked is None and self._left is None:
                     break  # a body delimited by the end of the connection

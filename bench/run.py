@@ -792,6 +792,12 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
         what = f"{r['ok']} non-streaming Codex-sized requests, 8 at a time (scenario 4)"
         events = r["ok"]
         cpu_spy = None
+    elif hold is None and b.args.profile_concurrent:
+        n = b.args.profile_concurrent
+        r = b.client(gw, {"workers": n, "requests": 10000000, "max_seconds": seconds - 2, "body": gw.stream_body(b.s2_model()), "timeout": 300, **gw.markers()}, timeout=seconds + 120)
+        what = f"{r['ok']} streams of {b.s2_tokens()} tokens, {n} at a time (scenario 2)"
+        events = r["events"]
+        cpu_spy = None
     elif hold is None:
         r = b.client(gw, {"workers": 1, "requests": 100000, "max_seconds": seconds - 2, "body": gw.stream_body(model), **gw.markers()}, timeout=seconds + 120)
         what = f"{r['ok']} streams of {b.s1_tokens()} tokens back to back"
@@ -815,7 +821,7 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
     summary = summarize(stacks)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stamp}-profile{'-paced' if paced else '-codex' if b.args.profile_codex else ''}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
+    (RESULTS / f"{stamp}-profile{'-paced' if paced else '-codex' if b.args.profile_codex else '-concurrent' if b.args.profile_concurrent else ''}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
     res = {"seconds": seconds, "what": what, "paced": paced, "events": events, "cpu_us_per_event": cpu / max(1, events) * 1e6, **summary}
     unit = "request" if b.args.profile_codex and not paced else "event"
     md = [f"### Profile: py-spy on respline, {what} ({seconds} s, about "
@@ -1012,6 +1018,7 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
+    p.add_argument("--profile-concurrent", type=int, default=0, metavar="N", help="profile N concurrent closed-loop streams of scenario 2 instead")
     p.add_argument("--profile-codex", action="store_true", help="profile scenario 4's Codex-sized requests instead")
     p.add_argument("--respline", default=None, help="the respline command (default: the project venv's)")
     p.add_argument("--rev", default=None, help="run respline's engine/ and adapters/ as of this git revision (before/after)")

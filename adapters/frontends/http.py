@@ -229,7 +229,12 @@ class CreateHandler:
 
         async def emit(frames: list) -> None:
             if frames:
-                await send_ch.send(frames)
+                # with room in the channel the hand-off needs no yield of its own (the
+                # producer yields when it next waits for the upstream); a full one waits
+                try:
+                    send_ch.send_nowait(frames)
+                except trio.WouldBlock:
+                    await send_ch.send(frames)
 
         async def produce() -> None:
             async with send_ch:
