@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import socket
@@ -217,8 +218,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    tune_gc(cfg.server.gc_thresholds)
     trio.run(serve, cfg, gateway, clients, args.listen_fd)
     return 0
+
+
+def tune_gc(thresholds: list[int]) -> None:
+    """Everything alive now (modules, config, the app) lives as long as the process: freeze it
+    out of the collector's scans, then collect young garbage less often (server.gc_thresholds)."""
+    gc.collect()
+    gc.freeze()
+    if thresholds:
+        gc.set_threshold(*thresholds)
 
 
 def supervise(args: argparse.Namespace, cfg: Config) -> int:

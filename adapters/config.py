@@ -62,6 +62,10 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     log_level: str = "info"
     shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
     websocket_max_age: float = 3600.0  # a WebSocket connection's lifetime (OpenAI: 60 minutes)
+    # CPython's cyclic GC thresholds (gen0, gen1, gen2). The default (700, 10, 10) scans the
+    # whole heap ever more often as thousands of open streams grow it: at 3,000 paced streams
+    # that cost 40% of a core and stalls of seconds (bench/README.md). [] keeps CPython's.
+    gc_thresholds: list[int] = msgspec.field(default_factory=lambda: [50_000, 20, 100])
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
@@ -179,6 +183,9 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(
             f"{where}: server.reasoning_dialect must be one of {', '.join(REASONING_DIALECTS)}"
         )
+    gct = cfg.server.gc_thresholds
+    if gct and (len(gct) != 3 or any(v < 0 for v in gct)):
+        raise ConfigError(f"{where}: server.gc_thresholds must be [] or three integers >= 0 (gen0, gen1, gen2)")
     if cfg.store.backend not in ("memory", "sqlite"):
         raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:

@@ -75,6 +75,26 @@ def test_bad_config_fails_at_start_with_key_path(tmp_path):
     bad.write_text('[providers.x]\nbase_url = "http://x/v1"\napi_key = "$RESPLINE_SURELY_UNSET"\n')
     out = respline("serve", "--config", str(bad), "--port", "1")
     assert out.returncode == 2 and b"RESPLINE_SURELY_UNSET" in out.stderr
+    bad.write_text('[server]\ngc_thresholds = [700, 10]\n')
+    out = respline("serve", "--config", str(bad), "--port", "1")
+    assert out.returncode == 2 and b"server.gc_thresholds" in out.stderr
+
+
+def test_tune_gc_freezes_startup_objects_and_sets_thresholds():
+    import gc
+
+    from adapters.cli import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc([12345, 7, 3])
+        assert gc.get_threshold() == (12345, 7, 3)
+        assert gc.get_freeze_count() > 1000  # the modules and everything imported so far
+        tune_gc([])  # [] keeps the thresholds as they are
+        assert gc.get_threshold() == (12345, 7, 3)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_demo_model_without_any_upstream(start_server):
