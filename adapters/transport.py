@@ -23,6 +23,9 @@ import trio
 
 _READ = 65536
 _EAGER_READS = 8  # reads without a yield before the body iterator yields anyway
+# A read shorter than this most likely emptied the socket (a paced token is ~150 bytes): the next
+# read waits for readiness first instead of failing with EAGAIN
+_DRAINED = 4096
 
 
 class _Conn:
@@ -129,6 +132,7 @@ class _Body(httpx.AsyncByteStream):
         # (bench/README.md, optimisation log). TLS goes through trio's SSLStream.
         fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         eager = 0  # reads in a row that found data without waiting
+        drained = False
         while True:
             if data:
                 if chunked is not None:
@@ -152,6 +156,9 @@ class _Body(httpx.AsyncByteStream):
                 if fd < 0:
                     data = await stream.receive_some(_READ)
                 else:
+                    if drained:  # the last read took what there was: wait, skip a futile read
+                        eager = 0
+                        await trio.lowlevel.wait_readable(fd)
                     try:
                         data = os.read(fd, _READ)
                         eager += 1
@@ -162,6 +169,7 @@ class _Body(httpx.AsyncByteStream):
                         eager = 0
                         await trio.lowlevel.wait_readable(fd)
                         data = os.read(fd, _READ)
+                    drained = len(data) < _DRAINED
             except BlockingIOError:  # woken without data (spurious): read again
                 data = None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import sys
@@ -143,6 +144,8 @@ async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Re
     token_marker = mk.token
     ok_marker = mk.ok
     piece = body
+    fd = stream.socket.fileno()
+    eager = 0
     while True:
         if piece:
             total += len(piece)
@@ -168,7 +171,19 @@ async def exchange(stream: trio.SocketStream, request: bytes, mk: Markers, r: Re
                     break
             elif chunked and (tail.endswith(b"\r\n0\r\n\r\n") or tail == b"0\r\n\r\n"):
                 break
-        piece = await stream.receive_some(READ)
+        # the body is read straight off the descriptor: with one token per read (paced
+        # streams), trio's receive_some costs several times the read itself
+        try:
+            piece = os.read(fd, READ)
+            eager += 1
+            if eager >= 8:  # a firehose answer still lets the other connections run
+                eager = 0
+                await trio.lowlevel.checkpoint()
+        except BlockingIOError:
+            eager = 0
+            await trio.lowlevel.wait_readable(fd)
+            piece = b""
+            continue
         r.reads += 1
         if not piece:
             keep = False

@@ -794,7 +794,7 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
     seconds = b.args.profile_seconds
     b.client(gw, {"workers": 1, "requests": 3, "body": gw.stream_body(model), **gw.markers()}, timeout=120)
     raw = b.tmp / "profile.txt"
-    cmd = [str(spy), "record", "--format", "raw", "-o", str(raw), "--rate", "250", "-d", str(seconds), "--pid", str(gw.proc.pid), "--subprocesses"]
+    cmd = [str(spy), "record", "--format", "raw", "-o", str(raw), "--rate", str(b.args.profile_rate), "-d", str(seconds), "--pid", str(gw.proc.pid), "--subprocesses"]
     hold = None
     if paced:
         cfg = {"mode": "hold", "streams": paced, "ramp_parallel": 100, "ramp_seconds": 120, "hold_seconds": seconds + 60,
@@ -1038,6 +1038,7 @@ def main() -> int:
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
     p.add_argument("--profile-concurrent", type=int, default=0, metavar="N", help="profile N concurrent closed-loop streams of scenario 2 instead")
     p.add_argument("--profile-codex", action="store_true", help="profile scenario 4's Codex-sized requests instead")
