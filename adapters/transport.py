@@ -29,10 +29,13 @@ _DRAINED = 4096
 
 
 class _Conn:
-    __slots__ = ("stream", "h11", "key", "idle_since", "token", "keep_alive")
+    __slots__ = ("stream", "fd", "h11", "key", "idle_since", "token", "keep_alive")
 
     def __init__(self, stream: trio.abc.Stream, key: tuple[str, str, int]) -> None:
         self.stream = stream
+        # plain TCP is read and written on the descriptor itself (see _Body.__aiter__); TLS
+        # goes through trio's SSLStream
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self.h11 = h11.Connection(h11.CLIENT)
         self.key = key
         self.idle_since = 0.0
@@ -129,8 +132,8 @@ class _Body(httpx.AsyncByteStream):
         self._first = b""
         # Plain TCP: read the descriptor directly. A paced token is one read, and trio's
         # receive_some spends more on its wrappers and its post-read yield than the read itself
-        # (bench/README.md, optimisation log). TLS goes through trio's SSLStream.
-        fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        # (bench/README.md, optimisation log).
+        fd = self._conn.fd
         eager = 0  # reads in a row that found data without waiting
         drained = False
         while True:
@@ -276,10 +279,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             headers.insert(0, (b"host", url.netloc))
         token = object()  # counts this request against max_connections until its body is done
         try:
-            with trio.fail_after(timeouts.get("pool") or 3600):
-                await self._limiter.acquire_on_behalf_of(token)
-        except trio.TooSlowError:
-            raise httpx.PoolTimeout("no upstream connection free in time") from None
+            # a free slot is taken without a yield: under load every yield on the way to the
+            # first byte waits a whole scheduler round behind the running streams
+            self._limiter.acquire_on_behalf_of_nowait(token)
+        except trio.WouldBlock:
+            try:
+                with trio.fail_after(timeouts.get("pool") or 3600):
+                    await self._limiter.acquire_on_behalf_of(token)
+            except trio.TooSlowError:
+                raise httpx.PoolTimeout("no upstream connection free in time") from None
         conn: _Conn | None = None
         try:
             conn = self._take_idle(key)
@@ -321,11 +329,11 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             out += parser.send(h11.Data(data=body))
         out += parser.send(h11.EndOfMessage())
         try:
-            await conn.stream.send_all(out)  # the whole request in one write
+            await _send_all(conn, out)  # the whole request in one write
             while True:
                 event = parser.next_event()
                 if event is h11.NEED_DATA:
-                    parser.receive_data(await conn.stream.receive_some(_READ))
+                    parser.receive_data(await _receive(conn))
                     continue
                 if type(event) is h11.Response:
                     return event
@@ -343,6 +351,32 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 _close_now(conn)
         self._idle.clear()
         self._n_idle = 0
+
+
+async def _send_all(conn: _Conn, data: bytes) -> None:
+    """The request, written on the descriptor (plain TCP) with no yield when the socket takes it
+    at once, which it nearly always does: each yield before the first byte costs a scheduler
+    round behind the running streams (bench/README.md, time to first byte)."""
+    if conn.fd < 0:
+        await conn.stream.send_all(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(conn.fd, view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(conn.fd)
+
+
+async def _receive(conn: _Conn) -> bytes:
+    """One read of the response head: at once if data is there, else when it arrives."""
+    if conn.fd < 0:
+        return await conn.stream.receive_some(_READ)
+    while True:
+        try:
+            return os.read(conn.fd, _READ)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(conn.fd)
 
 
 def _close_now(conn: _Conn) -> None:
