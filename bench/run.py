@@ -620,6 +620,8 @@ def scenario3(b: Bench) -> tuple[dict, str]:
             ["RSS per open stream, KB", d["rss_per_stream_kb"], g["rss_per_stream_kb"], f"< 64 ({verdict(res['targets']['rss_met'])})"],
             ["first token p50 / p99 ms", f"{fmt(d['ttft_p50_ms'])} / {fmt(d['ttft_p99_ms'])}", f"{fmt(g['ttft_p50_ms'])} / {fmt(g['ttft_p99_ms'])}", "-"],
             ["server CPU while holding, % of a core", d["hold_cpu_pct"], g["hold_cpu_pct"], "-"],
+            ["client / bench upstream CPU while holding, % of a core", f"{fmt(d['client_cpu_pct'])} / {fmt(d['upstream_cpu_pct'])}",
+             f"{fmt(g['client_cpu_pct'])} / {fmt(g['upstream_cpu_pct'])}", "-"],
             ["errors (all repeats)", str(int(d["errors_total"])), str(int(g["errors_total"])), f"0 ({verdict(res['targets']['errors_met'])})"],
         ],
     ))
@@ -644,11 +646,14 @@ def hold_run(b: Bench, t: Target, cfg: dict, rss0: int, cpu0: float) -> dict:
         opened = json.loads(line)
         time.sleep(3)
         samples = []
-        c0, w0 = t.cpu(), time.monotonic()
+        c0, w0, cc0, u0 = t.cpu(), time.monotonic(), cpu_seconds(p.pid), b.direct().cpu()
         for _ in range(4):
             samples.append(t.rss())
             time.sleep(1)
-        hold_cpu = (t.cpu() - c0) / (time.monotonic() - w0) * 100
+        wall = time.monotonic() - w0
+        hold_cpu = (t.cpu() - c0) / wall * 100
+        client_cpu = (cpu_seconds(p.pid) - cc0) / wall * 100
+        upstream_cpu = (b.direct().cpu() - u0) / wall * 100
         rss_open = max(samples)
         p.stdin.write("close\n")
         p.stdin.flush()
@@ -666,6 +671,8 @@ def hold_run(b: Bench, t: Target, cfg: dict, rss0: int, cpu0: float) -> dict:
         "rss_open": rss_open,
         "rss_per_stream_kb": (rss_open - rss0) / n / 1024,
         "hold_cpu_pct": hold_cpu,
+        "client_cpu_pct": client_cpu,
+        "upstream_cpu_pct": upstream_cpu,
         "ttft_p50_ms": _ms(pct(r["ttft"], 50)),
         "ttft_p99_ms": _ms(pct(r["ttft"], 99)),
         "errors": sum(r["errors"].values()),
