@@ -252,9 +252,9 @@ class Gateway:
     async def pump(self, turn: Turn, resp: httpx.Response, emit: Emit) -> None:
         """Upstream body -> pipeline -> ``emit(frames)``; always ends with a terminal event.
 
-        Timeouts are cancel scopes: one for the whole request, and one whose deadline moves
-        forward after each read (first byte, then idle between reads); moving a deadline costs
-        less than a new scope per read on this per-chunk path.
+        Timeouts are one cancel scope whose deadline is the nearer of the whole-request limit
+        and the read limit (first byte, then idle between reads), moved forward after reads;
+        moving a deadline costs less than a new scope per read on this per-chunk path.
         The stored response is written before the frames that carry the terminal event go out.
         """
         pipe: ResponsePipeline = turn.pipeline
@@ -267,39 +267,35 @@ class Gateway:
         step = idle / 10
         moved_at = float("-inf")
         got_bytes = False
+        total_at = trio.current_time() + t.total
         try:
-            with trio.move_on_after(t.total) as total_scope:
-                with trio.move_on_after(t.first_byte) as read_scope:
-                    async for chunk in resp.stream:  # the transport's body itself: no chunker layer
-                        # the idle deadline moves in steps of a tenth of it (so it fires between
-                        # idle and 1.1 x idle after the last read): moving a deadline re-sorts
-                        # trio's timer heap, and a paced stream reads once per token
-                        now = trio.current_time()
-                        if now > moved_at + step:
-                            moved_at = now
-                            read_scope.deadline = now + idle + step
-                        got_bytes = True
-                        if recorder is not None:
-                            recorder.write(chunk)
-                        frames = pipe.feed(chunk)
-                        if frames:
-                            if pipe.builder.finished:  # an in-band upstream error ended it
-                                out = frames
-                                break
-                            await emit(frames)
-                if read_scope.cancelled_caught:
-                    waited = idle if got_bytes else t.first_byte
-                    failure = UpstreamError(
-                        message=f"The upstream sent nothing for {waited:g} seconds.",
-                        type="server_error",
-                        code="upstream_timeout",
-                    )
-            if total_scope.cancelled_caught:
-                failure = UpstreamError(
-                    message=f"The request exceeded the total timeout of {t.total:g} seconds.",
-                    type="server_error",
-                    code="upstream_timeout",
-                )
+            # One scope for both limits (a scope is a few hundred bytes of every open stream):
+            # its deadline is the nearer of the whole-request limit and the read limit (first
+            # byte, then idle between reads), which moves forward after reads.
+            with trio.CancelScope(deadline=min(trio.current_time() + t.first_byte, total_at)) as scope:
+                async for chunk in resp.stream:  # the transport's body itself: no chunker layer
+                    # the idle deadline moves in steps of a tenth of it (so it fires between
+                    # idle and 1.1 x idle after the last read): moving a deadline re-sorts
+                    # trio's timer heap, and a paced stream reads once per token
+                    now = trio.current_time()
+                    if now > moved_at + step:
+                        moved_at = now
+                        scope.deadline = min(now + idle + step, total_at)
+                    got_bytes = True
+                    if recorder is not None:
+                        recorder.write(chunk)
+                    frames = pipe.feed(chunk)
+                    if frames:
+                        if pipe.builder.finished:  # an in-band upstream error ended it
+                            out = frames
+                            break
+                        await emit(frames)
+            if scope.cancelled_caught:
+                if trio.current_time() >= total_at:
+                    message = f"The request exceeded the total timeout of {t.total:g} seconds."
+                else:
+                    message = f"The upstream sent nothing for {idle if got_bytes else t.first_byte:g} seconds."
+                failure = UpstreamError(message=message, type="server_error", code="upstream_timeout")
         except httpx.HTTPError as exc:
             failure = UpstreamError(
                 message=f"The upstream connection failed mid-stream: {exc.__class__.__name__}.",

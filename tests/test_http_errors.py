@@ -148,7 +148,30 @@ idle = 0.5
         validate_event(ev)
     check_lifecycle(events)
     assert events[-2]["type"] == "error" and events[-2]["code"] == "upstream_timeout"
+    assert "sent nothing for 0.5 seconds" in events[-2]["message"]
     assert events[-1]["type"] == "response.failed"
+
+
+def test_total_timeout_mid_stream_fails_response(start_server, upstream):
+    config = """
+[timeouts]
+idle = 2
+total = 1
+"""
+    server = start_server(["--upstream", upstream.base_url], config=config)
+    # every piece comes well within the idle limit, but the whole answer takes longer than total
+    pieces = [chunk({"role": "assistant", "content": "a"})] + [chunk({"content": "b"}) for _ in range(8)] + [DONE]
+    upstream.queue(Reply(pieces, delay=0.3))
+    r = post(server, {"model": "m1", "input": "x", "stream": True}, headers={})
+    events = parse_sse(r.content)
+    for ev in events:
+        validate_event(ev)
+    check_lifecycle(events)
+    assert events[-2]["type"] == "error" and events[-2]["code"] == "upstream_timeout"
+    assert "total timeout of 1 seconds" in events[-2]["message"]
+    assert events[-1]["type"] == "response.failed"
+    deltas = [ev for ev in events if ev["type"] == "response.output_text.delta"]
+    assert 1 <= len(deltas) < 8
 
 
 def test_midstream_inband_error(respline, upstream):

@@ -170,16 +170,18 @@ class CreateHandler:
                 state.finished = True  # a client that leaves now has its whole answer
             await send(message)
 
-        with trio.CancelScope() as state.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_disconnect, receive, state)
-                await self._serve(req, tenant, send_tracked)
-                state.finished = True
-                nursery.cancel_scope.cancel()
+        # One nursery per request holds the disconnect watcher and, for a stream, the upstream
+        # pump: every scope and nursery is a few hundred bytes of every open stream.
+        async with trio.open_nursery() as nursery:
+            state.scope = nursery.cancel_scope
+            nursery.start_soon(_watch_disconnect, receive, state)
+            await self._serve(req, tenant, send_tracked, nursery)
+            state.finished = True
+            nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, req, tenant: str, send) -> None:
+    async def _serve(self, req, tenant: str, send, nursery: trio.Nursery) -> None:
         gw = self.gateway
         try:
             stream = bool(req.stream)
@@ -203,7 +205,7 @@ class CreateHandler:
             else:
                 await send_json(send, 200, _json.encode(response))
             return
-        await self._stream(turn, upstream, send)
+        await self._stream(turn, upstream, send, nursery)
 
     async def _background(self, req, tenant: str, stream: bool, send) -> None:
         """Start a background run; answer at once (queued) or follow its events as SSE.
@@ -221,11 +223,14 @@ class CreateHandler:
             await send({"type": "http.response.body", "body": frames, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, turn, upstream, send) -> None:
+    async def _stream(self, turn, upstream, send, nursery: trio.Nursery) -> None:
         """One task pumps the upstream through the pipeline, this one writes to the client,
         joined by a bounded channel: a slow client fills the channel and then stalls its own
-        upstream read, nothing else. Frames that are ready together are written together."""
+        upstream read, nothing else. Frames that are ready together are written together.
+        The pump runs in the request's nursery; the body is ended only once it has finished
+        (a pump that raised leaves the response cut, and the nursery raises its error)."""
         send_ch, recv_ch = trio.open_memory_channel[list](self.channel_size)
+        pumped = False
 
         async def emit(frames: list) -> None:
             if frames:
@@ -237,22 +242,24 @@ class CreateHandler:
                     await send_ch.send(frames)
 
         async def produce() -> None:
+            nonlocal pumped
             async with send_ch:
                 await self.gateway.pump(turn, upstream, emit)
+                pumped = True
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            async with recv_ch:
-                async for frames in recv_ch:
-                    while True:  # everything already queued goes out in the same write
-                        try:
-                            frames = frames + recv_ch.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    body = frames[0] if len(frames) == 1 else b"".join(frames)
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        nursery.start_soon(produce)
+        async with recv_ch:
+            async for frames in recv_ch:
+                while True:  # everything already queued goes out in the same write
+                    try:
+                        frames = frames + recv_ch.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                body = frames[0] if len(frames) == 1 else b"".join(frames)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        if pumped:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
