@@ -1040,7 +1040,7 @@ def main() -> int:
     p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
     p.add_argument("--hold-repeats", type=int, default=1, help="scenario 3 repeats (a fresh respline each)")
     p.add_argument("--hold-rate", type=float, default=1.0, help="scenario 3 tokens per second per stream")
-    p.add_argument("--hold-ramp-seconds", type=float, default=180, help="scenario 3: stop opening streams after this long")
+    p.add_argument("--hold-ramp-seconds", type=float, default=300, help="scenario 3: stop opening streams after this long")
     p.add_argument("--workers", type=int, default=0, help="scenario 5 worker processes (default: cores, at least 2)")
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
