@@ -222,12 +222,16 @@ async def run_mode(cfg: dict) -> dict:
     deadline = trio.current_time() + float(cfg.get("max_seconds", 600))
     sources = cfg.get("source_ips") or [None]
     host, port = cfg["host"], int(cfg["port"])
-    state = {"issued": 0}
+    # stagger: worker i starts at i/workers of this many seconds, so that closed-loop streams of
+    # equal length do not start, pace and end in step (real clients are not synchronised);
+    # exchanges started before the stagger is over are warm-up, not measured
+    stagger = float(cfg.get("stagger", 0))
+    state = {"issued": 0, "warmup": 0}
     ttfb: list[float] = []
     ttft: list[float] = []
     durations: list[float] = []
     errors: dict[str, int] = {}
-    counters = {"events": 0, "bytes": 0, "ok": 0, "connects": 0, "reads": 0}
+    counters = {"events": 0, "events_all": 0, "bytes": 0, "ok": 0, "connects": 0, "reads": 0}
 
     def error(reason: str) -> None:
         errors[reason] = errors.get(reason, 0) + 1
@@ -248,8 +252,14 @@ async def run_mode(cfg: dict) -> dict:
         stream = streams[idx]
         source = sources[idx % len(sources)]
         try:
+            if stagger:
+                await trio.sleep(stagger * idx / workers)
             while state["issued"] < total and trio.current_time() < deadline:
-                state["issued"] += 1
+                measured = trio.current_time() >= measure_from
+                if measured:
+                    state["issued"] += 1
+                else:
+                    state["warmup"] += 1
                 r = Result()
                 try:
                     with trio.move_on_after(timeout) as scope:
@@ -261,17 +271,24 @@ async def run_mode(cfg: dict) -> dict:
                         r.reason = "timeout"
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     r.reason = f"transport: {exc.__class__.__name__}"
-                counters["events"] += r.events
-                counters["bytes"] += r.nbytes
-                counters["reads"] += r.reads
-                if r.ok:
+                counters["events_all"] += r.events
+                if not measured:
+                    if not r.ok:
+                        error(r.reason or "unknown")
+                elif r.ok:
                     counters["ok"] += 1
+                    counters["events"] += r.events
+                    counters["bytes"] += r.nbytes
+                    counters["reads"] += r.reads
                     durations.append(r.duration)
                     if r.ttfb is not None:
                         ttfb.append(r.ttfb)
                     if r.ttft is not None:
                         ttft.append(r.ttft)
                 else:
+                    counters["events"] += r.events
+                    counters["bytes"] += r.nbytes
+                    counters["reads"] += r.reads
                     error(r.reason or "unknown")
                 if not (r.ok and r.keep) and stream is not None:
                     await trio.aclose_forcefully(stream)
@@ -284,8 +301,9 @@ async def run_mode(cfg: dict) -> dict:
     async with trio.open_nursery() as nursery:
         for i in range(workers):
             nursery.start_soon(preconnect, i)
+    measure_from = trio.current_time() + stagger
     cpu0 = cpu_seconds()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() + stagger
     async with trio.open_nursery() as nursery:
         for i in range(workers):
             nursery.start_soon(worker, i)
@@ -294,9 +312,11 @@ async def run_mode(cfg: dict) -> dict:
         "mode": "run",
         "workers": workers,
         "requests": state["issued"],
+        "warmup_requests": state["warmup"],
         "ok": counters["ok"],
         "errors": errors,
         "events": counters["events"],
+        "events_all": counters["events_all"],  # warm-up included: the server CPU covers it too
         "bytes": counters["bytes"],
         "connects": counters["connects"],
         "reads": counters["reads"],

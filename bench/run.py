@@ -261,7 +261,8 @@ class Bench:
         port = free_port()
         cfg = self.tmp / "respline.toml"
         # upstream_connections: the default pool (4096) would queue scenario 3's streams
-        cfg.write_text('[server]\nlog_level = "warning"\n\n[limits]\nupstream_connections = 20000\n')
+        gc_line = f"gc_thresholds = [{self.args.gc_thresholds}]\n" if self.args.gc_thresholds is not None else ""
+        cfg.write_text(f'[server]\nlog_level = "warning"\n{gc_line}\n[limits]\nupstream_connections = 20000\n')
         cmd = [
             self.respline_bin, "serve", "--host", "127.0.0.1", "--port", str(port),
             "--upstream", f"http://127.0.0.1:{self.upstream.port}/v1",
@@ -387,10 +388,10 @@ def stream_metrics(r: dict) -> dict:
         "events": events,
         "wall_s": r["wall"],
         "target_cpu_s": r["target_cpu"],
-        "target_cpu_us_per_event": (r["target_cpu"] / events * 1e6) if events else None,
+        "target_cpu_us_per_event": (r["target_cpu"] / r.get("events_all", events) * 1e6) if events else None,
         "upstream_cpu_s": r["upstream_cpu"],
         "client_cpu_s": r["client_cpu"],
-        "client_cpu_us_per_event": (r["client_cpu"] / events * 1e6) if events else None,
+        "client_cpu_us_per_event": (r["client_cpu"] / r.get("events_all", events) * 1e6) if events else None,
         "events_per_read": events / r["reads"] if r.get("reads") else None,
         "events_per_stream": events / r["requests"] if r["requests"] else None,
     }
@@ -497,7 +498,7 @@ def scenario2(b: Bench, gw: Target, levels: list[str] | None = None, peers: list
     """1, 10, 100, 1000 concurrent streams at full upstream speed, and 100 paced at a realistic
     rate: aggregate events/s, TTFB p50/p99, errors."""
     if levels is None:
-        levels = ["1", "10", "100", "1000", "100@50"]
+        levels = ["1", "10", "100", "1000", "100@20", "100@50"]
     repeats = b.args.repeats
     model = b.s2_model()
     targets = [b.direct(), gw] + (peers or [])
@@ -513,6 +514,8 @@ def scenario2(b: Bench, gw: Target, levels: list[str] | None = None, peers: list
         for i in range(repeats):
             for t in targets:
                 cfg = {"workers": c, "requests": n_req, "body": t.stream_body(level_model), "timeout": 300, "max_seconds": 600, **t.markers()}
+                if rate:  # paced streams start spread over one stream's length, not in step
+                    cfg["stagger"] = b.s2_tokens() / rate
                 reps[t.kind].append(stream_metrics(b.measure(t, cfg)))
             log(f"scenario 2 @{label} repeat {i + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['events_per_s']:.0f} ev/s ttfb p50 {fmt(v[-1]['ttfb_p50_ms'], 2)} ms err {v[-1]['errors']}" for k, v in reps.items()))
         meds = {k: median_of(v) for k, v in reps.items()}
@@ -1035,7 +1038,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"), help="a small version of every scenario (BENCH_QUICK=1)")
     p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")
-    p.add_argument("--levels", default="", help="scenario 2 levels: N streams at full speed, N@R paced at R tokens/s (default 1,10,100,1000,100@50; quick 1,10,100,250,100@50)")
+    p.add_argument("--levels", default="", help="scenario 2 levels: N streams at full speed, N@R paced at R tokens/s (default 1,10,100,1000,100@20,100@50; quick 1,10,100,250,100@50)")
     p.add_argument("--repeats", type=int, default=0, help="repeats per measurement (default 3, quick 1)")
     p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
     p.add_argument("--hold-repeats", type=int, default=1, help="scenario 3 repeats (a fresh respline each)")
@@ -1045,6 +1048,7 @@ def main() -> int:
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
+    p.add_argument("--gc-thresholds", default=None, metavar="G0,G1,G2", help="respline's [server] gc_thresholds ('' = CPython's own)")
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
     p.add_argument("--profile-concurrent", type=int, default=0, metavar="N", help="profile N concurrent closed-loop streams of scenario 2 instead")
@@ -1113,7 +1117,7 @@ def main() -> int:
                     if s == 1:
                         res, text = scenario1(b, gw)
                     elif s == 2:
-                        levels = args.levels or ("1,10,100,250,100@50" if b.quick else "1,10,100,1000,100@50")
+                        levels = args.levels or ("1,10,100,250,100@50" if b.quick else "1,10,100,1000,100@20,100@50")
                         res, text = scenario2(b, gw, levels.split(","))
                     elif s == 3:
                         if gw is not None:  # a fresh process per hold run, for a clean RSS baseline
