@@ -49,6 +49,8 @@ class Turn:
 
     __slots__ = (
         "req",
+        "previous_response_id",
+        "background",
         "tenant",
         "stored_input",
         "provider",
@@ -148,6 +150,8 @@ class Gateway:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
         turn = Turn()
         turn.req = req
+        turn.previous_response_id = req.previous_response_id
+        turn.background = bool(req.background)
         turn.tenant = tenant
         turn.stored_input = [normalise(it, self.ids) for it in items]
         turn.route = route
@@ -211,8 +215,10 @@ class Gateway:
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
                 continue
-            # streaming starts: what only a fallback or the recording needed can go
-            turn.items = turn.upstream_body = turn.payload = None
+            # streaming starts: what only a fallback or the recording needed can go (the parsed
+            # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
+            # long as the stream is open otherwise)
+            turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -339,9 +345,9 @@ class Gateway:
                     id=resp.id,
                     response=msgspec.to_builtins(resp),
                     input_items=turn.stored_input,
-                    previous_response_id=turn.req.previous_response_id,
+                    previous_response_id=turn.previous_response_id,
                     created_at=resp.created_at,
-                    background=bool(turn.req.background),
+                    background=turn.background,
                 )
             )
         if turn.conversation_id is not None and resp.status != "failed":
@@ -360,7 +366,7 @@ class Gateway:
                 id=resp.id,
                 response=body,
                 input_items=turn.stored_input,
-                previous_response_id=turn.req.previous_response_id,
+                previous_response_id=turn.previous_response_id,
                 created_at=resp.created_at,
                 background=True,
             )

@@ -163,6 +163,10 @@ class CreateHandler:
         except ApiError as err:
             await send_error(send, err)
             return
+        # handed over in a box so that no frame holds the parsed request (Codex's input items,
+        # its tools) for the life of the stream: _serve lets it go once the upstream answers
+        request = [req]
+        del req
         state = _RequestState()
 
         async def send_tracked(message: dict) -> None:
@@ -175,21 +179,25 @@ class CreateHandler:
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(req, tenant, send_tracked, nursery)
+            await self._serve(request, tenant, send_tracked, nursery)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, req, tenant: str, send, nursery: trio.Nursery) -> None:
+    async def _serve(self, request: list, tenant: str, send, nursery: trio.Nursery) -> None:
         gw = self.gateway
+        req = request.pop()
         try:
             stream = bool(req.stream)
             if req.background:
                 await self._background(req, tenant, stream, send)
                 return
             turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
+            del req
             upstream = await gw.open_upstream(turn)
+            if not turn.store and turn.conversation_id is None:
+                turn.stored_input = []  # nothing will store it (Codex sends store: false)
         except ApiError as err:
             await send_error(send, err)
             return

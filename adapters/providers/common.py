@@ -102,9 +102,9 @@ class HttpProvider:
         requests would even carry one tenant's upstream cookies into another's)."""
         if self.transport is None:
             return await self.client.send(request, stream=True)
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        return response
+        # the response is not tied to its request: the request holds the encoded upstream body
+        # (~130 KB for a Codex turn), which the response would keep for the whole stream
+        return await self.transport.handle_async_request(request)
 
 
 def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> dict[str, str]:
