@@ -48,7 +48,7 @@ class _Conn:
         # plain TCP is read and written on the descriptor itself (see _Body.__aiter__); TLS
         # goes through trio's SSLStream
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h11: h11.Connection | None = None  # one per exchange, for its heads only (_send)
         self.key = key
         self.idle_since = 0.0
         self.token: object = None
@@ -257,11 +257,10 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     def _release(self, conn: _Conn, reusable: bool) -> None:
         """A body read to its end: keep the connection for the next request unless either side
-        said close. The body was framed here, not by h11, so the next exchange gets a fresh
-        h11 state machine."""
+        said close. The body was framed here, not by h11, so the next exchange starts a fresh
+        h11 state machine (_send)."""
         self._limiter.release_on_behalf_of(conn.token)
         if reusable and conn.keep_alive and self._n_idle < self._max_idle:
-            conn.h11 = h11.Connection(h11.CLIENT)
             conn.idle_since = trio.current_time()
             self._idle.setdefault(conn.key, deque()).append(conn)
             self._n_idle += 1
@@ -324,6 +323,9 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         connection = _header(head.headers, b"connection")
         conn.keep_alive = head.http_version == b"1.1" and not (connection is not None and b"close" in connection.lower())
         first, _closed = conn.h11.trailing_data
+        # the body is framed here, not by h11: its state machine (~0.9 KB) need not live as long
+        # as the stream does
+        conn.h11 = None
         return httpx.Response(
             head.status_code,
             headers=head.headers,
@@ -332,7 +334,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         )
 
     async def _send(self, conn: _Conn, method: bytes, target: bytes, headers: list, body: bytes) -> h11.Response:
-        parser = conn.h11
+        parser = conn.h11 = h11.Connection(h11.CLIENT)
         has_length = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers)
         if body and not has_length:
             headers = [*headers, (b"content-length", str(len(body)).encode())]
