@@ -1,9 +1,8 @@
 """The HTTP front end: a quart-trio app, with ``POST /v1/responses`` served at the ASGI level.
 
 Why the create route bypasses Quart's response machinery: a streamed answer needs a nursery that
-spans the whole body (one task pumps the upstream, one writes to the client, joined by a bounded
-channel, ARCHITECTURE.md), and a watcher that sees the client go away and cancels the upstream
-read at once. Quart streams from an async generator, which may not hold a nursery open across a
+spans the whole body (the request's task pumps the upstream and writes to the client; a watcher
+task sees the client go away and cancels the upstream read at once). Quart streams from an async generator, which may not hold a nursery open across a
 ``yield``; at the ASGI level the handler owns the connection for its whole life. Every other
 route (health, models, stored responses) is an ordinary Quart route.
 """
@@ -150,7 +149,6 @@ class CreateHandler:
         self.gateway = gateway
         self.auth = auth
         self.body_limit = gateway.cfg.limits.body_bytes
-        self.channel_size = gateway.cfg.limits.channel_frames
 
     async def __call__(self, scope: dict, receive, send) -> None:
         try:
@@ -174,18 +172,18 @@ class CreateHandler:
                 state.finished = True  # a client that leaves now has its whole answer
             await send(message)
 
-        # One nursery per request holds the disconnect watcher and, for a stream, the upstream
-        # pump: every scope and nursery is a few hundred bytes of every open stream.
+        # One nursery per request holds the disconnect watcher; its scope also ends the
+        # upstream read (every scope and nursery is a few hundred bytes of every open stream).
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(request, tenant, send_tracked, nursery)
+            await self._serve(request, tenant, send_tracked)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, request: list, tenant: str, send, nursery: trio.Nursery) -> None:
+    async def _serve(self, request: list, tenant: str, send) -> None:
         gw = self.gateway
         req = request.pop()
         try:
@@ -213,7 +211,7 @@ class CreateHandler:
             else:
                 await send_json(send, 200, _json.encode(response))
             return
-        await self._stream(turn, upstream, send, nursery)
+        await self._stream(turn, upstream, send)
 
     async def _background(self, req, tenant: str, stream: bool, send) -> None:
         """Start a background run; answer at once (queued) or follow its events as SSE.
@@ -231,43 +229,25 @@ class CreateHandler:
             await send({"type": "http.response.body", "body": frames, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, turn, upstream, send, nursery: trio.Nursery) -> None:
-        """One task pumps the upstream through the pipeline, this one writes to the client,
-        joined by a bounded channel: a slow client fills the channel and then stalls its own
-        upstream read, nothing else. Frames that are ready together are written together.
-        The pump runs in the request's nursery; the body is ended only once it has finished
-        (a pump that raised leaves the response cut, and the nursery raises its error)."""
-        send_ch, recv_ch = trio.open_memory_channel[list](self.channel_size)
-        pumped = False
+    async def _stream(self, turn, upstream, send) -> None:
+        """The request's task pumps the upstream through the pipeline and writes each read's
+        frames to the client in one message, itself: a slow client blocks that write, so the
+        upstream is not read meanwhile and the kernel's buffers carry the backpressure, with
+        no channel or second task (each is memory of every open stream and a task switch per
+        token). Frames ready together (one upstream read) go out together; a client that
+        falls behind gets what piled up in the next read. A pump that raised leaves the
+        response cut (no end of body), and the error propagates."""
+        # one message dict per stream, refilled per write: hypercorn copies the body out
+        message = {"type": "http.response.body", "body": b"", "more_body": True}
 
         async def emit(frames: list) -> None:
             if frames:
-                # with room in the channel the hand-off needs no yield of its own (the
-                # producer yields when it next waits for the upstream); a full one waits
-                try:
-                    send_ch.send_nowait(frames)
-                except trio.WouldBlock:
-                    await send_ch.send(frames)
-
-        async def produce() -> None:
-            nonlocal pumped
-            async with send_ch:
-                await self.gateway.pump(turn, upstream, emit)
-                pumped = True
+                message["body"] = frames[0] if len(frames) == 1 else b"".join(frames)
+                await send(message)
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        nursery.start_soon(produce)
-        async with recv_ch:
-            async for frames in recv_ch:
-                while True:  # everything already queued goes out in the same write
-                    try:
-                        frames = frames + recv_ch.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                body = frames[0] if len(frames) == 1 else b"".join(frames)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        if pumped:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await self.gateway.pump(turn, upstream, emit)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
