@@ -265,7 +265,15 @@ class Gateway:
         """
         pipe: ResponsePipeline = turn.pipeline
         t: Timeouts = turn.provider.timeouts
-        await emit(pipe.start())
+        body = resp.stream
+        # Each write to the client costs ~0.1 ms of fixed server overhead (bench/README.md), so
+        # events that are ready together go out together: the opening events wait for the first
+        # upstream read only when its bytes came with the head, and the last read's events go
+        # out with the terminal ones.
+        held = pipe.start()
+        if not getattr(body, "buffered", False):
+            await emit(held)
+            held = []
         recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
         out: list = []
@@ -279,7 +287,7 @@ class Gateway:
             # its deadline is the nearer of the whole-request limit and the read limit (first
             # byte, then idle between reads), which moves forward after reads.
             with trio.CancelScope(deadline=min(trio.current_time() + t.first_byte, total_at)) as scope:
-                async for chunk in resp.stream:  # the transport's body itself: no chunker layer
+                async for chunk in body:  # the transport's body itself: no chunker layer
                     # the idle deadline moves in steps of a tenth of it (so it fires between
                     # idle and 1.1 x idle after the last read): moving a deadline re-sorts
                     # trio's timer heap, and a paced stream reads once per token
@@ -291,10 +299,16 @@ class Gateway:
                     if recorder is not None:
                         recorder.write(chunk)
                     frames = pipe.feed(chunk)
+                    if held:
+                        frames = held + frames
+                        held = []
                     if frames:
                         if pipe.builder.finished:  # an in-band upstream error ended it
                             out = frames
                             break
+                        if getattr(body, "complete", False):
+                            out = frames  # the loop ends next, without a read
+                            continue
                         await emit(frames)
             if scope.cancelled_caught:
                 if trio.current_time() >= total_at:
@@ -313,6 +327,7 @@ class Gateway:
                 recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
+        out = held + out  # (held: nothing was read)
         out += pipe.fail(failure) if failure is not None else pipe.close()
         await self.finish(turn)
         await emit(out)

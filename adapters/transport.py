@@ -137,6 +137,18 @@ class _Body(httpx.AsyncByteStream):
         if head.status_code in (204, 304) or (self._left == 0 and self._chunked is None):
             self._left = 0
 
+    @property
+    def buffered(self) -> bool:
+        """Body bytes arrived with the head: the first piece needs no wait."""
+        return bool(self._first)
+
+    @property
+    def complete(self) -> bool:
+        """The piece just yielded was the body's last: the next step ends without a read. The
+        gateway then writes that piece's events and the terminal ones together."""
+        chunked = self._chunked
+        return chunked.done if chunked is not None else self._left == 0
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         stream = self._conn.stream
         chunked = self._chunked
