@@ -3,8 +3,8 @@
 Why not httpx's default transport: httpcore yields one body piece per HTTP chunk, through
 several layers of async generators, and LLM upstreams send one chunk per token; h11 itself
 spends several Python calls per chunk. Profiling (bench/README.md) put those at a fifth, then
-two fifths, of respline's CPU per event. Here h11 reads and writes the request and response
-heads, and the body is framed by a sans-I/O chunked decoder that turns a whole socket read into
+two fifths, of respline's CPU per event. Here ``http1`` writes the request head and reads the
+response head, and the body is framed by a sans-I/O chunked decoder that turns a whole socket read into
 one piece, so the pipeline gets many tokens per call and frames ready together are written
 together downstream. It keeps idle connections for reuse, speaks TLS for https, and raises
 httpx's own exception types, so everything above it is ordinary httpx.
@@ -17,9 +17,10 @@ import ssl
 from collections import deque
 from typing import AsyncIterator
 
-import h11
 import httpx
 import trio
+
+from adapters.http1 import HeadReader, ResponseHead, encode_request
 
 _READ = 65536
 _EAGER_READS = 8  # reads without a yield before the body iterator yields anyway
@@ -41,14 +42,13 @@ def _read(fd: int) -> bytes:
 
 
 class _Conn:
-    __slots__ = ("stream", "fd", "h11", "key", "idle_since", "token", "keep_alive")
+    __slots__ = ("stream", "fd", "key", "idle_since", "token", "keep_alive")
 
     def __init__(self, stream: trio.abc.Stream, key: tuple[str, str, int]) -> None:
         self.stream = stream
         # plain TCP is read and written on the descriptor itself (see _Body.__aiter__); TLS
         # goes through trio's SSLStream
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
-        self.h11: h11.Connection | None = None  # one per exchange, for its heads only (_send)
         self.key = key
         self.idle_since = 0.0
         self.token: object = None
@@ -123,7 +123,7 @@ class _Body(httpx.AsyncByteStream):
 
     __slots__ = ("_transport", "_conn", "_first", "_chunked", "_left", "_done")
 
-    def __init__(self, transport: "UpstreamTransport", conn: _Conn, first: bytes, head: h11.Response) -> None:
+    def __init__(self, transport: "UpstreamTransport", conn: _Conn, first: bytes, head: ResponseHead) -> None:
         self._transport = transport
         self._conn = conn
         self._first = first  # body bytes that arrived with the head
@@ -269,8 +269,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     def _release(self, conn: _Conn, reusable: bool) -> None:
         """A body read to its end: keep the connection for the next request unless either side
-        said close. The body was framed here, not by h11, so the next exchange starts a fresh
-        h11 state machine (_send)."""
+        said close."""
         self._limiter.release_on_behalf_of(conn.token)
         if reusable and conn.keep_alive and self._n_idle < self._max_idle:
             conn.idle_since = trio.current_time()
@@ -318,14 +317,14 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             if conn is None:
                 conn = await self._connect(key, timeouts.get("connect"))
             try:
-                head = await self._send(conn, request.method.encode(), target, headers, body)
+                head, first = await self._send(conn, request.method.encode(), target, headers, body)
             except httpx.HTTPError:
                 _close_now(conn)
                 if not reused:
                     raise
                 # a pooled connection the upstream had already closed: once more on a new one
                 conn = await self._connect(key, timeouts.get("connect"))
-                head = await self._send(conn, request.method.encode(), target, headers, body)
+                head, first = await self._send(conn, request.method.encode(), target, headers, body)
         except BaseException:
             self._limiter.release_on_behalf_of(token)
             if conn is not None:
@@ -334,10 +333,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         conn.token = token
         connection = _header(head.headers, b"connection")
         conn.keep_alive = head.http_version == b"1.1" and not (connection is not None and b"close" in connection.lower())
-        first, _closed = conn.h11.trailing_data
-        # the body is framed here, not by h11: its state machine (~0.9 KB) need not live as long
-        # as the stream does
-        conn.h11 = None
         return httpx.Response(
             head.status_code,
             headers=head.headers,
@@ -345,29 +340,17 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
 
-    async def _send(self, conn: _Conn, method: bytes, target: bytes, headers: list, body: bytes) -> h11.Response:
-        parser = conn.h11 = h11.Connection(h11.CLIENT)
-        has_length = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers)
-        if body and not has_length:
-            headers = [*headers, (b"content-length", str(len(body)).encode())]
-        out = parser.send(h11.Request(method=method, target=target, headers=headers))
-        if body:
-            out += parser.send(h11.Data(data=body))
-        out += parser.send(h11.EndOfMessage())
+    async def _send(self, conn: _Conn, method: bytes, target: bytes, headers: list, body: bytes) -> tuple[ResponseHead, bytes]:
+        """Write the request in one write and read the response head: the head and the body
+        bytes that came with it."""
+        out = encode_request(method, target, headers, body)
         try:
-            await _send_all(conn, out)  # the whole request in one write
+            await _send_all(conn, out)
+            reader = HeadReader()
             while True:
-                event = parser.next_event()
-                if event is h11.NEED_DATA:
-                    parser.receive_data(await _receive(conn))
-                    continue
-                if type(event) is h11.Response:
-                    return event
-                if type(event) is h11.InformationalResponse:
-                    continue
-                raise httpx.RemoteProtocolError("upstream closed the connection before answering")
-        except h11.RemoteProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from None
+                head = reader.feed(await _receive(conn))
+                if head is not None:
+                    return head, reader.rest
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise httpx.ReadError(str(exc) or exc.__class__.__name__) from None
 

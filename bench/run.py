@@ -1054,6 +1054,8 @@ def main() -> int:
     p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
+    p.add_argument("--serve-workers", type=int, default=1, metavar="N",
+                   help="scenarios 1, 2 and 4 against respline --workers N (SQLite store) instead of one process")
     p.add_argument("--gc-thresholds", default=None, metavar="G0,G1,G2", help="respline's [server] gc_thresholds ('' = CPython's own)")
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
@@ -1119,7 +1121,8 @@ def main() -> int:
                 t0 = time.monotonic()
                 try:
                     if s in (1, 2, 4) and gw is None:
-                        gw = b.start_respline()
+                        sw = args.serve_workers
+                        gw = b.start_respline(workers=sw, store=f"sqlite:{b.tmp / 'serve.db'}") if sw > 1 else b.start_respline()
                     if s == 1:
                         res, text = scenario1(b, gw)
                     elif s == 2:

@@ -10,6 +10,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.http1 import HeadReader, encode_request
 from adapters.transport import ChunkedDecoder, UpstreamTransport
 
 
@@ -46,6 +47,70 @@ def test_chunked_decoder_rejects_garbage():
         ChunkedDecoder().feed(b"zz\r\nhello\r\n")
     with pytest.raises(httpx.RemoteProtocolError):
         ChunkedDecoder().feed(b"5\r\nhelloXX")
+
+
+_HEAD = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream \r\nTransfer-Encoding: chunked\r\nX-Empty:\r\n\r\n"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(_HEAD) + 5), max_size=6))
+def test_head_reader_any_split(cuts):
+    """The response head (after an interim 100) is the same however the bytes arrive, and what
+    followed it is handed back as the start of the body."""
+    data = _HEAD + b"5\r\nhello"
+    bounds = sorted(set([0, *[min(c, len(data)) for c in cuts], len(data)]))
+    reader = HeadReader()
+    head = None
+    for a, b in zip(bounds, bounds[1:]):
+        if head is None and a < b:
+            head = reader.feed(data[a:b])
+            rest = reader.rest
+        elif head is not None:
+            rest += data[a:b]
+    assert head is not None
+    assert head.status_code == 200 and head.http_version == b"1.1" and head.reason == b"OK"
+    assert head.headers == [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked"), (b"x-empty", b"")]
+    assert rest == b"5\r\nhello"
+
+
+def test_head_reader_bare_lf_and_rejections():
+    head = HeadReader().feed(b"HTTP/1.0 404 Not Found\nContent-Length: 0\n\n")
+    assert head.status_code == 404 and head.http_version == b"1.0" and head.headers == [(b"content-length", b"0")]
+    for bad in (
+        b"HTTX/1.1 200 OK\r\n\r\n",  # not a status line
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno-colon\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nName : v\r\n\r\n",  # whitespace before the colon
+        b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n",  # obs-fold
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            HeadReader().feed(bad)
+    with pytest.raises(httpx.RemoteProtocolError):  # closed before a head
+        HeadReader().feed(b"")
+    reader = HeadReader()
+    with pytest.raises(httpx.RemoteProtocolError):  # a head without end is bounded
+        for _ in range(100):
+            reader.feed(b"x-filler: " + b"a" * 1000 + b"\r\n")
+
+
+def test_request_head_is_one_buffer_and_refuses_smuggling():
+    out = encode_request(b"POST", b"/v1/chat/completions", [(b"host", b"up:80"), (b"x-k", b"v")], b"{}")
+    assert out == b"POST /v1/chat/completions HTTP/1.1\r\nhost: up:80\r\nx-k: v\r\ncontent-length: 2\r\n\r\n{}"
+    assert encode_request(b"GET", b"/", [(b"content-length", b"0")], b"") == b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+    for headers, target in (
+        ([(b"x-k", b"v\r\nx-injected: 1")], b"/"),
+        ([(b"x-k", b"v\n")], b"/"),
+        ([(b"x-k\r", b"v")], b"/"),
+        ([(b"x-k", b"v\0")], b"/"),
+        ([], b"/ HTTP/1.1\r\nx: y"),
+        ([], b"/a b"),
+    ):
+        with pytest.raises(httpx.LocalProtocolError):
+            encode_request(b"POST", target, headers, b"{}")
 
 
 class _Server:
