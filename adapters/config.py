@@ -47,7 +47,6 @@ class Timeouts(Struct, forbid_unknown_fields=True):
 
 class Limits(Struct, forbid_unknown_fields=True):
     body_bytes: int = 16 * 1024 * 1024
-    channel_frames: int = 64  # frames buffered between upstream reader and client writer
     upstream_connections: int = 4096
 
 

@@ -253,8 +253,8 @@ def test_unknown_route_404_envelope(respline):
 
 async def test_slow_client_backpressures_the_upstream(respline, upstream):
     """A client that stops reading stalls its own upstream read: respline does not buffer the
-    whole answer. 400 x 64 KB of text is far more than the socket buffers and the bounded
-    channel hold, so the upstream's writes block until the client reads again."""
+    whole answer. 400 x 64 KB of text is far more than the socket buffers hold, so the
+    upstream's writes block until the client reads again."""
     word = "x" * 65536
     pieces = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": word}) for _ in range(400)]
     pieces += [chunk({}, "stop"), DONE]
