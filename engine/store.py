@@ -32,7 +32,7 @@ class StoredResponse(Struct):
     background: bool = False
 
 
-class StoredEvent(Struct, array_like=True):
+class StoredEvent(Struct, array_like=True, gc=False):  # atoms only: never in a cycle, not tracked
     seq: int
     type: str
     data: bytes  # the event's JSON

@@ -2,6 +2,12 @@
 
 For tests, single-process deployments and ``store: false`` WebSocket chains. Nothing survives a
 restart. Items are indexed by (tenant, id) for ``item_reference`` and dropped with their owner.
+
+Responses and items are kept as their JSON bytes, decoded when read, as the SQLite backend keeps
+them: a stored response as Python dicts is thousands of objects the garbage collector walks on
+every full collection. 100,000 small stored responses (the default limit) made a full collection
+take ~0.5 s here, a pause of every open stream; as bytes they are not tracked at all, and take a
+fraction of the memory. Reads get a fresh copy each time, as from SQLite.
 """
 
 from __future__ import annotations
@@ -10,7 +16,19 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+import msgspec
+
 from engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
+
+_enc = msgspec.json.Encoder()
+_dec_response = msgspec.json.Decoder(StoredResponse)
+_decode = msgspec.json.decode
+
+
+# A stored response: (created_at, its JSON, the ids of its items). A plain tuple of atoms, which
+# the collector stops tracking after its first pass over it (a class instance it would walk on
+# every full collection).
+_CREATED, _BODY, _ITEM_IDS = 0, 1, 2
 
 
 class _Conv:
@@ -18,14 +36,16 @@ class _Conv:
 
     def __init__(self, conv: StoredConversation) -> None:
         self.conv = conv
-        self.items: list[dict[str, Any]] = []
+        self.items: list[tuple[str, bytes]] = []  # (item id, its JSON)
 
 
 class MemoryStore:
     def __init__(self, retention: Retention | None = None, now: Callable[[], float] = time.time) -> None:
         self.retention = retention or Retention()
         self._now = now
-        self._responses: OrderedDict[tuple[str, str], StoredResponse] = OrderedDict()
+        self._responses: OrderedDict[tuple[str, str], tuple[int, bytes, tuple[str, ...]]] = OrderedDict()
+        # (tenant, item id) -> the id of the stored response holding that input or output item
+        self._items: dict[tuple[str, str], str] = {}
         self._events: dict[tuple[str, str], list[StoredEvent]] = {}
         self._convs: OrderedDict[tuple[str, str], _Conv] = OrderedDict()
 
@@ -33,24 +53,47 @@ class MemoryStore:
 
     async def put_response(self, stored: StoredResponse) -> None:
         key = (stored.tenant, stored.id)
-        self._responses[key] = stored
+        self._drop_items(key)
+        ids = []
+        for item in [*stored.input_items, *(stored.response.get("output") or ())]:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            if item_id:
+                self._items[(stored.tenant, item_id)] = stored.id
+                ids.append(item_id)
+        self._responses[key] = (stored.created_at, _enc.encode(stored), tuple(ids))
         self._responses.move_to_end(key)
         limit = self.retention.max_responses
         while limit and len(self._responses) > limit:
-            old, _ = self._responses.popitem(last=False)
-            self._events.pop(old, None)
+            self._remove(next(iter(self._responses)))
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         key = (tenant, response_id)
-        stored = self._responses.get(key)
-        if stored is None or self._expired(stored.created_at):
+        entry = self._responses.get(key)
+        if entry is None or self._expired(entry[_CREATED]):
             return None
         self._responses.move_to_end(key)
-        return stored
+        return _dec_response.decode(entry[_BODY])
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
-        self._events.pop((tenant, response_id), None)
-        return self._responses.pop((tenant, response_id), None) is not None
+        key = (tenant, response_id)
+        if key not in self._responses:
+            self._events.pop(key, None)
+            return False
+        self._remove(key)
+        return True
+
+    def _remove(self, key: tuple[str, str]) -> None:
+        self._drop_items(key)
+        del self._responses[key]
+        self._events.pop(key, None)
+
+    def _drop_items(self, key: tuple[str, str]) -> None:
+        entry = self._responses.get(key)
+        if entry is not None:
+            for item_id in entry[_ITEM_IDS]:
+                k = (key[0], item_id)
+                if self._items.get(k) == key[1]:  # not re-used by a later response
+                    del self._items[k]
 
     async def append_events(self, tenant: str, response_id: str, events: list[StoredEvent]) -> None:
         self._events.setdefault((tenant, response_id), []).extend(events)
@@ -59,21 +102,17 @@ class MemoryStore:
         return [e for e in self._events.get((tenant, response_id), ()) if e.seq > after]
 
     async def get_item(self, tenant: str, item_id: str) -> dict[str, Any] | None:
-        # a linear scan keeps the LRU the single source of truth; item references are rare
-        for (t, _), stored in reversed(self._responses.items()):
-            if t != tenant:
-                continue
-            for item in stored.input_items:
-                if item.get("id") == item_id:
-                    return item
-            for item in stored.response.get("output") or ():
-                if item.get("id") == item_id:
+        owner = self._items.get((tenant, item_id))
+        if owner is not None:  # item references are rare: decode the owner, keep one copy
+            stored = _dec_response.decode(self._responses[(tenant, owner)][_BODY])
+            for item in (*stored.input_items, *(stored.response.get("output") or ())):
+                if isinstance(item, dict) and item.get("id") == item_id:
                     return item
         for (t, _), conv in self._convs.items():
             if t == tenant:
-                for item in conv.items:
-                    if item.get("id") == item_id:
-                        return item
+                for iid, item in conv.items:
+                    if iid == item_id:
+                        return _decode(item)
         return None
 
     # -- conversations -------------------------------------------------------------------
@@ -103,18 +142,18 @@ class MemoryStore:
     async def add_conversation_items(self, tenant: str, conv_id: str, items: list[dict[str, Any]]) -> None:
         entry = self._convs.get((tenant, conv_id))
         if entry is not None:
-            entry.items.extend(items)
+            entry.items.extend((item.get("id"), _enc.encode(item)) for item in items)
 
     async def conversation_items(self, tenant: str, conv_id: str) -> list[dict[str, Any]]:
         entry = self._convs.get((tenant, conv_id))
-        return list(entry.items) if entry is not None else []
+        return [_decode(item) for _, item in entry.items] if entry is not None else []
 
     async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool:
         entry = self._convs.get((tenant, conv_id))
         if entry is None:
             return False
         before = len(entry.items)
-        entry.items = [i for i in entry.items if i.get("id") != item_id]
+        entry.items = [i for i in entry.items if i[0] != item_id]
         return len(entry.items) != before
 
     # -- retention -----------------------------------------------------------------------
@@ -129,10 +168,9 @@ class MemoryStore:
         if not ttl:
             return 0
         cutoff = now - ttl
-        dead = [k for k, s in self._responses.items() if s.created_at < cutoff]
+        dead = [k for k, s in self._responses.items() if s[_CREATED] < cutoff]
         for k in dead:
-            del self._responses[k]
-            self._events.pop(k, None)
+            self._remove(k)
         dead_convs = [k for k, c in self._convs.items() if c.conv.created_at < cutoff]
         for k in dead_convs:
             del self._convs[k]
