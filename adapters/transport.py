@@ -4,9 +4,9 @@ Why not httpx's default transport: httpcore yields one body piece per HTTP chunk
 several layers of async generators, and LLM upstreams send one chunk per token; h11 itself
 spends several Python calls per chunk. Profiling (bench/README.md) put those at a fifth, then
 two fifths, of respline's CPU per event. Here ``http1`` writes the request head and reads the
-response head, and the body is framed by a sans-I/O chunked decoder that turns a whole socket read into
-one piece, so the pipeline gets many tokens per call and frames ready together are written
-together downstream. It keeps idle connections for reuse, speaks TLS for https, and raises
+response head, and the body is framed by a sans-I/O chunked decoder that turns a whole socket
+read into one piece, so the pipeline gets many tokens per call and frames ready together are
+written together downstream. It keeps idle connections for reuse, speaks TLS for https, and raises
 httpx's own exception types, so everything above it is ordinary httpx.
 """
 

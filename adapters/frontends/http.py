@@ -2,9 +2,10 @@
 
 Why the create route bypasses Quart's response machinery: a streamed answer needs a nursery that
 spans the whole body (the request's task pumps the upstream and writes to the client; a watcher
-task sees the client go away and cancels the upstream read at once). Quart streams from an async generator, which may not hold a nursery open across a
-``yield``; at the ASGI level the handler owns the connection for its whole life. Every other
-route (health, models, stored responses) is an ordinary Quart route.
+task sees the client go away and cancels the upstream read at once). Quart streams from an async
+generator, which may not hold a nursery open across a ``yield``; at the ASGI level the handler
+owns the connection for its whole life. Every other route (health, models, stored responses) is
+an ordinary Quart route.
 """
 
 from __future__ import annotations

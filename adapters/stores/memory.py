@@ -3,11 +3,11 @@
 For tests, single-process deployments and ``store: false`` WebSocket chains. Nothing survives a
 restart. Items are indexed by (tenant, id) for ``item_reference`` and dropped with their owner.
 
-Responses and items are kept as their JSON bytes, decoded when read, as the SQLite backend keeps
-them: a stored response as Python dicts is thousands of objects the garbage collector walks on
-every full collection. 100,000 small stored responses (the default limit) made a full collection
-take ~0.5 s here, a pause of every open stream; as bytes they are not tracked at all, and take a
-fraction of the memory. Reads get a fresh copy each time, as from SQLite.
+Responses and conversation items are kept as their JSON bytes, decoded when read, as the SQLite
+backend keeps them: as Python dicts a stored response is a dozen objects or more (hundreds for a
+long one) that the garbage collector walks on every full collection, and 100,000 small stored
+responses (the default limit) made a full collection take ~0.5 s here, a pause of every open
+stream. As bytes they are not tracked at all. Reads get a fresh copy each time, as from SQLite.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _decode = msgspec.json.decode
 # the collector stops tracking after its first pass over it (a class instance it would walk on
 # every full collection).
 _CREATED, _BODY, _ITEM_IDS = 0, 1, 2
+_Entry = tuple[int, bytes, tuple[str, ...]]
 
 
 class _Conv:
@@ -43,7 +44,7 @@ class MemoryStore:
     def __init__(self, retention: Retention | None = None, now: Callable[[], float] = time.time) -> None:
         self.retention = retention or Retention()
         self._now = now
-        self._responses: OrderedDict[tuple[str, str], tuple[int, bytes, tuple[str, ...]]] = OrderedDict()
+        self._responses: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         # (tenant, item id) -> the id of the stored response holding that input or output item
         self._items: dict[tuple[str, str], str] = {}
         self._events: dict[tuple[str, str], list[StoredEvent]] = {}
