@@ -29,7 +29,7 @@ from engine.items import normalise
 from engine.pipeline import ResponsePipeline
 from engine.seal import Sealer
 from engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
-from engine.translate import decode_item, input_items, parse_create, response_template
+from engine.translate import decode_item, input_items, parse_create, response_builtins, response_template
 from engine.wire import request as Q
 from engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
 
@@ -358,7 +358,7 @@ class Gateway:
                 StoredResponse(
                     tenant=turn.tenant,
                     id=resp.id,
-                    response=msgspec.to_builtins(resp),
+                    response=response_builtins(resp),
                     input_items=turn.stored_input,
                     previous_response_id=turn.previous_response_id,
                     created_at=resp.created_at,
@@ -373,7 +373,7 @@ class Gateway:
     async def record_status(self, turn: Turn, status: str, **changes: Any) -> dict[str, Any]:
         """Write the response as it stands (queued, in progress, cancelled) to the store."""
         resp = msgspec.structs.replace(turn.pipeline.response, status=status, **changes)
-        body = msgspec.to_builtins(resp)
+        body = response_builtins(resp)
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
         await self.store.put_response(
             StoredResponse(

@@ -579,6 +579,17 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return tool
 
 
+def response_builtins(resp: Response) -> dict[str, Any]:
+    """A Response as plain JSON values (to store it): its pre-encoded parts decoded."""
+    return msgspec.to_builtins(resp, enc_hook=_raw_to_builtins)
+
+
+def _raw_to_builtins(obj: Any) -> Any:
+    if type(obj) is msgspec.Raw:
+        return msgspec.json.decode(obj)
+    raise NotImplementedError(f"cannot store a {type(obj).__name__}")
+
+
 def response_template(req: Q.CreateRequest, ids: Ids, clock: Clock, *, response_id: str | None = None) -> Response:
     """The Response object every event embeds: the request's settings echoed back (SPEC 1.3)."""
     reasoning = None
@@ -600,7 +611,9 @@ def response_template(req: Q.CreateRequest, ids: Ids, clock: Clock, *, response_
         model=req.model or "",
         previous_response_id=req.previous_response_id,
         instructions=req.instructions,
-        tools=[_echo_tool(t) for t in req.tools or []],
+        # pre-encoded: a Codex turn's 20 tools are ~25 KB of JSON but ~75 KB as dicts, held by
+        # every open stream and encoded again in each of its three lifecycle events
+        tools=msgspec.Raw(_json.encode([_echo_tool(t) for t in req.tools])) if req.tools else [],
         tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
         truncation=req.truncation or "disabled",
         parallel_tool_calls=True if req.parallel_tool_calls is None else req.parallel_tool_calls,

@@ -21,6 +21,7 @@ from engine.translate import (
     ChatDialect,
     input_items,
     parse_create,
+    response_builtins,
     response_template,
     to_chat_request,
 )
@@ -766,7 +767,7 @@ def template_dict(body: dict[str, Any], **kw) -> dict[str, Any]:
     tpl = response_template(parse({"model": "m1", "input": "x", **body}), ids, clock, **kw)
     tpl.status = "completed"
     tpl.completed_at = clock.now()
-    return msgspec.to_builtins(tpl)
+    return response_builtins(tpl)
 
 
 def test_template_defaults_have_every_key_and_validate():

@@ -121,6 +121,7 @@ class Response(Struct):
     instructions: str | None = None
     output: list[OutputItem] = msgspec.field(default_factory=list)
     error: ResponseError | None = None
+    # a fresh template holds the echo pre-encoded, as msgspec.Raw (translate.response_template)
     tools: list[Any] = msgspec.field(default_factory=list)
     tool_choice: Any = "auto"
     truncation: str = "disabled"
