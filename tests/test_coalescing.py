@@ -8,7 +8,7 @@ import httpx
 
 from conftest import TEST_KEY
 from upstream import DONE, USAGE, Reply, chunk
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import checked, parse_sse
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 
@@ -32,10 +32,7 @@ async def test_last_read_and_terminal_events_share_a_write(respline, upstream):
     events (which respline adds once the body has ended) go out in one write, not two."""
     upstream.queue(Reply(body=_body("one", " two"), headers={"content-type": "text/event-stream"}))
     pieces = await _pieces(respline)
-    events = parse_sse(b"".join(pieces))
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    events = checked(parse_sse(b"".join(pieces)))
     assert [e["type"] for e in events][-1] == "response.completed"
     together = [p for p in pieces if b"response.output_text.delta" in p and b"response.completed" in p]
     assert together, [p[:80] for p in pieces]
@@ -52,7 +49,4 @@ async def test_paced_tokens_are_not_held_back(respline, upstream):
     deltas = [p for p in got if b"response.output_text.delta" in p]
     assert len(deltas) == 4, "each paced token went out in its own write"
     assert b"response.completed" not in deltas[-1]  # the end of a close-delimited body is only seen later
-    events = parse_sse(b"".join(got))
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    events = checked(parse_sse(b"".join(got)))

@@ -12,7 +12,7 @@ import trio
 
 from conftest import TEST_KEY, free_port
 from upstream import DONE, Reply, chunk, text_stream
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import check_lifecycle, checked, parse_sse
 
 AUTH = {"authorization": f"Bearer {TEST_KEY}"}
 
@@ -143,10 +143,7 @@ idle = 0.5
     upstream.queue(Reply([chunk({"role": "assistant", "content": "partial"}), chunk({"content": "never"})], delay=1.5))
     r = post(server, {"model": "m1", "input": "x", "stream": True}, headers={})
     assert r.status_code == 200
-    events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    events = checked(parse_sse(r.content))
     assert events[-2]["type"] == "error" and events[-2]["code"] == "upstream_timeout"
     assert "sent nothing for 0.5 seconds" in events[-2]["message"]
     assert events[-1]["type"] == "response.failed"
@@ -163,10 +160,7 @@ total = 1
     pieces = [chunk({"role": "assistant", "content": "a"})] + [chunk({"content": "b"}) for _ in range(8)] + [DONE]
     upstream.queue(Reply(pieces, delay=0.3))
     r = post(server, {"model": "m1", "input": "x", "stream": True}, headers={})
-    events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    events = checked(parse_sse(r.content))
     assert events[-2]["type"] == "error" and events[-2]["code"] == "upstream_timeout"
     assert "total timeout of 1 seconds" in events[-2]["message"]
     assert events[-1]["type"] == "response.failed"
@@ -182,10 +176,7 @@ def test_midstream_inband_error(respline, upstream):
     ]
     upstream.queue(Reply(pieces))
     r = post(respline, {"model": "m1", "input": "x", "stream": True})
-    events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    events = checked(parse_sse(r.content))
     err = [e for e in events if e["type"] == "error"][0]
     assert err["message"] == "Token limit reached" and err["error"]["code"] == "400"
     failed = events[-1]

@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from conftest import TEST_KEY
 from upstream import Reply, chunk, text_stream, tool_stream
-from validate import check_lifecycle, validate_event
+from validate import checked
 
 HEADERS = [("authorization", f"Bearer {TEST_KEY}"), ("openai-beta", "responses_websockets=2026-02-06")]
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
@@ -32,13 +32,6 @@ async def turn(ws, frame: dict) -> list[dict]:
         events.append(ev)
         if ev["type"] in TERMINAL or (ev["type"] == "error" and "status" in ev):
             return events
-
-
-def checked(events: list[dict]) -> list[dict]:
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
-    return events
 
 
 async def test_sequential_turns_and_store_false_continuation(respline, upstream):

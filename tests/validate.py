@@ -268,6 +268,14 @@ _DONES = {
 _PART_TEXT = {"output_text": "text", "refusal": "refusal", "reasoning_text": "text", "summary_text": "text"}
 
 
+def checked(events: list[dict], dialect: str = "openai") -> list[dict]:
+    """Every event validated, then the stream's lifecycle; the events back for more asserts."""
+    for ev in events:
+        validate_event(ev, dialect)
+    check_lifecycle(events)
+    return events
+
+
 def check_lifecycle(events: list[dict]) -> None:
     """Assert the SPEC 1.5 ordering rules over one whole response stream."""
     assert len(events) >= 3, f"a stream needs created, in_progress and a terminal event; got {len(events)}"
