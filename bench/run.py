@@ -277,6 +277,14 @@ class Bench:
         p.wait_ready(60)
         return Target("respline", port, p)
 
+    def start_floor(self) -> Target:
+        """The hypercorn floor (floor.py): hypercorn with an app that answers at once."""
+        port = free_port()
+        p = Proc("floor", [sys.executable, str(BENCH / "floor.py"), "--host", "127.0.0.1", "--port", str(port)], port, "/health", self.tmp)
+        self.procs.append(p)
+        p.wait_ready(60)
+        return Target("floor", port, p)
+
     def start_litellm(self) -> Target:
         assert self.upstream is not None
         port = free_port()
@@ -503,7 +511,8 @@ def scenario2(b: Bench, gw: Target, levels: list[str] | None = None, peers: list
         levels = ["1", "10", "100", "1000", "100@20", "100@50"]
     repeats = b.args.repeats
     model = b.s2_model()
-    targets = [b.direct(), gw] + (peers or [])
+    floor = [] if b.args.no_floor else [b.start_floor()]
+    targets = [b.direct(), gw] + floor + (peers or [])
     res: dict = {"tokens": b.s2_tokens(), "levels": {}}
     rows = []
     for t in targets:
@@ -542,6 +551,8 @@ def scenario2(b: Bench, gw: Target, levels: list[str] | None = None, peers: list
                 level["targets"]["vs_litellm"] = g["events_per_s"] / meds["litellm"]["events_per_s"]
                 level["targets"]["vs_litellm_met"] = level["targets"]["vs_litellm"] >= 3
         res["levels"][label] = level
+    for f in floor:
+        b.stop(f)
     md = [f"### Scenario 2: concurrent streams of {b.s2_tokens()} tokens (median of {repeats}; {'requests per level = max(streams, 10)' if b.quick else 'requests per level = max(2 x streams, 40), 1 per stream at 1000'})", ""]
     md.append(table(
         ["streams", "target", "events/s", "/ direct", "events/stream", "TTFB p50 ms", "TTFB p99 ms", "added p50", "added p99", "first token p50 ms", "first token p99 ms", "server CPU us/event", "errors"],
@@ -558,6 +569,10 @@ def scenario2(b: Bench, gw: Target, levels: list[str] | None = None, peers: list
         if "vs_litellm" in t100:
             line += f"; {gw.kind} / litellm events/s = {t100['vs_litellm']:.2f} (target >= 3: {verdict(t100['vs_litellm_met'])})"
         md.append(line + ".")
+        if floor:
+            md.append(f"The hypercorn floor there (`floor.py`: hypercorn with an app that answers at once, no upstream): added TTFB p50 "
+                      f"{fmt(lv['floor_added_ttfb_p50_ms'], 2)} ms, p99 {fmt(lv['floor_added_ttfb_p99_ms'], 2)} ms; "
+                      f"{fmt(lv['floor']['target_cpu_us_per_event'], 1)} us of server CPU per event.")
     md.append("")
     md.append("TTFB: request written -> first response byte. First token: -> first content delta (`output_text.delta` through a gateway). "
               "Added = gateway minus direct, medians of the per-repeat percentiles.")
@@ -1061,6 +1076,7 @@ def main() -> int:
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
     p.add_argument("--profile-concurrent", type=int, default=0, metavar="N", help="profile N concurrent closed-loop streams of scenario 2 instead")
     p.add_argument("--profile-codex", action="store_true", help="profile scenario 4's Codex-sized requests instead")
+    p.add_argument("--no-floor", action="store_true", help="scenario 2 without the hypercorn floor rows (floor.py)")
     p.add_argument("--respline", default=None, help="the respline command (default: the project venv's)")
     p.add_argument("--rev", default=None, help="run respline's engine/ and adapters/ as of this git revision (before/after)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")

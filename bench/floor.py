@@ -1,0 +1,118 @@
+"""The hypercorn floor: what the server respline is fixed to costs with an app that does nothing.
+
+A trivial ASGI app on hypercorn's trio worker (configured as ``respline serve`` configures it)
+answers every ``POST`` at once with a pre-encoded Responses event stream: no upstream, no request
+parsing beyond finding the bench model name, no translation. Scenario 2 runs it as one more
+target beside direct and respline, so its rows show the least any gateway built on hypercorn and
+trio can add on this machine, and respline's rows how much of their cost is respline's own.
+
+The model name says what to send, as for the bench upstream: ``bench-n100`` is 100 deltas in one
+write (the opening and closing events included: 108 events, as respline sends for 100 tokens);
+``bench-n100-r50`` paces them at 50 tokens/s, one write per token (the opening events go with the
+first token, the closing ones with the last), as respline writes a paced stream.
+
+    python bench/floor.py --port 8001     # accepts respline serve's other options and ignores them
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+_MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?"')
+_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def _event(kind: str, **fields) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields}, separators=(',', ':'))}\n\n".encode()
+
+
+def _stream(tokens: int) -> tuple[bytes, list[bytes], bytes]:
+    """(opening events, one delta per token, closing events), each pre-encoded."""
+    resp = {"id": "resp_floor", "object": "response", "created_at": 0, "status": "in_progress", "model": "floor", "output": []}
+    item = {"id": "msg_floor", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    loc = {"item_id": "msg_floor", "output_index": 0, "content_index": 0}
+    opening = b"".join([
+        _event("response.created", sequence_number=0, response=resp),
+        _event("response.in_progress", sequence_number=1, response=resp),
+        _event("response.output_item.added", sequence_number=2, output_index=0, item=item),
+        _event("response.content_part.added", sequence_number=3, part=part, **loc),
+    ])
+    deltas = [_event("response.output_text.delta", sequence_number=4 + i, delta=f" tok{i}", logprobs=[], **loc) for i in range(tokens)]
+    text = "".join(f" tok{i}" for i in range(tokens))
+    n = 4 + tokens
+    done_part = dict(part, text=text)
+    done_item = dict(item, status="completed", content=[done_part])
+    closing = b"".join([
+        _event("response.output_text.done", sequence_number=n, text=text, logprobs=[], **loc),
+        _event("response.content_part.done", sequence_number=n + 1, part=done_part, **loc),
+        _event("response.output_item.done", sequence_number=n + 2, output_index=0, item=done_item),
+        _event("response.completed", sequence_number=n + 3, response=dict(resp, status="completed", output=[done_item])),
+    ])
+    return opening, deltas, closing
+
+
+_streams: dict[int, tuple[bytes, list[bytes], bytes]] = {}
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    m = _MODEL.search(body) if scope["method"] == "POST" else None
+    if m is None:  # /health, or anything that is not a bench request
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
+        return
+    tokens, rate = int(m[1]), float(m[2] or 0)
+    if tokens not in _streams:
+        _streams[tokens] = _stream(tokens)
+    opening, deltas, closing = _streams[tokens]
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    if not rate:
+        await send({"type": "http.response.body", "body": opening + b"".join(deltas) + closing})
+        return
+    start = trio.current_time()
+    last = len(deltas) - 1
+    for i, delta in enumerate(deltas):
+        if i:
+            await trio.sleep_until(start + i / rate)
+        chunk = (opening if i == 0 else b"") + delta + (closing if i == last else b"")
+        await send({"type": "http.response.body", "body": chunk, "more_body": i != last})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="serve", help="ignored (so the bench can start it as it starts respline)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    args, _ = p.parse_known_args()
+    cfg = Config()
+    cfg.bind = [f"{args.host}:{args.port}"]
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.keep_alive_timeout = 75  # as respline serve sets it
+    trio.run(serve, app, cfg)
+
+
+if __name__ == "__main__":
+    main()
