@@ -1,8 +1,8 @@
 """The hypercorn floor: what the server respline is fixed to costs with an app that does nothing.
 
-A trivial ASGI app on hypercorn's trio worker (configured as ``respline serve`` configures it)
-answers every ``POST`` at once with a pre-encoded Responses event stream: no upstream, no request
-parsing beyond finding the bench model name, no translation. Scenario 2 runs it as one more
+A trivial ASGI app on hypercorn's trio worker (configured, and its garbage collector tuned, as
+``respline serve`` does it) answers every ``POST`` at once with a pre-encoded Responses event
+stream: no upstream, no request parsing beyond finding the bench model name, no translation. Scenario 2 runs it as one more
 target beside direct and respline, so its rows show the least any gateway built on hypercorn and
 trio can add on this machine, and respline's rows how much of their cost is respline's own.
 
@@ -20,9 +20,16 @@ import argparse
 import json
 import re
 
+import sys
+from pathlib import Path
+
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from adapters.cli import tune_gc  # noqa: E402  (the process is tuned as respline serve tunes its own)
+from adapters.config import Config as ResplineConfig  # noqa: E402
 
 _MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?"')
 _HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -111,6 +118,9 @@ def main() -> None:
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.keep_alive_timeout = 75  # as respline serve sets it
+    # the garbage collector as respline serve sets it: CPython's defaults cost a large share of
+    # a core with many connections open (at 1000 streams the floor fell to a tenth of respline)
+    tune_gc(ResplineConfig().server.gc_thresholds)
     trio.run(serve, app, cfg)
 
 
