@@ -145,20 +145,35 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     return gateway, clients
 
 
-async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
+# The listening socket's queue of connections not yet accepted (the kernel caps it at
+# net.core.somaxconn). hypercorn's default of 100 overflows when a fleet connects at once: at
+# 1,000 simultaneous connections the kernel dropped 740 handshakes, and those clients waited
+# for SYN retransmits (1 s, then 3 s) before their first byte (bench/README.md, session 4).
+LISTEN_BACKLOG = 4096
+
+
+def hyper_config(cfg: Config, listen_fd: int | None = None):
+    """hypercorn's settings for ``respline serve``."""
     from hypercorn.config import Config as HyperConfig
+
+    hc = HyperConfig()
+    # a worker process serves the socket its supervisor bound (--workers N)
+    hc.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{cfg.server.host}:{cfg.server.port}"]
+    hc.backlog = LISTEN_BACKLOG
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = cfg.server.shutdown_grace  # in-flight requests (and idle keep-alives) get this long
+    return hc
+
+
+async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
     from hypercorn.trio import serve as hyper_serve
 
     closing = trio.Event()
     app = build_app(gateway, build_auth(cfg), closing)
     runs = Runs(gateway)
-    hc = HyperConfig()
-    # a worker process serves the socket its supervisor bound (--workers N)
-    hc.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{cfg.server.host}:{cfg.server.port}"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = cfg.server.shutdown_grace  # in-flight requests (and idle keep-alives) get this long
+    hc = hyper_config(cfg, listen_fd)
     shutdown = trio.Event()
 
     async def on_signals() -> None:
@@ -242,7 +257,7 @@ def supervise(args: argparse.Namespace, cfg: Config) -> int:
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((cfg.server.host, cfg.server.port))
-    sock.listen(4096)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     fd = sock.fileno()
     argv = [a for a in sys.argv[1:]]

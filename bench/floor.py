@@ -24,11 +24,10 @@ import sys
 from pathlib import Path
 
 import trio
-from hypercorn.config import Config
 from hypercorn.trio import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from adapters.cli import tune_gc  # noqa: E402  (the process is tuned as respline serve tunes its own)
+from adapters.cli import hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
 from adapters.config import Config as ResplineConfig  # noqa: E402
 
 _MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?"')
@@ -113,14 +112,12 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     args, _ = p.parse_known_args()
-    cfg = Config()
-    cfg.bind = [f"{args.host}:{args.port}"]
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.keep_alive_timeout = 75  # as respline serve sets it
-    # the garbage collector as respline serve sets it: CPython's defaults cost a large share of
-    # a core with many connections open (at 1000 streams the floor fell to a tenth of respline)
-    tune_gc(ResplineConfig().server.gc_thresholds)
+    # hypercorn and the garbage collector exactly as respline serve sets them (backlog,
+    # keep-alive, GC thresholds): only the app differs
+    rcfg = ResplineConfig()
+    rcfg.server.host, rcfg.server.port = args.host, args.port
+    cfg = hyper_config(rcfg)
+    tune_gc(rcfg.server.gc_thresholds)
     trio.run(serve, app, cfg)
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from conftest import ROOT
 from upstream import DONE, USAGE, Reply, chunk, text_stream
@@ -135,3 +138,48 @@ def test_reasoning_dialect_on_the_server(start_server, upstream):
     for ev in events:
         validate_event(ev, dialect="openresponses")
     assert "response.reasoning.delta" in [e["type"] for e in events]
+
+
+def _accept_queue(port: int) -> int | None:
+    """Connections waiting in the accept queue of the socket listening on ``port`` (Linux: for a
+    listening socket, /proc/net/tcp's rx_queue is that count)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            return int(queues.split(":")[1], 16)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the accept queue from Linux's /proc/net/tcp")
+def test_a_fleet_connecting_at_once_waits_in_the_accept_queue(start_server):
+    """300 clients connect while respline is not accepting (stopped): all 300 wait in the listen
+    queue. hypercorn's default backlog (100) holds 101; the rest had their handshakes dropped and
+    waited for SYN retransmits, seconds before a first byte (bench/README.md, session 4)."""
+    import signal
+    import socket
+
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    if somaxconn <= 150:
+        pytest.skip(f"net.core.somaxconn is {somaxconn}: the kernel caps every backlog near hypercorn's default")
+    server = start_server([])
+    n = min(300, somaxconn)
+    socks: list[socket.socket] = []
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.settimeout(5)
+            s.connect(("127.0.0.1", server.port))
+            socks.append(s)
+        deadline = time.monotonic() + 5
+        queued = _accept_queue(server.port)
+        while (queued or 0) < n and time.monotonic() < deadline:  # the handshakes' last ACKs
+            time.sleep(0.05)
+            queued = _accept_queue(server.port)
+        assert queued == n
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        for s in socks:
+            s.close()
+    assert httpx.get(server.base + "/health", timeout=5).status_code == 200
