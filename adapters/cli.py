@@ -146,8 +146,8 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
 
 
 # The listening socket's queue of connections not yet accepted (the kernel caps it at
-# net.core.somaxconn). hypercorn's default of 100 overflows when a fleet connects at once: at
-# 1,000 simultaneous connections the kernel dropped 740 handshakes, and those clients waited
+# net.core.somaxconn). hypercorn's default of 100 overflows when a fleet connects at once: in one
+# run of 1,000 simultaneous connections the kernel dropped 740 handshakes, and those clients waited
 # for SYN retransmits (1 s, then 3 s) before their first byte (bench/README.md, session 4).
 LISTEN_BACKLOG = 4096
 

@@ -2,9 +2,10 @@
 
 A trivial ASGI app on hypercorn's trio worker (configured, and its garbage collector tuned, as
 ``respline serve`` does it) answers every ``POST`` at once with a pre-encoded Responses event
-stream: no upstream, no request parsing beyond finding the bench model name, no translation. Scenario 2 runs it as one more
-target beside direct and respline, so its rows show the least any gateway built on hypercorn and
-trio can add on this machine, and respline's rows how much of their cost is respline's own.
+stream: no upstream, no request parsing beyond finding the bench model name, no translation.
+Scenario 2 runs it as one more target beside direct and respline, so its rows show the least any
+gateway built on hypercorn and trio can add on this machine, and respline's rows how much of
+their cost is respline's own.
 
 The model name says what to send, as for the bench upstream: ``bench-n100`` is 100 deltas in one
 write (the opening and closing events included: 108 events, as respline sends for 100 tokens);
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-
 import sys
 from pathlib import Path
 
