@@ -13,8 +13,8 @@ import logging
 
 import trio
 
-from adapters.gateway import TERMINAL_STATUSES, Gateway, Turn, stored_event
-from engine.errors import ApiError
+from respline.adapters.gateway import TERMINAL_STATUSES, Gateway, Turn, stored_event
+from respline.engine.errors import ApiError
 
 log = logging.getLogger("respline.background")
 

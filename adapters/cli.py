@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import trio
 
-from adapters.background import Runs
-from adapters.config import (
+from respline.adapters.background import Runs
+from respline.adapters.config import (
     Config,
     ConfigError,
     ProviderConfig,
@@ -26,18 +26,18 @@ from adapters.config import (
     check,
     load,
 )
-from adapters.frontends.http import Auth, build_app
-from adapters.gateway import Gateway, load_secret
-from adapters.providers.anthropic import AnthropicProvider
-from adapters.providers.openai_chat import ChatProvider
-from adapters.providers.openai_responses import ResponsesProvider
-from adapters.providers.replay import DemoTransport
-from adapters.transport import UpstreamTransport
-from engine.ids import Clock, Ids, deterministic
-from engine.replay import KINDS, load_recording, replay
-from engine.seal import Sealer
-from engine.store import Retention
-from engine.stages.builder import REASONING_DIALECTS
+from respline.adapters.frontends.http import Auth, build_app
+from respline.adapters.gateway import Gateway, load_secret
+from respline.adapters.providers.anthropic import AnthropicProvider
+from respline.adapters.providers.openai_chat import ChatProvider
+from respline.adapters.providers.openai_responses import ResponsesProvider
+from respline.adapters.providers.replay import DemoTransport
+from respline.adapters.transport import UpstreamTransport
+from respline.engine.ids import Clock, Ids, deterministic
+from respline.engine.replay import KINDS, load_recording, replay
+from respline.engine.seal import Sealer
+from respline.engine.store import Retention
+from respline.engine.stages.builder import REASONING_DIALECTS
 
 log = logging.getLogger("respline")
 
@@ -92,13 +92,13 @@ def build_store(cfg: Config):
         max_conversations=cfg.store.max_conversations,
     )
     if cfg.store.backend == "sqlite":
-        from adapters.stores.sqlite import SqliteStore
+        from respline.adapters.stores.sqlite import SqliteStore
 
         try:
             return SqliteStore(cfg.store.path, retention)
         except Exception as exc:  # noqa: BLE001 - any failure to open the file is a start-up error
             raise ConfigError(f"store: cannot open SQLite database {cfg.store.path}: {exc}") from None
-    from adapters.stores.memory import MemoryStore
+    from respline.adapters.stores.memory import MemoryStore
 
     return MemoryStore(retention)
 
@@ -266,7 +266,7 @@ def supervise(args: argparse.Namespace, cfg: Config) -> int:
         del argv[i : i + 2]
     argv = [a for a in argv if not a.startswith("--workers=")]
     workers = [
-        subprocess.Popen([sys.executable, "-m", "adapters.cli", *argv, "--listen-fd", str(fd)], pass_fds=[fd])
+        subprocess.Popen([sys.executable, "-m", "respline.adapters.cli", *argv, "--listen-fd", str(fd)], pass_fds=[fd])
         for _ in range(args.workers)
     ]
     sock.close()
@@ -317,6 +317,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="respline", description="A Responses API gateway.")
+    p.add_argument("--version", action="version", version=f"respline {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway")
@@ -351,6 +352,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--think-tags", action="store_true", help="treat <think>...</think> in content as reasoning")
     r.set_defaults(func=cmd_replay)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("respline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

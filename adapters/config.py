@@ -24,9 +24,9 @@ from pathlib import Path
 import msgspec
 from msgspec import Struct
 
-from engine.stages.builder import OPENAI, REASONING_DIALECTS
-from engine.translate import ChatDialect
-from engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, AnthropicDialect
+from respline.engine.stages.builder import OPENAI, REASONING_DIALECTS
+from respline.engine.translate import ChatDialect
+from respline.engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, AnthropicDialect
 
 # "openai-chat": Chat Completions (POST {base_url}/chat/completions); "anthropic": Messages
 # (POST {base_url}/messages); "openai-responses": the Responses API itself, passed through

@@ -19,19 +19,19 @@ import httpx
 import msgspec
 import trio
 
-from adapters.config import Config, Router, Timeouts, expand_env
-from adapters.providers.common import TurnContext
-from engine.deltas import UpstreamError
-from engine import compaction
-from engine.errors import ApiError, from_validation
-from engine.ids import Clock, Ids
-from engine.items import normalise
-from engine.pipeline import ResponsePipeline
-from engine.seal import Sealer
-from engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
-from engine.translate import decode_item, input_items, parse_create, response_builtins, response_template
-from engine.wire import request as Q
-from engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
+from respline.adapters.config import Config, Router, Timeouts, expand_env
+from respline.adapters.providers.common import TurnContext
+from respline.engine.deltas import UpstreamError
+from respline.engine import compaction
+from respline.engine.errors import ApiError, from_validation
+from respline.engine.ids import Clock, Ids
+from respline.engine.items import normalise
+from respline.engine.pipeline import ResponsePipeline
+from respline.engine.seal import Sealer
+from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
+from respline.engine.translate import decode_item, input_items, parse_create, response_builtins, response_template
+from respline.engine.wire import request as Q
+from respline.engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
 
 log = logging.getLogger("respline.gateway")
 

@@ -20,7 +20,7 @@ from typing import AsyncIterator
 import httpx
 import trio
 
-from adapters.http1 import HeadReader, ResponseHead, encode_request
+from respline.adapters.http1 import HeadReader, ResponseHead, encode_request
 
 _READ = 65536
 _EAGER_READS = 8  # reads without a yield before the body iterator yields anyway

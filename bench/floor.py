@@ -27,8 +27,8 @@ import trio
 from hypercorn.trio import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from adapters.cli import hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
-from adapters.config import Config as ResplineConfig  # noqa: E402
+from respline.adapters.cli import hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
+from respline.adapters.config import Config as ResplineConfig  # noqa: E402
 
 _MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?"')
 _HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

@@ -996,9 +996,15 @@ def checkout_rev(rev: str, tmp: Path) -> str:
     archive = subprocess.run(["git", "archive", rev, "engine", "adapters"], cwd=ROOT, capture_output=True, timeout=60)
     if archive.returncode != 0:
         raise SystemExit(f"bench: git archive {rev} failed: {archive.stderr.decode(errors='replace').strip()}")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
-    wrapper = dest / "respline"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{dest}" exec "{sys.executable}" -m adapters.cli "$@"\n')
+    # revisions since the packaging change import respline.engine / respline.adapters (the folders
+    # installed under the respline namespace); older ones import engine / adapters at the top level
+    pkg = dest / "respline"
+    pkg.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(pkg)], input=archive.stdout, check=True, timeout=60)
+    namespaced = b"respline.adapters" in (pkg / "adapters" / "cli.py").read_bytes()
+    path, module = (dest, "respline.adapters.cli") if namespaced else (pkg, "adapters.cli")
+    wrapper = dest / "respline-rev"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec "{sys.executable}" -m {module} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 

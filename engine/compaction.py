@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from engine.wire import request as Q
+from respline.engine.wire import request as Q
 
 SUMMARY_PREFIX = "Summary of the conversation so far:\n"
 

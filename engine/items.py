@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.ids import Ids
-from engine.wire import request as Q
+from respline.engine.ids import Ids
+from respline.engine.wire import request as Q
 
 _PREFIX = {
     "message": "msg_",

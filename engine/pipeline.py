@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Sequence
 
-from engine.deltas import UpstreamError
-from engine.ids import Clock, Ids
-from engine.stages.anthropic_decoder import AnthropicDecoder
-from engine.stages.builder import OPENAI, ResponseBuilder
-from engine.stages.chat_decoder import ChatDecoder
-from engine.stages.encoder import JsonEncoder, SseEncoder
-from engine.stages.rebuilder import CompletionRebuilder
-from engine.stages.responses_normaliser import ResponsesNormaliser
-from engine.stages.sequencer import Sequencer
-from engine.stages.sse import SseDecoder
-from engine.stages.tool_calls import ToolCallAccumulator
-from engine.toolmap import ToolMap
-from engine.wire.responses import Response
+from respline.engine.deltas import UpstreamError
+from respline.engine.ids import Clock, Ids
+from respline.engine.stages.anthropic_decoder import AnthropicDecoder
+from respline.engine.stages.builder import OPENAI, ResponseBuilder
+from respline.engine.stages.chat_decoder import ChatDecoder
+from respline.engine.stages.encoder import JsonEncoder, SseEncoder
+from respline.engine.stages.rebuilder import CompletionRebuilder
+from respline.engine.stages.responses_normaliser import ResponsesNormaliser
+from respline.engine.stages.sequencer import Sequencer
+from respline.engine.stages.sse import SseDecoder
+from respline.engine.stages.tool_calls import ToolCallAccumulator
+from respline.engine.toolmap import ToolMap
+from respline.engine.wire.responses import Response
 
 
 class Stage(Protocol):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from engine.ids import Clock, Ids, deterministic
-from engine.pipeline import anthropic_pipeline, chat_pipeline, responses_pipeline
-from engine.stages.builder import OPENAI
-from engine.toolmap import ToolMap
-from engine.wire.responses import Response
+from respline.engine.ids import Clock, Ids, deterministic
+from respline.engine.pipeline import anthropic_pipeline, chat_pipeline, responses_pipeline
+from respline.engine.stages.builder import OPENAI
+from respline.engine.toolmap import ToolMap
+from respline.engine.wire.responses import Response
 
 KINDS = ("openai-chat", "anthropic", "openai-responses")
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from msgspec import Struct
 
-from engine.errors import ApiError
+from respline.engine.errors import ApiError
 
 
 class StoredResponse(Struct):

@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 import msgspec
 
-from engine import compaction
-from engine.errors import ApiError, from_validation
-from engine.ids import Clock, Ids
-from engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
-from engine.wire import request as Q
-from engine.wire.responses import Response
+from respline.engine import compaction
+from respline.engine.errors import ApiError, from_validation
+from respline.engine.ids import Clock, Ids
+from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
+from respline.engine.wire import request as Q
+from respline.engine.wire.responses import Response
 
 log = logging.getLogger("respline.translate")
 

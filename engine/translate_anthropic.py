@@ -30,11 +30,11 @@ from typing import Any, Callable
 
 import msgspec
 
-from engine import compaction
-from engine.errors import ApiError
-from engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap
-from engine.translate import _text_of_parts, translate_tool_choice, translate_tools, upstream_tool_name
-from engine.wire import request as Q
+from respline.engine import compaction
+from respline.engine.errors import ApiError
+from respline.engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap
+from respline.engine.translate import _text_of_parts, translate_tool_choice, translate_tools, upstream_tool_name
+from respline.engine.wire import request as Q
 
 log = logging.getLogger("respline.translate.anthropic")
 

@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterable
 
 import msgspec
 
-from engine import compaction
-from engine.errors import ApiError
-from engine.seal import PREFIX
-from engine.wire import request as Q
+from respline.engine import compaction
+from respline.engine.errors import ApiError
+from respline.engine.seal import PREFIX
+from respline.engine.wire import request as Q
 
 # never forwarded: answered by respline, or set here
 _NOT_FORWARDED = frozenset(

@@ -33,7 +33,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
-        cmd = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "respline.adapters.cli", "serve", "--port", str(self.port)]
         cmd += ["--secret-file", str(tmp / "secret"), "--shutdown-grace", "1"]
         if config is not None:
             cfg = tmp / f"config-{self.port}.toml"
@@ -43,7 +43,7 @@ class Server:
         self.log_path = tmp / f"server-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(ROOT)
+        full_env.pop("PYTHONPATH", None)  # the installed respline, as a user runs it
         full_env.update(env or {})
         self.proc = subprocess.Popen(cmd, cwd=tmp, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
         self._wait_ready()

@@ -30,7 +30,7 @@ OPTION_KEYS = {"think_tags", "reasoning_dialect", "model"}
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from engine.replay import replay  # noqa: E402
+from respline.engine.replay import replay  # noqa: E402
 
 
 def fixture_dirs(folders=tuple(KINDS)) -> list[Path]:

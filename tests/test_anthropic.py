@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import TEST_KEY, Server
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -28,15 +28,15 @@ from engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
-from engine.errors import ApiError
-from engine.ids import deterministic
-from engine.replay import load_recording, replay
-from engine.seal import Sealer
-from engine.stages.anthropic_decoder import AnthropicDecoder
-from engine.stages.sse import SseEvent
-from engine.translate import input_items, parse_create
-from engine.translate_anthropic import AnthropicDialect, to_anthropic_request
-from adapters.providers.anthropic import anthropic_error
+from respline.engine.errors import ApiError
+from respline.engine.ids import deterministic
+from respline.engine.replay import load_recording, replay
+from respline.engine.seal import Sealer
+from respline.engine.stages.anthropic_decoder import AnthropicDecoder
+from respline.engine.stages.sse import SseEvent
+from respline.engine.translate import input_items, parse_create
+from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_request
+from respline.adapters.providers.anthropic import anthropic_error
 from upstream import Reply
 from upstream_formats import a_end, a_start, a_text, a_thinking, a_tool, anthropic_text, anthropic_tool, sse
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
@@ -629,7 +629,7 @@ def test_replay_command_knows_anthropic(tmp_path):
 
     path = tmp_path / "a.sse"
     path.write_bytes(b"".join(anthropic_text("Hi")))
-    out = subprocess.run([sys.executable, "-m", "adapters.cli", "replay", "--kind", "anthropic", "--deterministic", str(path)],
+    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "anthropic", "--deterministic", str(path)],
                          cwd=ROOT, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     events = parse_sse(out.stdout)

@@ -21,7 +21,7 @@ DEMO = ROOT / "fixtures" / "demo" / "text.sse"
 
 def respline(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "adapters.cli", *args],
+        [sys.executable, "-m", "respline.adapters.cli", *args],
         capture_output=True,
         cwd=cwd or ROOT,
         timeout=60,
@@ -86,7 +86,7 @@ def test_bad_config_fails_at_start_with_key_path(tmp_path):
 def test_tune_gc_freezes_startup_objects_and_sets_thresholds():
     import gc
 
-    from adapters.cli import tune_gc
+    from respline.adapters.cli import tune_gc
 
     before = gc.get_threshold()
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.replay import load_recording, replay
+from respline.engine.replay import load_recording, replay
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
 
 STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"

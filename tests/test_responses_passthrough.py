@@ -13,10 +13,10 @@ import openai
 import pytest
 
 from conftest import TEST_KEY, Server
-from engine.replay import load_recording, replay
-from engine.seal import Sealer
-from engine.translate import input_items, parse_create
-from engine.translate_responses import to_responses_request
+from respline.engine.replay import load_recording, replay
+from respline.engine.seal import Sealer
+from respline.engine.translate import input_items, parse_create
+from respline.engine.translate_responses import to_responses_request
 from upstream import Reply
 from upstream_formats import ResponsesStream, responses_text, responses_tool, sse
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
@@ -398,7 +398,7 @@ def test_replay_command_knows_openai_responses(tmp_path):
 
     path = tmp_path / "r.sse"
     path.write_bytes(b"".join(responses_text("Replayed")))
-    out = subprocess.run([sys.executable, "-m", "adapters.cli", "replay", "--kind", "openai-responses", "--deterministic", str(path)],
+    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "openai-responses", "--deterministic", str(path)],
                          cwd=ROOT, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert parse_sse(out.stdout)[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"

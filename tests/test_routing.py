@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from adapters.config import ConfigError, Fallback, RouteConfig, Router, load
+from respline.adapters.config import ConfigError, Fallback, RouteConfig, Router, load
 from conftest import TEST_KEY, Server, free_port
 from upstream import Reply, USAGE, chunk, text_stream
 from upstream_formats import anthropic_text

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -19,13 +19,13 @@ from engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
-from engine.ids import Ids
-from engine.replay import replay
-from engine.stages.builder import failed_code
-from engine.stages.chat_decoder import ChatDecoder, ThinkTags, usage_from_chat
-from engine.stages.sse import SseDecoder, SseEvent
-from engine.stages.tool_calls import ToolCallAccumulator
-from engine.wire.chat import ChatUsage
+from respline.engine.ids import Ids
+from respline.engine.replay import replay
+from respline.engine.stages.builder import failed_code
+from respline.engine.stages.chat_decoder import ChatDecoder, ThinkTags, usage_from_chat
+from respline.engine.stages.sse import SseDecoder, SseEvent
+from respline.engine.stages.tool_calls import ToolCallAccumulator
+from respline.engine.wire.chat import ChatUsage
 from validate import check_lifecycle, parse_sse, validate_event
 
 # --- SseDecoder ---------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.stores.memory import MemoryStore
-from adapters.stores.sqlite import SqliteStore
-from engine.store import Retention, StoredConversation, StoredEvent, StoredResponse, expand_chain
+from respline.adapters.stores.memory import MemoryStore
+from respline.adapters.stores.sqlite import SqliteStore
+from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse, expand_chain
 
 
 class FakeClock:

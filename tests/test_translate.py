@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.errors import ApiError
-from engine.ids import deterministic
-from engine.seal import Sealer
-from engine.toolmap import ToolTarget
-from engine.translate import (
+from respline.engine.errors import ApiError
+from respline.engine.ids import deterministic
+from respline.engine.seal import Sealer
+from respline.engine.toolmap import ToolTarget
+from respline.engine.translate import (
     DEFAULT_DIALECT,
     ChatDialect,
     input_items,

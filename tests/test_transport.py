@@ -10,8 +10,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.http1 import HeadReader, encode_request
-from adapters.transport import ChunkedDecoder, UpstreamTransport
+from respline.adapters.http1 import HeadReader, encode_request
+from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
 
 
 def encode_chunked(pieces: list[bytes], ext: bool = False) -> bytes:

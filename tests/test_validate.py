@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.replay import replay
+from respline.engine.replay import replay
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
 
 # text, then a tool call: message + function_call items

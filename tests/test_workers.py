@@ -48,7 +48,7 @@ def test_workers_need_a_shared_store(tmp_path):
     from conftest import ROOT
 
     out = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "serve", "--workers", "2", "--port", "1"],
+        [sys.executable, "-m", "respline.adapters.cli", "serve", "--workers", "2", "--port", "1"],
         capture_output=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}, timeout=30,
     )
     assert out.returncode == 2 and b"sqlite" in out.stderr

@@ -19,10 +19,10 @@ from quart import Response as QuartResponse
 from quart import request
 from quart_trio import QuartTrio
 
-from adapters.frontends import state_routes
-from adapters.gateway import Gateway
-from engine.errors import ApiError
-from engine.translate import parse_create
+from respline.adapters.frontends import state_routes
+from respline.adapters.gateway import Gateway
+from respline.engine.errors import ApiError
+from respline.engine.translate import parse_create
 
 log = logging.getLogger("respline.http")
 
@@ -261,10 +261,10 @@ async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int
 def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
     """The ASGI application: the create handler, WebSocket mode on the same path, and a
     QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
-    from adapters.frontends.websocket import serve_websocket
+    from respline.adapters.frontends.websocket import serve_websocket
 
     closing = closing if closing is not None else trio.Event()
-    app = QuartTrio("respline")
+    app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = gateway.cfg.limits.body_bytes
     create = CreateHandler(gateway, auth)
 

@@ -13,9 +13,9 @@ import msgspec
 from quart import Response as QuartResponse
 from quart import request
 
-from adapters.gateway import TERMINAL_STATUSES, Gateway
-from engine.errors import ApiError, from_validation
-from engine.store import StoredConversation, paginate
+from respline.adapters.gateway import TERMINAL_STATUSES, Gateway
+from respline.engine.errors import ApiError, from_validation
+from respline.engine.store import StoredConversation, paginate
 
 _json = msgspec.json.Encoder()
 

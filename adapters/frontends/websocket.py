@@ -23,14 +23,14 @@ from typing import Any
 import msgspec
 import trio
 
-from adapters.frontends.http import Auth, _header
-from adapters.gateway import Gateway
-from engine.errors import ApiError
-from engine.items import normalise
-from engine.store import expand_chain
-from engine.translate import decode_create, input_items, response_template, validate
-from engine.wire import request as Q
-from engine.wire.responses import Event, ResponseCompleted, ResponseCreated, ResponseInProgress
+from respline.adapters.frontends.http import Auth, _header
+from respline.adapters.gateway import Gateway
+from respline.engine.errors import ApiError
+from respline.engine.items import normalise
+from respline.engine.store import expand_chain
+from respline.engine.translate import decode_create, input_items, response_template, validate
+from respline.engine.wire import request as Q
+from respline.engine.wire.responses import Event, ResponseCompleted, ResponseCreated, ResponseInProgress
 
 log = logging.getLogger("respline.websocket")
 

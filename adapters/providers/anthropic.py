@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import msgspec
 
-from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import HttpProvider, Prepared, TurnContext
-from adapters.providers.openai_chat import PASS_HEADERS
-from engine.errors import ApiError
-from engine.pipeline import anthropic_pipeline
-from engine.translate_anthropic import AnthropicDialect, to_anthropic_request
-from engine.wire import request as Q
+from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.openai_chat import PASS_HEADERS
+from respline.engine.errors import ApiError
+from respline.engine.pipeline import anthropic_pipeline
+from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_request
+from respline.engine.wire import request as Q
 
 
 # Anthropic error type -> (OpenAI error type, code); the code is what Codex and the SDKs act on.

@@ -13,11 +13,11 @@ from typing import Any, Callable
 import httpx
 import msgspec
 
-from adapters.config import ProviderConfig, Timeouts, expand_env
-from engine.ids import Clock, Ids
-from engine.pipeline import ResponsePipeline
-from engine.seal import Sealer
-from engine.wire.responses import Response
+from respline.adapters.config import ProviderConfig, Timeouts, expand_env
+from respline.engine.ids import Clock, Ids
+from respline.engine.pipeline import ResponsePipeline
+from respline.engine.seal import Sealer
+from respline.engine.wire.responses import Response
 
 _json = msgspec.json.Encoder()
 

@@ -7,12 +7,12 @@ from typing import Any
 import httpx
 import msgspec
 
-from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import HttpProvider, Prepared, TurnContext
-from engine.errors import ApiError
-from engine.pipeline import chat_pipeline
-from engine.translate import ChatDialect, to_chat_request
-from engine.wire import request as Q
+from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.engine.errors import ApiError
+from respline.engine.pipeline import chat_pipeline
+from respline.engine.translate import ChatDialect, to_chat_request
+from respline.engine.wire import request as Q
 
 
 # Response headers worth passing to the client with an upstream error (SDK retry logic reads them).

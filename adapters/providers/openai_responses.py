@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 
-from adapters.config import ProviderConfig, Timeouts
-from adapters.providers.common import HttpProvider, Prepared, TurnContext
-from adapters.providers.openai_chat import error_from_upstream
-from engine.errors import ApiError
-from engine.pipeline import responses_pipeline
-from engine.translate_responses import to_responses_request
-from engine.wire import request as Q
+from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.openai_chat import error_from_upstream
+from respline.engine.errors import ApiError
+from respline.engine.pipeline import responses_pipeline
+from respline.engine.translate_responses import to_responses_request
+from respline.engine.wire import request as Q
 
 
 

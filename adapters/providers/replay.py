@@ -12,11 +12,16 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from engine.replay import load_recording
+import respline.fixtures
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-DEMO_TEXT = FIXTURES / "demo" / "text.sse"
-DEMO_TOOL = FIXTURES / "demo" / "tool_call.sse"
+from respline.engine.replay import load_recording
+
+# The demo's streams ship as package data in the `respline.fixtures` namespace (pyproject.toml),
+# so an installed respline finds them from any directory. Its __path__ is read directly because an
+# editable install adds a path-hook entry there that importlib.resources cannot list.
+DEMO = next(Path(p) for p in respline.fixtures.__path__ if Path(p).is_dir()) / "demo"
+DEMO_TEXT = DEMO / "text.sse"
+DEMO_TOOL = DEMO / "tool_call.sse"
 
 
 class _Body(httpx.AsyncByteStream):

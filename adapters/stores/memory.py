@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
+from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
 
 _enc = msgspec.json.Encoder()
 _dec_response = msgspec.json.Decoder(StoredResponse)

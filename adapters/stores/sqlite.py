@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import msgspec
 import trio
 
-from engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
+from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
 
 SCHEMA_VERSION = 2
 

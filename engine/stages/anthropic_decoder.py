@@ -32,7 +32,7 @@ import logging
 
 import msgspec
 
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -46,9 +46,9 @@ from engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
-from engine.ids import Ids
-from engine.stages.sse import DONE, SseEvent
-from engine.wire.anthropic import AnthropicEvent, AnthropicUsage
+from respline.engine.ids import Ids
+from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.wire.anthropic import AnthropicEvent, AnthropicUsage
 
 log = logging.getLogger("respline.anthropic")
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import msgspec
 
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -31,9 +31,9 @@ from engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
-from engine.ids import Clock, Ids
-from engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap, ToolTarget
-from engine.wire import responses as R
+from respline.engine.ids import Clock, Ids
+from respline.engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap, ToolTarget
+from respline.engine.wire import responses as R
 
 # Reasoning dialects (SPEC 0.1): OpenAI event names, Open Responses names, or summary events.
 OPENAI = "openai"

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -22,8 +22,8 @@ from engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
-from engine.stages.sse import DONE, SseEvent
-from engine.wire.chat import ChatChunk, ChatUsage
+from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.wire.chat import ChatChunk, ChatUsage
 
 log = logging.getLogger("respline.chat")
 

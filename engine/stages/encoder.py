@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.wire.responses import Event, PassEvent
+from respline.engine.wire.responses import Event, PassEvent
 
 _encoder = msgspec.json.Encoder()
 _prefixes: dict[type, bytes] = {}

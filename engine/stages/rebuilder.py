@@ -7,7 +7,7 @@ whole, whatever produced the items before it.
 
 from __future__ import annotations
 
-from engine.wire.responses import TERMINAL_EVENTS, Event, OutputItem, OutputItemDone
+from respline.engine.wire.responses import TERMINAL_EVENTS, Event, OutputItem, OutputItemDone
 
 
 _TERMINAL = frozenset(TERMINAL_EVENTS)

@@ -40,11 +40,11 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from engine.deltas import UpstreamError
-from engine.ids import Clock, Ids
-from engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, error_event, failed_code
-from engine.stages.sse import DONE, SseEvent
-from engine.wire import responses as R
+from respline.engine.deltas import UpstreamError
+from respline.engine.ids import Clock, Ids
+from respline.engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, error_event, failed_code
+from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.wire import responses as R
 
 log = logging.getLogger("respline.responses")
 

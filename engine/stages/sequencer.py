@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.wire.responses import Event
+from respline.engine.wire.responses import Event
 
 
 class Sequencer:

@@ -21,7 +21,7 @@ import logging
 
 import msgspec
 
-from engine.deltas import (
+from respline.engine.deltas import (
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -31,7 +31,7 @@ from engine.deltas import (
     ToolCallEnd,
     ToolCallStart,
 )
-from engine.ids import Ids
+from respline.engine.ids import Ids
 
 log = logging.getLogger("respline.tools")
 
