@@ -11,6 +11,12 @@ adapters/stores/memory.py (an LRU) and adapters/stores/sqlite.py (the embedded d
   follow or resume it (``GET /v1/responses/{id}?stream=true&starting_after=N``).
 - Items are indexed by id per tenant, so ``item_reference`` input items resolve.
 - A conversation is metadata plus an ordered list of items.
+- A response still being produced (a background run, or a foreground ``store: true`` stream) is
+  held under a lease by the server process producing it (its ``owner`` id, unique per process
+  start). The owner renews its leases well before they run out; a lease that ran out means its
+  owner died (kill -9, a lost host), and any process then takes it over with ``take_lapsed``
+  (atomically: two processes never both take one), ends the response as failed with a clear
+  error, and calls ``end_lease``. This is how a crash never leaves a run ``in_progress``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ class StoredConversation(Struct):
     metadata: dict[str, str] = {}
 
 
+class RunLease(Struct, frozen=True):
+    """A response some server process is producing (see the module docstring)."""
+
+    tenant: str
+    response_id: str
+    owner: str
+    expires_at: float  # unix seconds
+
+
 class Store(Protocol):
     async def put_response(self, stored: StoredResponse) -> None: ...
 
@@ -71,6 +86,25 @@ class Store(Protocol):
     async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool: ...
 
     async def sweep(self, now: int) -> int: ...
+
+    # -- leases of responses being produced (see the module docstring) --------------------
+
+    async def lease_run(self, tenant: str, response_id: str, owner: str, expires_at: float) -> None:
+        """Record (or replace) the lease of a response ``owner`` is producing."""
+        ...
+
+    async def renew_leases(self, owner: str, expires_at: float) -> None:
+        """Move every lease ``owner`` holds forward to ``expires_at``."""
+        ...
+
+    async def end_lease(self, tenant: str, response_id: str) -> None:
+        """The response reached its end (or was deleted); forget its lease."""
+        ...
+
+    async def take_lapsed(self, now: float, owner: str, expires_at: float, limit: int = 100) -> list[RunLease]:
+        """Leases that ran out before ``now``, atomically handed to ``owner`` (until
+        ``expires_at``) so that exactly one process ends each; returns them as taken."""
+        ...
 
     async def aclose(self) -> None: ...
 
