@@ -25,7 +25,8 @@ import msgspec
 from msgspec import Struct
 
 from respline.engine.stages.builder import OPENAI, REASONING_DIALECTS
-from respline.engine.translate import ChatDialect
+from respline.engine.tool_policy import POLICIES as HOSTED_TOOL_POLICIES
+from respline.engine.translate import CHAT_FIELDS, ChatDialect
 from respline.engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, AnthropicDialect
 
 # "openai-chat": Chat Completions (POST {base_url}/chat/completions); "anthropic": Messages
@@ -87,6 +88,9 @@ class ProviderConfig(Struct, forbid_unknown_fields=True):
     reasoning_field: str = "reasoning_content"
     send_reasoning_back: bool = True
     think_tags: bool = False
+    # Responses fields this Chat upstream takes as they are (OpenAI's Chat Completions takes all
+    # four: prompt_cache_key, service_tier, user, safety_identifier); others refuse unknown keys
+    chat_fields: list[str] = []
     timeouts: Timeouts | None = None
     path: str | None = None  # the endpoint under base_url; default by kind (/chat/completions, ...)
     # anthropic
@@ -110,6 +114,7 @@ class ProviderConfig(Struct, forbid_unknown_fields=True):
             reasoning_field=self.reasoning_field,
             send_reasoning_back=self.send_reasoning_back,
             think_tags=self.think_tags,
+            request_fields=tuple(self.chat_fields),
         )
 
 
@@ -126,6 +131,10 @@ class RouteConfig(Struct, forbid_unknown_fields=True):
     # (connect error, timeout, 429, 5xx): a provider name, or {provider, upstream_model}
     fallbacks: list[str | Fallback] = []
     models: list[str] = []  # a glob route: the names GET /v1/models lists for it
+    # hosted tools (web_search, ...) on a Chat or Anthropic upstream, which cannot run them:
+    # "drop" leaves them out of the request and the echoed Response, "reject" answers 400
+    hosted_tools: str = "drop"
+    context_window: int | None = None  # tokens; what truncation: "auto" trims the context to
 
 
 class Config(Struct, forbid_unknown_fields=True):
@@ -208,6 +217,9 @@ def check(cfg: Config, where: str = "config") -> None:
             raise ConfigError(
                 f"{where}: providers.{name}.max_tokens_param must be max_tokens or max_completion_tokens"
             )
+        for field in p.chat_fields:
+            if field not in CHAT_FIELDS:
+                raise ConfigError(f"{where}: providers.{name}.chat_fields: {field!r} is not one of {', '.join(CHAT_FIELDS)}")
         if p.default_max_tokens < 1:
             raise ConfigError(f"{where}: providers.{name}.default_max_tokens must be at least 1")
         for effort, budget in p.thinking_budgets.items():
@@ -222,6 +234,10 @@ def check(cfg: Config, where: str = "config") -> None:
         for name in r.models:
             if not fnmatch.fnmatchcase(name, r.model):
                 raise ConfigError(f"{where}: routes[{i}].models: {name!r} does not match {r.model!r}")
+        if r.hosted_tools not in HOSTED_TOOL_POLICIES:
+            raise ConfigError(f"{where}: routes[{i}].hosted_tools must be one of {', '.join(HOSTED_TOOL_POLICIES)}")
+        if r.context_window is not None and r.context_window < 1:
+            raise ConfigError(f"{where}: routes[{i}].context_window must be at least 1")
         for j, fb in enumerate(r.fallbacks):
             fname = fb if isinstance(fb, str) else fb.provider
             if fname not in cfg.providers:
@@ -232,6 +248,8 @@ class Route(Struct, frozen=True):
     provider: str
     upstream_model: str
     fallbacks: tuple[tuple[str, str], ...] = ()  # (provider, upstream model), in order
+    hosted_tools: str = "drop"
+    context_window: int | None = None
 
     @property
     def attempts(self) -> tuple[tuple[str, str], ...]:
@@ -259,7 +277,7 @@ class Router:
             (fb, upstream) if isinstance(fb, str) else (fb.provider, fb.upstream_model or upstream)
             for fb in r.fallbacks
         )
-        return Route(r.provider, upstream, fallbacks)
+        return Route(r.provider, upstream, fallbacks, r.hosted_tools, r.context_window)
 
     def models(self) -> list[str]:
         return list(self._exact) + [g.model for g in self._globs]

@@ -29,7 +29,19 @@ from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline
 from respline.engine.seal import Sealer
 from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
-from respline.engine.translate import decode_item, input_items, parse_create, response_builtins, response_template
+from respline.engine import tokens, tool_policy
+from respline.engine.compact_turn import CompactionPipeline, summary_turn
+from respline.engine.context import check_call_outputs, take_trigger, truncate_oldest
+from respline.engine.translate import (
+    decode_item,
+    echo_tools,
+    input_items,
+    parse_create,
+    response_builtins,
+    response_template,
+    to_chat_messages,
+    translate_tools,
+)
 from respline.engine.wire import request as Q
 from respline.engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
 
@@ -65,11 +77,16 @@ class Turn:
         "store",
         "conversation_id",
         "record_dir",
+        "template",
+        "compact",
+        "seeded",
     )
 
     def __init__(self) -> None:
         self.record_dir: Path | None = None
         self.conversation_id: str | None = None
+        self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
+        self.seeded: list = []  # output items made before the upstream call (context_management)
 
 
 class Gateway:
@@ -121,6 +138,7 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
+        tool_policy.check_tools(req.tools)
         items = await self._resolve_references(input_items(req), tenant)
         conversation_id = None
         if context is None:
@@ -146,8 +164,10 @@ class Gateway:
                     )
                 context = await self.store.conversation_items(tenant, conversation_id)
         prior = [decode_item(_as_input(it), "context") for it in context]
-        if not items and not prior:
+        prior, new, triggered = take_trigger(prior, items)
+        if not new and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        check_call_outputs(prior + new)
         turn = Turn()
         turn.req = req
         turn.previous_response_id = req.previous_response_id
@@ -155,10 +175,12 @@ class Gateway:
         turn.tenant = tenant
         turn.stored_input = [normalise(it, self.ids) for it in items]
         turn.route = route
-        turn.items = prior + items
+        turn.items = prior + new
+        turn.compact = triggered
         turn.attempt = 0
+        turn.template = response_template(req, self.ids, self.clock)
         turn.ctx = TurnContext(
-            response_template(req, self.ids, self.clock),
+            turn.template,
             self.ids,
             self.clock,
             encoding,
@@ -189,12 +211,47 @@ class Gateway:
         Response template, so the response id does not change when a fallback answers."""
         name, upstream_model = turn.route.attempts[turn.attempt]
         provider = self.providers[name]
-        prepared = provider.prepare(turn.req, turn.items, upstream_model, turn.ctx)
+        req, items, ctx = turn.req, turn.items, turn.ctx
+        ctx.template = turn.template
+        adjusted = tool_policy.for_upstream(req, provider.kind, turn.route.hosted_tools)
+        if adjusted is not None:  # hosted tools dropped: the Response does not claim them
+            req = adjusted
+            choice = req.tool_choice if req.tool_choice is not None else "auto"
+            ctx.template = msgspec.structs.replace(turn.template, tools=echo_tools(req.tools), tool_choice=choice)
+        if provider.kind not in tool_policy.RUNS_HOSTED:
+            req = tool_policy.with_discovered(req, items)
+            items = self._truncate(turn, req, items)
+        if turn.compact:
+            ask, ask_items = summary_turn(req, items)
+            inner = TurnContext(
+                ctx.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted
+            )
+            prepared = provider.prepare(ask, ask_items, upstream_model, inner)
+            prepared.pipeline = CompactionPipeline(prepared.pipeline, ctx.encoding, self.ids, self.clock, self.sealer.seal)
+        else:
+            prepared = provider.prepare(req, items, upstream_model, ctx)
+            for item in turn.seeded:
+                prepared.pipeline.seed(item)
+        prepared.pipeline.queued = turn.background
         turn.provider = provider
         turn.upstream_body = prepared.body
         turn.http_request = prepared.request
         turn.payload = prepared.payload
         turn.pipeline = prepared.pipeline
+
+    def _truncate(self, turn: Turn, req: Q.CreateRequest, items: list[Any]) -> list[Any]:
+        """``truncation: "auto"`` where the route's context window is known: the oldest turns
+        go until the estimate (engine/tokens.py) leaves room for ``max_output_tokens``."""
+        window = turn.route.context_window
+        if req.truncation != "auto" or not window:
+            return items
+        budget = window - (req.max_output_tokens or 0)
+
+        def count(kept: list[Any]) -> int:
+            messages = to_chat_messages(req.instructions, kept, unseal=self.sealer.open)
+            return tokens.count_chat({"messages": messages, "tools": translate_tools(req.tools)[0]})
+
+        return truncate_oldest(items, budget, count)
 
     async def open_upstream(self, turn: Turn) -> httpx.Response:
         """Send the upstream request and wait for its status line; refusals become ApiErrors.

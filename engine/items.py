@@ -99,4 +99,6 @@ def normalise(item: Any, ids: Ids) -> dict[str, Any]:
         return item.raw if item.raw.get("id") else {**item.raw, "id": ids.new("hi_")}
     if kind is Q.CompactionIn:
         return {"type": "compaction", "id": item.id or ids.new("cmp_"), "encrypted_content": item.encrypted_content}
+    if kind is Q.CompactionTriggerIn:
+        return {"type": "compaction_trigger", "id": item.id or ids.new("cmpt_")}
     raise TypeError(f"cannot normalise {kind.__name__}")  # item references are resolved before this

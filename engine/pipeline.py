@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Sequence
 
+import msgspec
+
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
 from respline.engine.stages.anthropic_decoder import AnthropicDecoder
@@ -21,6 +23,7 @@ from respline.engine.stages.sequencer import Sequencer
 from respline.engine.stages.sse import SseDecoder
 from respline.engine.stages.tool_calls import ToolCallAccumulator
 from respline.engine.toolmap import ToolMap
+from respline.engine.wire import responses as R
 from respline.engine.wire.responses import Response
 
 
@@ -81,7 +84,7 @@ class ResponsePipeline:
     ``close()`` ends it normally (the upstream body ended).
     """
 
-    __slots__ = ("pipeline", "builder", "_builder_at", "_closed")
+    __slots__ = ("pipeline", "builder", "_builder_at", "_closed", "queued", "_seeded")
 
     def __init__(
         self, head: Sequence[Stage], builder: ResponseBuilder | ResponsesNormaliser, encoder: Stage | None
@@ -93,13 +96,28 @@ class ResponsePipeline:
         self.builder = builder
         self._builder_at = len(head)
         self._closed = False
+        self.queued = False  # a background run: created (queued), queued, then in_progress
+        self._seeded: list = []
+
+    def seed(self, item: Any) -> None:
+        """An output item respline made before the upstream call (a compaction): it opens the
+        output, streamed whole right after the start events."""
+        self.builder.seed(item)
+        self._seeded.append(item)
 
     @property
     def response(self) -> Response:
         return self.builder.response
 
     def start(self) -> list:
-        return self.pipeline.feed_at(self._builder_at + 1, self.builder.start())
+        events = self.builder.start()
+        if self.queued:
+            created = events[0].response
+            queued = msgspec.structs.replace(created, status="queued")
+            events = [R.ResponseCreated(response=queued), R.ResponseQueued(response=queued), *events[1:]]
+        for index, item in enumerate(self._seeded):
+            events += [R.OutputItemAdded(output_index=index, item=item), R.OutputItemDone(output_index=index, item=item)]
+        return self.pipeline.feed_at(self._builder_at + 1, events)
 
     def feed(self, data: bytes) -> list:
         return self.pipeline.feed(data)
@@ -128,10 +146,17 @@ def builder_pipeline(
     reasoning_dialect: str = OPENAI,
     tools: ToolMap | None = None,
     seal_reasoning: Callable[..., str] | None = None,
+    max_tool_calls: int | None = None,
 ) -> ResponsePipeline:
     """A provider's decoding ``head``, then the ResponseBuilder and the common tail."""
     builder = ResponseBuilder(
-        template, ids, clock, reasoning_dialect=reasoning_dialect, tools=tools, seal_reasoning=seal_reasoning
+        template,
+        ids,
+        clock,
+        reasoning_dialect=reasoning_dialect,
+        tools=tools,
+        seal_reasoning=seal_reasoning,
+        max_tool_calls=max_tool_calls,
     )
     encoder = ENCODERS[encoding]() if encoding else None
     return ResponsePipeline(head, builder, encoder)

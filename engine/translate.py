@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from respline.engine import compaction
+from respline.engine import compaction, tool_policy
 from respline.engine.errors import ApiError, from_validation
 from respline.engine.ids import Clock, Ids
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
@@ -38,9 +38,14 @@ class ChatDialect(msgspec.Struct, frozen=True):
     send_reasoning_back: bool = True
     think_tags: bool = False  # `<think>...</think>` in content is reasoning (DeepSeek-R1 hosts)
     supports_parallel_tool_calls: bool = True
+    request_fields: tuple[str, ...] = ()  # CHAT_FIELDS this provider takes (config chat_fields)
 
 
 DEFAULT_DIALECT = ChatDialect()
+
+# Responses fields with the same name and meaning in Chat Completions, sent to a Chat upstream
+# only where its provider's config lists them (many Chat servers refuse keys they do not know)
+CHAT_FIELDS = ("prompt_cache_key", "service_tier", "user", "safety_identifier")
 
 # Hosted tools have no Chat equivalent; they are left out (with a debug log), never an error.
 HOSTED_TOOLS = {
@@ -145,6 +150,7 @@ _ITEM_TYPES: dict[str, type] = {
     "custom_tool_call_output": Q.CustomToolCallOutputIn,
     "item_reference": Q.ItemReferenceIn,
     "compaction": Q.CompactionIn,
+    "compaction_trigger": Q.CompactionTriggerIn,
 }
 
 
@@ -261,6 +267,11 @@ def translate_tools(tools: list[dict[str, Any]] | None) -> tuple[list[dict[str, 
             else:
                 out.append(_custom_tool(up, tool))
             tmap[up] = ToolTarget(kind, name, namespace)
+        elif kind == "tool_search" and tool.get("execution") == "client":
+            # the client searches its deferred tools: offered as a function the model may call;
+            # the call comes back as a tool_search_call item (engine/tool_policy.py)
+            out.append(_function_tool("tool_search", tool))
+            tmap["tool_search"] = ToolTarget("tool_search", "tool_search")
         elif kind == "namespace":
             ns = tool.get("name")
             if not isinstance(ns, str) or not ns:
@@ -488,6 +499,17 @@ def to_chat_messages(
             text = reasoning_text(item, unseal)
             if text:
                 a.reasoning.append(text)
+        elif kind is Q.HostedItemIn:
+            # a client tool search: the call and its output, like a function call's
+            call = tool_policy.search_call(item.raw)
+            if call is not None:
+                assistant().tool_calls.append(
+                    {"id": call[0], "type": "function", "function": {"name": "tool_search", "arguments": _json.encode(call[1]).decode()}}
+                )
+            found = tool_policy.search_output(item.raw, NAMESPACE_SEPARATOR)
+            if found is not None:
+                flush()
+                messages.append({"role": "tool", "tool_call_id": found[0], "content": found[1]})
         elif kind is Q.ItemReferenceIn:
             raise ApiError(
                 404,
@@ -543,6 +565,10 @@ def to_chat_request(
             body[key] = value
     if req.stop is not None:
         body["stop"] = req.stop
+    for key in dialect.request_fields:
+        value = getattr(req, key)
+        if value is not None:
+            body[key] = value
     fmt = req.text.format if req.text is not None else None
     if fmt:
         ftype = fmt.get("type")
@@ -579,6 +605,12 @@ def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return tool
 
 
+def echo_tools(tools: list[dict[str, Any]] | None) -> Any:
+    """The tools a Response echoes, pre-encoded: a Codex turn's 20 tools are ~25 KB of JSON but
+    ~75 KB as dicts, held by every open stream and encoded again in each lifecycle event."""
+    return msgspec.Raw(_json.encode([_echo_tool(t) for t in tools])) if tools else []
+
+
 def response_builtins(resp: Response) -> dict[str, Any]:
     """A Response as plain JSON values (to store it): its pre-encoded parts decoded."""
     return msgspec.to_builtins(resp, enc_hook=_raw_to_builtins)
@@ -611,9 +643,7 @@ def response_template(req: Q.CreateRequest, ids: Ids, clock: Clock, *, response_
         model=req.model or "",
         previous_response_id=req.previous_response_id,
         instructions=req.instructions,
-        # pre-encoded: a Codex turn's 20 tools are ~25 KB of JSON but ~75 KB as dicts, held by
-        # every open stream and encoded again in each of its three lifecycle events
-        tools=msgspec.Raw(_json.encode([_echo_tool(t) for t in req.tools])) if req.tools else [],
+        tools=echo_tools(req.tools),
         tool_choice=req.tool_choice if req.tool_choice is not None else "auto",
         truncation=req.truncation or "disabled",
         parallel_tool_calls=True if req.parallel_tool_calls is None else req.parallel_tool_calls,

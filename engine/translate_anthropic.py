@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 import msgspec
 
-from respline.engine import compaction
+from respline.engine import compaction, tool_policy
 from respline.engine.errors import ApiError
-from respline.engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap
+from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap
 from respline.engine.translate import _text_of_parts, translate_tool_choice, translate_tools, upstream_tool_name
 from respline.engine.wire import request as Q
 
@@ -310,7 +310,15 @@ def to_anthropic_messages(
                 )
             msg = compaction.expand(summary)
             turns.add("user", [{"type": "text", "text": msg["content"]}])
-        # hosted-tool items (Q.HostedItemIn) have no Anthropic form: left out
+        elif kind is Q.HostedItemIn:
+            # a client tool search: tool_use and tool_result, like a function call's; other
+            # hosted-tool items have no Anthropic form and are left out
+            call = tool_policy.search_call(item.raw)
+            if call is not None:
+                turns.add("assistant", [{"type": "tool_use", "id": call[0], "name": "tool_search", "input": call[1]}])
+            found = tool_policy.search_output(item.raw, NAMESPACE_SEPARATOR)
+            if found is not None:
+                turns.tool_result({"type": "tool_result", "tool_use_id": found[0], "content": found[1]})
     messages = turns.messages
     if messages and messages[-1]["role"] == "assistant":
         # a final assistant turn is a prefill, which may not end in whitespace

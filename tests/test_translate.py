@@ -421,10 +421,12 @@ def test_namespace_tools_are_offered_joined_and_mapped_back():
 
 
 def test_hosted_tools_are_left_out_without_error():
+    # the translation leaves out what it cannot offer; the route's hosted_tools policy and the
+    # unknown-type 400 come before it (engine/tool_policy.py, tests/test_fields.py)
     hosted = [
         {"type": "web_search"},
         {"type": "web_search_preview", "search_context_size": "low"},
-        {"type": "tool_search", "execution": "client"},
+        {"type": "tool_search"},
         {"type": "file_search", "vector_store_ids": ["vs_1"]},
         {"type": "code_interpreter", "container": {"type": "auto"}},
         {"type": "image_generation"},
@@ -948,6 +950,9 @@ def test_codex_request_translates_whole():
                 },
                 "description": "Edit files with a patch.",
             }},
+            # the client-executed tool search is offered as a function (engine/tool_policy.py)
+            {"type": "function", "function": {"name": "tool_search", "description": "Find more tools.",
+                                              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}},
             {"type": "function", "function": {"name": "mcp__files__list",
                                               "parameters": {"type": "object", "properties": {}},
                                               "description": "List files.", "strict": False}},
@@ -961,6 +966,7 @@ def test_codex_request_translates_whole():
     assert tmap == {
         "exec_command": ToolTarget("function", "exec_command"),
         "apply_patch": ToolTarget("custom", "apply_patch"),
+        "tool_search": ToolTarget("tool_search", "tool_search"),
         "mcp__files__list": ToolTarget("function", "list", "mcp__files"),
     }
 

@@ -63,6 +63,7 @@ class AnthropicProvider(HttpProvider):
             reasoning_dialect=ctx.reasoning_dialect,
             tools=tools,
             seal_reasoning=ctx.sealer.seal_reasoning,
+            max_tool_calls=req.max_tool_calls,
         )
         return Prepared(request, payload, body, pipeline)
 

@@ -40,6 +40,7 @@ class ChatProvider(HttpProvider):
             tools=tools,
             seal_reasoning=ctx.sealer.seal_reasoning if ctx.include_encrypted else None,
             think_tags=self.dialect.think_tags,
+            max_tool_calls=req.max_tool_calls,
         )
         return Prepared(request, payload, body, pipeline)
 

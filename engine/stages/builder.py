@@ -43,6 +43,8 @@ REASONING_DIALECTS = (OPENAI, OPENRESPONSES, SUMMARY)
 
 _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
+_CALLS = ("function_call", "custom_tool_call", "tool_search_call")  # items that take ToolCallArgs
+
 # ``response.failed`` carries ``error.code`` from a closed set: the openai SDK 3.54
 # ``ResponseError.code`` literals, plus the codes Codex acts on (SPEC 3.3). Upstream codes outside
 # it (Groq ``tool_use_failed``, OpenRouter's numeric ``400``) become ``server_error`` there; the
@@ -109,6 +111,7 @@ class ResponseBuilder:
         reasoning_dialect: str = OPENAI,
         tools: ToolMap | None = None,
         seal_reasoning: Callable[..., str] | None = None,
+        max_tool_calls: int | None = None,
     ) -> None:
         self.response = template
         self._ids = ids
@@ -123,11 +126,20 @@ class ResponseBuilder:
         self._error: UpstreamError | None = None
         self._ended = False
         self.output: list[R.OutputItem] = []
+        # max_tool_calls: calls past it are not emitted (the model asked for more than the
+        # client allows); None is no limit
+        self._calls_left = max_tool_calls
 
     @property
     def finished(self) -> bool:
         """The terminal event has been emitted."""
         return self._ended
+
+    def seed(self, item: R.OutputItem) -> None:
+        """An item respline produced before the upstream call (a compaction): it is the
+        response's first output item, and the upstream's items follow it."""
+        self.output.append(item)
+        self._next_index += 1
 
     # -- lifecycle ends ------------------------------------------------------------------
 
@@ -158,7 +170,7 @@ class ResponseBuilder:
             self._close_item(out)
             self._open_call(d, out)
         elif kind is ToolCallEnd:
-            if self._open is not None and self._open.kind in ("function_call", "custom_tool_call"):
+            if self._open is not None and self._open.kind in _CALLS:
                 self._close_item(out)
         elif kind is ItemBreak:
             if self._open is not None and self._open.kind == "message":
@@ -327,7 +339,18 @@ class ResponseBuilder:
             )
 
     def _open_call(self, d: ToolCallStart, out: list) -> None:
+        if self._calls_left is not None:
+            if self._calls_left <= 0:
+                return  # over max_tool_calls: its arguments find no open call and are dropped
+            self._calls_left -= 1
         target = self._tools.get(d.name) or ToolTarget("function", d.name)
+        if target.kind == "tool_search":
+            item = self._new_item("tool_search_call", "ts_")
+            item.call_id = d.call_id
+            item.name = target.name
+            added_search = R.ToolSearchCallItem(id=item.id, status="in_progress", call_id=d.call_id, arguments={})
+            out.append(R.OutputItemAdded(output_index=item.index, item=added_search))
+            return
         custom = target.kind == "custom"
         item = self._new_item("custom_tool_call" if custom else "function_call", "ctc_" if custom else "fc_")
         item.target = target
@@ -355,7 +378,7 @@ class ResponseBuilder:
 
     def _args(self, text: str, out: list) -> None:
         item = self._open
-        if item is None or item.kind not in ("function_call", "custom_tool_call"):
+        if item is None or item.kind not in _CALLS:
             return  # the accumulator guarantees a call is open; nothing sensible to do otherwise
         item.text.append(text)
         if item.kind == "function_call":
@@ -420,6 +443,10 @@ class ResponseBuilder:
                 name=item.name,
                 arguments=args,
                 namespace=target.namespace if target else None,
+            )
+        elif kind == "tool_search_call":
+            done = R.ToolSearchCallItem(
+                id=item.id, status=status, call_id=item.call_id, arguments=_search_arguments("".join(item.text))
             )
         else:
             text = _unwrap_custom_input("".join(item.text))
@@ -517,6 +544,15 @@ class ResponseBuilder:
         )
         out.append(R.ResponseFailed(response=resp))
         self._ended = True
+
+
+def _search_arguments(args: str) -> dict:
+    """A tool search's arguments as the object the client reads (``{"query": ...}``)."""
+    try:
+        value = msgspec.json.decode(args) if args else {}
+    except msgspec.DecodeError:
+        return {"query": args}
+    return value if isinstance(value, dict) else {"query": str(value)}
 
 
 def _unwrap_custom_input(args: str) -> str:

@@ -148,6 +148,11 @@ class ResponsesNormaliser:
     def finished(self) -> bool:
         return self._ended
 
+    def seed(self, item: R.OutputItem) -> None:
+        """An item respline produced before the upstream call (a compaction) comes first; the
+        upstream's items are numbered after it."""
+        self.output.append(item)
+
     # -- lifecycle ends ------------------------------------------------------------------
 
     def start(self) -> list:

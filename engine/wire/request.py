@@ -130,6 +130,14 @@ class CompactionIn(Struct):
     id: str | None = None
 
 
+class CompactionTriggerIn(Struct):
+    """``{"type": "compaction_trigger"}``, the final input item: compact the context instead of
+    answering (Codex's built-in OpenAI provider compacts this way); engine/compact_turn.py."""
+
+    type: str = "compaction_trigger"
+    id: str | None = None
+
+
 # Output items of hosted tools (web_search_call, ...): no Chat or Anthropic equivalent, so those
 # translations leave them out; a Responses-API upstream gets them back as they were.
 HOSTED_ITEM_TYPES = frozenset(
@@ -139,6 +147,8 @@ HOSTED_ITEM_TYPES = frozenset(
         "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
         "apply_patch_call_output", "mcp_call", "mcp_list_tools", "mcp_approval_request",
         "mcp_approval_response", "tool_search_call", "tool_search_output",
+        # tools made available from this point of the context on (engine/tool_policy.py)
+        "additional_tools",
     }
 )
 

@@ -76,7 +76,25 @@ class CustomToolCallItem(Struct, tag_field="type", tag="custom_tool_call", omit_
     namespace: str | None = None
 
 
-OutputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, CustomToolCallItem]
+class CompactionItem(Struct, tag_field="type", tag="compaction", omit_defaults=True):
+    """The context summarised and sealed (``compaction_trigger``, ``context_management``)."""
+
+    id: str
+    encrypted_content: str
+
+
+class ToolSearchCallItem(Struct, tag_field="type", tag="tool_search_call"):
+    """The model searched the client's deferred tools (``tool_search`` with client execution):
+    the client runs the search and answers with a ``tool_search_output`` item."""
+
+    id: str
+    status: str
+    call_id: str
+    arguments: Any
+    execution: str = "client"
+
+
+OutputItem = Union[MessageItem, ReasoningItem, FunctionCallItem, CustomToolCallItem, CompactionItem, ToolSearchCallItem]
 
 # --- the Response object -------------------------------------------------------------------
 
@@ -313,6 +331,11 @@ class ReasoningSummaryTextDone(Event, tag="response.reasoning_summary_text.done"
     text: str
 
 
+class CompactionCompacting(Event, tag="response.compaction.compacting"):
+    item_id: str
+    output_index: int
+
+
 class ErrorPayload(Struct):
     type: str
     code: str | None
@@ -358,6 +381,7 @@ StreamEvent = Union[
     ReasoningSummaryPartDone,
     ReasoningSummaryTextDelta,
     ReasoningSummaryTextDone,
+    CompactionCompacting,
     ErrorEvent,
 ]
 
