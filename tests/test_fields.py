@@ -1,0 +1,258 @@
+"""Every field a current client sends does what it says (issue 16), through a real server:
+compaction_trigger and context_management, orphan call outputs, hosted tools by policy,
+client tool_search and additional_tools, response.steer, and the request fields passed on."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+import trio
+from openai.types.responses import ResponseCompactionItem, ResponseToolSearchCall
+from trio_websocket import open_websocket_url
+
+from conftest import TEST_KEY
+from test_websocket import HEADERS, turn, ws_url
+from upstream import Reply, chunk, text_stream, tool_stream
+from upstream_formats import anthropic_text, anthropic_tool
+from validate import checked, parse_sse, validate_response
+
+AUTH = {"authorization": f"Bearer {TEST_KEY}"}
+
+
+def post(server, body: dict) -> httpx.Response:
+    return httpx.post(server.url + "/responses", json=body, headers=AUTH, timeout=30)
+
+
+def stream(server, body: dict) -> list[dict]:
+    r = post(server, {**body, "stream": True})
+    assert r.status_code == 200, r.text
+    return checked(parse_sse(r.content))
+
+
+def error_of(r: httpx.Response) -> dict:
+    return r.json()["error"]
+
+
+# --- 7. a call output must answer a call ----------------------------------------------------
+
+
+ORPHAN = [
+    {"role": "user", "content": "hi"},
+    {"type": "function_call_output", "call_id": "call_nowhere", "output": "42"},
+]
+
+
+def test_orphan_function_call_output_is_refused_as_openai_does(respline, upstream):
+    r = post(respline, {"model": "m", "input": ORPHAN})
+    assert r.status_code == 400
+    assert error_of(r) == {
+        "message": "No tool call found for function call output with call_id call_nowhere.",
+        "type": "invalid_request_error",
+        "param": "input",
+        "code": None,
+    }
+    assert upstream.requests == []  # refused before any upstream call
+    # a custom tool's output likewise
+    r = post(respline, {"model": "m", "input": [{"type": "custom_tool_call_output", "call_id": "c9", "output": "x"}]})
+    assert r.status_code == 400 and "custom tool call output with call_id c9" in error_of(r)["message"]
+
+
+def test_call_output_answering_a_call_or_after_a_compaction_goes_through(respline, upstream):
+    upstream.queue(Reply(text_stream("ok")), Reply(text_stream("ok")), Reply(text_stream("ok")))
+    good = [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+    ]
+    assert post(respline, {"model": "m", "input": good}).status_code == 200
+    # the call in a stored response, its output in the next request
+    first = post(respline, {"model": "m", "input": good[:2]}).json()
+    r = post(respline, {"model": "m", "previous_response_id": first["id"], "input": good[2:]})
+    assert r.status_code == 200, r.text
+    # a compaction item stands in for the calls it summarised
+    upstream.queue(Reply(text_stream("summary of calls")))
+    compacted = httpx.post(respline.url + "/responses/compact", json={"model": "m", "input": good}, headers=AUTH).json()
+    upstream.queue(Reply(text_stream("ok")))
+    after = [compacted["output"][-1], {"type": "function_call_output", "call_id": "call_1", "output": "late"}]
+    r = post(respline, {"model": "m", "input": after})
+    assert r.status_code == 200, r.text
+
+
+async def test_orphan_output_over_websocket_fails_the_turn_and_evicts(respline, upstream):
+    upstream.queue(Reply(text_stream("base")))
+    async with open_websocket_url(ws_url(respline), extra_headers=HEADERS) as ws:
+        rid = (await turn(ws, {"model": "m", "input": "x", "store": False}))[-1]["response"]["id"]
+        bad = {"type": "function_call_output", "call_id": "call_gone", "output": "1"}
+        err = (await turn(ws, {"model": "m", "input": [bad], "store": False, "previous_response_id": rid}))[-1]
+        assert err["type"] == "error" and err["status"] == 400
+        assert err["error"]["message"] == "No tool call found for function call output with call_id call_gone."
+        assert (err["error"]["type"], err["error"]["param"]) == ("invalid_request_error", "input")
+        again = (await turn(ws, {"model": "m", "input": "y", "store": False, "previous_response_id": rid}))[-1]
+        assert again["error"]["code"] == "previous_response_not_found"
+    assert len(upstream.requests) == 1
+
+
+# --- 5. hosted tools and unknown tool types -------------------------------------------------
+
+HOSTED = [
+    {"type": "web_search"},
+    {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    {"type": "code_interpreter", "container": {"type": "auto"}},
+    {"type": "image_generation"},
+    {"type": "mcp", "server_label": "x", "server_url": "https://x"},
+    {"type": "computer_use_preview", "display_width": 1, "display_height": 1, "environment": "linux"},
+    {"type": "shell"},
+    {"type": "local_shell"},
+    {"type": "apply_patch"},
+    {"type": "tool_search"},
+]
+FN = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}
+
+
+def test_hosted_tools_dropped_are_left_out_of_the_echo(respline, upstream):
+    upstream.queue(Reply(text_stream("ok")), Reply(text_stream("ok")))
+    events = stream(respline, {"model": "m", "input": "x", "tools": [*HOSTED, FN]})
+    for ev in (events[0], events[-1]):
+        assert [t["type"] for t in ev["response"]["tools"]] == ["function"]
+    assert [t["function"]["name"] for t in upstream.last["body"]["tools"]] == ["f"]
+    # a hosted tool_choice becomes "auto", and says so
+    r = post(respline, {"model": "m", "input": "x", "tools": [HOSTED[0], FN], "tool_choice": {"type": "web_search"}})
+    assert r.status_code == 200 and r.json()["tool_choice"] == "auto"
+    validate_response(r.json())
+    assert upstream.last["body"]["tool_choice"] == "auto"
+
+
+def test_hosted_tools_rejected_by_route_policy(start_server, upstream):
+    config = """
+[providers.up]
+kind = "openai-chat"
+base_url = "{url}"
+
+[[routes]]
+model = "strict-*"
+provider = "up"
+hosted_tools = "reject"
+
+[[routes]]
+model = "*"
+provider = "up"
+""".format(url=upstream.base_url)
+    server = start_server(["--api-key", TEST_KEY], config=config)
+    for i, tool in enumerate(HOSTED):
+        r = post(server, {"model": "strict-1", "input": "x", "tools": [FN, tool]})
+        assert r.status_code == 400, tool
+        err = error_of(r)
+        assert (err["param"], err["code"]) == ("tools[1]", "unsupported_tool")
+        assert f"'{tool['type']}'" in err["message"]
+    r = post(server, {"model": "strict-1", "input": "x", "tools": [FN], "tool_choice": {"type": "file_search"}})
+    assert r.status_code == 400 and error_of(r)["param"] == "tool_choice" and "'file_search'" in error_of(r)["message"]
+    assert upstream.requests == []
+    upstream.queue(Reply(text_stream("ok")))
+    assert post(server, {"model": "other", "input": "x", "tools": [FN, HOSTED[0]]}).status_code == 200
+
+
+def test_unknown_tool_type_is_a_400(respline, upstream):
+    r = post(respline, {"model": "m", "input": "x", "tools": [FN, {"type": "teleporter"}]})
+    assert r.status_code == 400
+    assert (error_of(r)["param"], error_of(r)["code"]) == ("tools[1].type", "invalid_value")
+    assert "'teleporter'" in error_of(r)["message"]
+    assert upstream.requests == []
+
+
+# --- 1. compaction_trigger -------------------------------------------------------------------
+
+CONTEXT = [
+    {"type": "message", "role": "developer", "content": "be brief"},
+    {"role": "user", "content": "What is the answer? Remember it."},
+    {"type": "function_call", "call_id": "call_a", "name": "lookup", "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "call_a", "output": "42"},
+    {"type": "message", "role": "assistant", "content": "The answer is 42."},
+]
+
+
+def _compaction_events(events: list[dict]) -> dict:
+    types = [e["type"] for e in events]
+    assert types == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.compaction.compacting", "response.output_item.done", "response.completed",
+    ], types
+    item = events[-1]["response"]["output"][0]
+    ResponseCompactionItem.model_validate(item)
+    assert events[4]["item"] == item and item["id"].startswith("cmp_")
+    assert events[-1]["response"]["usage"]["total_tokens"] == 15  # the summary call's usage
+    return item
+
+
+def test_compaction_trigger_streamed_then_continued(respline, upstream):
+    upstream.queue(Reply(text_stream("User asked for the answer; a lookup said 42.")))
+    events = stream(respline, {"model": "m", "input": [*CONTEXT, {"type": "compaction_trigger"}], "store": False,
+                               "tools": [{"type": "function", "name": "lookup"}]})
+    item = _compaction_events(events)
+    sent = upstream.last["body"]
+    assert "tools" not in sent  # the summary offers no tools
+    assert sent["messages"][0] == {"role": "system", "content": "be brief"}
+    assert sent["messages"][-1]["role"] == "user" and "summary" in sent["messages"][-1]["content"].lower()
+    assert not any(m.get("content") == {"type": "compaction_trigger"} for m in sent["messages"])
+    assert "42" not in item["encrypted_content"]  # sealed
+    # the client continues from the compaction item; the upstream gets the summary
+    upstream.queue(Reply(text_stream("Still 42.")))
+    r = post(respline, {"model": "m", "input": [CONTEXT[1], item, {"role": "user", "content": "And now?"}]})
+    assert r.json()["output"][0]["content"][0]["text"] == "Still 42."
+    assert upstream.last["body"]["messages"][1] == {
+        "role": "user", "content": "Summary of the conversation so far:\nUser asked for the answer; a lookup said 42."}
+
+
+def test_compaction_trigger_json_and_stored_chain(respline, upstream):
+    upstream.queue(Reply(text_stream("A summary.")))
+    r = post(respline, {"model": "m", "input": [*CONTEXT, {"type": "compaction_trigger"}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    validate_response(body)
+    assert body["status"] == "completed" and [i["type"] for i in body["output"]] == ["compaction"]
+    # stored: the trigger is an input item, the compaction the output; continuing the chain
+    # expands the compaction and leaves the old trigger out
+    items = httpx.get(respline.url + f"/responses/{body['id']}/input_items?order=asc", headers=AUTH).json()["data"]
+    assert items[-1]["type"] == "compaction_trigger"
+    upstream.queue(Reply(text_stream("next")))
+    r = post(respline, {"model": "m", "previous_response_id": body["id"], "input": "go on"})
+    assert r.status_code == 200, r.text
+    msgs = upstream.last["body"]["messages"]
+    assert msgs[-2] == {"role": "user", "content": "Summary of the conversation so far:\nA summary."}
+    assert msgs[-1] == {"role": "user", "content": "go on"}
+
+
+def test_compaction_trigger_must_be_last_and_failures_are_failed(respline, upstream):
+    r = post(respline, {"model": "m", "input": [{"type": "compaction_trigger"}, {"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and error_of(r)["param"] == "input[0]"
+    # the upstream fails mid-summary: error + response.failed, nothing sealed
+    upstream.queue(Reply([chunk({"role": "assistant", "content": "Half"}), b'data: {"error": {"message": "boom"}}\n\n']))
+    events = stream(respline, {"model": "m", "input": [*CONTEXT, {"type": "compaction_trigger"}]})
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1]["response"]["output"] == []
+    # an empty summary is a failure too
+    upstream.queue(Reply(text_stream("")))
+    events = stream(respline, {"model": "m", "input": [*CONTEXT, {"type": "compaction_trigger"}]})
+    assert events[-1]["type"] == "response.failed"
+
+
+async def test_compaction_trigger_over_websocket(respline, upstream):
+    upstream.queue(Reply(text_stream("first")), Reply(text_stream("WS summary.")), Reply(text_stream("after")))
+    async with open_websocket_url(ws_url(respline), extra_headers=HEADERS) as ws:
+        rid = (await turn(ws, {"model": "m", "input": "remember 7", "store": False}))[-1]["response"]["id"]
+        events = checked(await turn(ws, {"model": "m", "store": False, "previous_response_id": rid,
+                                         "input": [{"type": "compaction_trigger"}]}))
+        item = _compaction_events(events)
+        summary_call = upstream.requests[1]["body"]["messages"]
+        assert summary_call[0] == {"role": "user", "content": "remember 7"}
+        assert summary_call[1] == {"role": "assistant", "content": "first"}
+        # the next turn continues from the compaction response on the same socket
+        cid = events[-1]["response"]["id"]
+        done = (await turn(ws, {"model": "m", "store": False, "previous_response_id": cid, "input": "and?"}))[-1]
+        assert done["type"] == "response.completed"
+    msgs = upstream.last["body"]["messages"]
+    assert {"role": "user", "content": "Summary of the conversation so far:\nWS summary."} in msgs
+    assert msgs[-1] == {"role": "user", "content": "and?"}
+    assert item["encrypted_content"]
