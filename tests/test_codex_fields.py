@@ -1,0 +1,94 @@
+"""The real Codex CLI 0.169.0 with its built-in OpenAI provider pointed at respline
+(``openai_base_url``, the setup most people try first): remote compaction through a final
+``compaction_trigger`` item, and deferred tools found through client ``tool_search``.
+
+Codex installs as tests/test_codex.py installs it (skipped, saying why, without npm). The
+built-in provider speaks WebSocket mode (it falls back to HTTP only when the upgrade is refused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_KEY
+from test_codex import codex  # noqa: F401 - the fixture that installs and checks the CLI
+from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
+
+BUILTIN = """
+model = "gpt-5.5"
+openai_base_url = "{url}"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+web_search = "disabled"
+{extra}
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+
+[features]
+plugins = false
+apps = false
+{features}
+"""
+
+BIG = {"prompt_tokens": 50000, "completion_tokens": 40, "total_tokens": 50040}
+
+
+def with_usage(pieces: list[bytes], usage: dict) -> list[bytes]:
+    """A scripted stream whose usage chunk says ``usage`` (Codex compacts on what it is told)."""
+    return [p for p in pieces if b'"usage"' not in p and p != DONE] + [chunk(usage=usage, choices=False), DONE]
+
+
+def run_builtin(codex: Path, url: str, tmp: Path, prompt: str, *, extra: str = "", features: str = "") -> list[dict]:
+    home, work = tmp / "codex-home", tmp / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(BUILTIN.format(url=url, extra=extra, features=features))
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update({"CODEX_HOME": str(home), "OPENAI_API_KEY": TEST_KEY, "CODEX_API_KEY": TEST_KEY, "NO_PROXY": "127.0.0.1,localhost"})
+    proc = subprocess.run(
+        [str(codex), "exec", "--skip-git-repo-check", "--ephemeral", "--json", prompt],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, f"codex failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def completed(events: list[dict], kind: str) -> list[dict]:
+    return [e["item"] for e in events if e.get("type") == "item.completed" and e["item"].get("type") == kind]
+
+
+def test_codex_builtin_provider_compacts_and_continues(codex, respline, upstream, tmp_path):  # noqa: F811
+    """Over WebSocket, as the built-in provider talks to a server that takes the upgrade (the
+    same turns over HTTP are tests/test_fields.py's compaction_trigger tests)."""
+    upstream.queue(
+        Reply(with_usage(tool_stream("exec_command", '{"cmd": "echo before-compaction"}', call_id="call_c1"), BIG)),
+        Reply(text_stream("The user ran echo before-compaction; it printed before-compaction.")),
+        Reply(text_stream("Done after compaction.")),
+    )
+    events = run_builtin(codex, respline.url, tmp_path, "Run echo before-compaction",
+                         extra="model_auto_compact_token_limit = 1000")
+    assert not [e for e in events if e.get("type") in ("error", "turn.failed")], events
+    assert not completed(events, "error"), events  # no fall back from WebSocket to HTTP
+    assert "before-compaction" in completed(events, "command_execution")[0]["aggregated_output"]
+    assert completed(events, "agent_message")[-1]["text"] == "Done after compaction."
+    assert len(upstream.requests) == 3
+    summary_call = upstream.requests[1]["body"]["messages"]
+    # the summary call saw the whole context (the call and its output) and the instruction
+    assert any(m.get("tool_calls") for m in summary_call)
+    assert "before-compaction" in [m for m in summary_call if m["role"] == "tool"][0]["content"]
+    assert "summary" in summary_call[-1]["content"].lower()
+    # Codex continued from the compaction item: the upstream got the summary, not the history
+    after = upstream.requests[2]["body"]["messages"]
+    assert not any(m.get("tool_calls") for m in after)
+    assert any(m["role"] == "user" and m["content"].startswith("Summary of the conversation so far:\nThe user ran echo")
+               for m in after)
