@@ -92,3 +92,33 @@ def test_codex_builtin_provider_compacts_and_continues(codex, respline, upstream
     assert not any(m.get("tool_calls") for m in after)
     assert any(m["role"] == "user" and m["content"].startswith("Summary of the conversation so far:\nThe user ran echo")
                for m in after)
+
+
+def test_codex_finds_a_deferred_tool_with_tool_search_and_calls_it(codex, respline, upstream, tmp_path):  # noqa: F811
+    """Codex hides its multi-agent tools behind a client-executed ``tool_search``: on a Chat
+    upstream the model calls the search, Codex runs it and answers with a tool_search_output,
+    and the tools it found are offered from then on, so the model can call one."""
+    upstream.queue(
+        Reply(tool_stream("tool_search", '{"query": "close a sub-agent"}', call_id="call_search")),
+        Reply(tool_stream("multi_agent_v1__close_agent", '{"target": "nobody"}', call_id="call_close")),
+        Reply(text_stream("There was no agent to close.")),
+    )
+    events = run_builtin(codex, respline.url, tmp_path, "Close the sub-agent named nobody")
+    assert not [e for e in events if e.get("type") in ("error", "turn.failed")], events
+    assert completed(events, "agent_message")[-1]["text"] == "There was no agent to close."
+    first, second, third = (r["body"] for r in upstream.requests)
+    first_tools = [t["function"]["name"] for t in first["tools"]]
+    assert "tool_search" in first_tools and "multi_agent_v1__close_agent" not in first_tools
+    # Codex ran the search: the call and its output came back, and the found tools are offered
+    search = [m for m in second["messages"] if m.get("tool_calls")][-1]["tool_calls"][0]
+    assert search["id"] == "call_search" and search["function"]["name"] == "tool_search"
+    assert json.loads(search["function"]["arguments"]) == {"query": "close a sub-agent"}
+    found = [m for m in second["messages"] if m["role"] == "tool" and m["tool_call_id"] == "call_search"][0]
+    assert "multi_agent_v1__close_agent" in found["content"]
+    assert "multi_agent_v1__close_agent" in [t["function"]["name"] for t in second["tools"]]
+    # the model called the found tool; Codex ran it and sent its output back
+    close = [m for m in third["messages"] if m.get("tool_calls")][-1]["tool_calls"][0]
+    assert close["function"]["name"] == "multi_agent_v1__close_agent"
+    closed = [m for m in third["messages"] if m["role"] == "tool" and m["tool_call_id"] == "call_close"]
+    assert closed and closed[0]["content"], third["messages"]
+    assert "multi_agent_v1__close_agent" in [t["function"]["name"] for t in third["tools"]]
