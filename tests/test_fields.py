@@ -256,3 +256,92 @@ async def test_compaction_trigger_over_websocket(respline, upstream):
     assert {"role": "user", "content": "Summary of the conversation so far:\nWS summary."} in msgs
     assert msgs[-1] == {"role": "user", "content": "and?"}
     assert item["encrypted_content"]
+
+
+# --- 2. client tool_search and additional_tools ------------------------------------------------
+
+SEARCH_TOOL = {
+    "type": "tool_search", "execution": "client", "description": "Search deferred tools.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
+FOUND = {
+    "type": "namespace", "name": "files", "description": "File tools.",
+    "tools": [{"type": "function", "name": "read", "description": "Read a file.", "defer_loading": True,
+               "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}],
+}
+
+
+def _search_turns(call_id: str) -> list[dict]:
+    return [
+        {"role": "user", "content": "read a.txt"},
+        {"type": "tool_search_call", "id": "ts_1", "call_id": call_id, "execution": "client",
+         "arguments": {"query": "read file"}, "status": "completed"},
+        {"type": "tool_search_output", "call_id": call_id, "execution": "client", "status": "completed", "tools": [FOUND]},
+    ]
+
+
+def test_tool_search_call_streams_and_found_tools_are_offered(respline, upstream):
+    upstream.queue(Reply(tool_stream("tool_search", '{"query": "read file"}', call_id="call_s1")))
+    events = stream(respline, {"model": "m", "input": "read a.txt", "tools": [SEARCH_TOOL]})
+    offered = upstream.last["body"]["tools"]
+    assert offered == [{"type": "function", "function": {
+        "name": "tool_search", "description": "Search deferred tools.", "parameters": SEARCH_TOOL["parameters"]}}]
+    added = [e for e in events if e["type"] == "response.output_item.added"][0]["item"]
+    done = [e for e in events if e["type"] == "response.output_item.done"][0]["item"]
+    for item in (added, done):
+        ResponseToolSearchCall.model_validate(item)
+    assert (done["type"], done["call_id"], done["execution"], done["status"]) == ("tool_search_call", "call_s1", "client", "completed")
+    assert done["arguments"] == {"query": "read file"}
+    assert events[-1]["response"]["output"] == [done]
+    # the client answers with what it found: those tools are offered from then on
+    upstream.queue(Reply(tool_stream("files__read", '{"path": "a.txt"}', call_id="call_r1")))
+    events = stream(respline, {"model": "m", "tools": [SEARCH_TOOL], "input": _search_turns("call_s1")})
+    sent = upstream.last["body"]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["tool_search", "files__read"]
+    assert sent["messages"][1]["tool_calls"][0] == {
+        "id": "call_s1", "type": "function", "function": {"name": "tool_search", "arguments": '{"query":"read file"}'}}
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_s1",
+                                   "content": "These tools are now available to call: files__read."}
+    call = events[-1]["response"]["output"][0]
+    assert (call["type"], call["name"], call["namespace"]) == ("function_call", "read", "files")
+    # the Response echoes the request's tools, not the found ones
+    assert [t["type"] for t in events[-1]["response"]["tools"]] == ["tool_search"]
+
+
+def test_additional_tools_item_offers_its_tools(respline, upstream):
+    upstream.queue(Reply(text_stream("ok")))
+    extra = {"type": "additional_tools", "role": "developer", "tools": [FN, HOSTED[0]]}
+    r = post(respline, {"model": "m", "input": [{"role": "user", "content": "x"}, extra]})
+    assert r.status_code == 200, r.text
+    assert [t["function"]["name"] for t in upstream.last["body"]["tools"]] == ["f"]  # hosted left out
+    # stored as an input item of its own
+    items = httpx.get(respline.url + f"/responses/{r.json()['id']}/input_items?order=asc", headers=AUTH).json()["data"]
+    assert items[-1]["type"] == "additional_tools" and items[-1]["tools"][0]["name"] == "f"
+
+
+@pytest.fixture(scope="module")
+def claude(upstream_server, tmp_path_factory):
+    from conftest import Server
+
+    server = Server(tmp_path_factory.mktemp("claude"),
+                    ["--upstream", upstream_server.base_url, "--upstream-kind", "anthropic", "--api-key", TEST_KEY])
+    yield server
+    server.stop()
+
+
+def test_tool_search_on_anthropic(claude, upstream):
+    upstream.queue(Reply(anthropic_tool("tool_search", '{"query": "read file"}', tool_id="toolu_s1")))
+    events = stream(claude, {"model": "claude-x", "input": "read a.txt", "tools": [SEARCH_TOOL]})
+    done = events[-1]["response"]["output"][0]
+    ResponseToolSearchCall.model_validate(done)
+    assert (done["call_id"], done["arguments"]) == ("toolu_s1", {"query": "read file"})
+    assert [t["name"] for t in upstream.last["body"]["tools"]] == ["tool_search"]
+    upstream.queue(Reply(anthropic_text("Reading.")))
+    extra = {"type": "additional_tools", "role": "developer", "tools": [{**FN, "name": "g"}]}
+    stream(claude, {"model": "claude-x", "tools": [SEARCH_TOOL], "input": [*_search_turns("toolu_s1"), extra]})
+    sent = upstream.last["body"]
+    assert [t["name"] for t in sent["tools"]] == ["tool_search", "files__read", "g"]
+    assert sent["messages"][1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "toolu_s1", "name": "tool_search", "input": {"query": "read file"}}]}
+    assert sent["messages"][2]["content"][0] == {
+        "type": "tool_result", "tool_use_id": "toolu_s1", "content": "These tools are now available to call: files__read."}
