@@ -345,3 +345,43 @@ def test_tool_search_on_anthropic(claude, upstream):
         {"type": "tool_use", "id": "toolu_s1", "name": "tool_search", "input": {"query": "read file"}}]}
     assert sent["messages"][2]["content"][0] == {
         "type": "tool_result", "tool_use_id": "toolu_s1", "content": "These tools are now available to call: files__read."}
+
+
+# --- 4. WebSocket steering -----------------------------------------------------------------------
+
+
+async def test_steer_and_inject_are_always_answered(respline, upstream):
+    from openai.types.responses import ResponseSteerFailedEvent
+
+    upstream.queue(Reply(text_stream("a", "b", "c", "d"), delay=0.2))
+    async with open_websocket_url(ws_url(respline), extra_headers=HEADERS) as ws:
+        await ws.send_message(json.dumps({"type": "response.create", "model": "m", "input": "x", "store": False}))
+        created = json.loads(await ws.get_message())
+        rid = created["response"]["id"]
+        steer = {"type": "message", "role": "user", "content": "also say e"}
+        await ws.send_message(json.dumps({"type": "response.steer", "previous_response_id": rid, "input": [steer]}))
+        events, answer = [], None
+        while True:
+            with trio.fail_after(10):
+                ev = json.loads(await ws.get_message())
+            if ev["type"].startswith("response.steer."):
+                answer = ev
+                continue
+            events.append(ev)
+            if ev["type"] == "response.completed":
+                break
+        # answered while the response was still streaming, and the response went on
+        assert answer is not None
+        ResponseSteerFailedEvent.model_validate(answer)
+        assert answer["error"]["code"] == "steering_not_supported"
+        assert answer["steer"]["previous_response_id"] == rid
+        checked([created, *events])
+        for frame, code in (
+            ({"type": "response.steer", "previous_response_id": rid, "input": [steer]}, "response_already_completed"),
+            ({"type": "response.inject", "previous_response_id": "resp_nope", "input": [steer]}, "response_not_found"),
+            ({"type": "response.steer", "input": [steer]}, "invalid_input"),
+        ):
+            await ws.send_message(json.dumps(frame))
+            with trio.fail_after(10):
+                got = json.loads(await ws.get_message())
+            assert (got["type"], got["error"]["code"]) == ("response.steer.failed", code), got

@@ -43,6 +43,51 @@ class _FrameType(msgspec.Struct):
 
 _frame_type = msgspec.json.Decoder(_FrameType)
 
+
+class _Steer(msgspec.Struct):
+    previous_response_id: Any = None
+    input: Any = None
+    stream_id: Any = None
+
+
+_steer = msgspec.json.Decoder(_Steer)
+
+STEER_FRAMES = ("response.steer", "response.inject")
+
+
+def steer_failed(raw: bytes, running: str | None, completed: Any) -> bytes:
+    """The answer to ``response.steer`` / ``response.inject``: respline runs each turn as one
+    upstream call, so there is no point between calls where input could join a running turn;
+    the client is told so at once (``response.steer.failed``), never left waiting. The code says
+    why: the turn is running (``steering_not_supported``: send the input with the next
+    ``response.create``), it has ended (``response_already_completed``), or it is unknown."""
+    try:
+        steer = _steer.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        steer = _Steer()
+    prev = steer.previous_response_id
+    if not isinstance(prev, str) or not prev or steer.input is None:
+        code, message = "invalid_input", "A steer needs 'previous_response_id' and 'input'."
+    elif prev == running:
+        code = "steering_not_supported"
+        message = (
+            "This gateway cannot add input to a response while it is being generated; send it with "
+            "the next response.create once this response completes."
+        )
+    elif prev in completed:
+        code, message = "response_already_completed", f"Response '{prev}' has already completed."
+    else:
+        code, message = "response_not_found", f"Response '{prev}' is not active on this connection."
+    event: dict[str, Any] = {
+        "type": "response.steer.failed",
+        "sequence_number": 0,
+        "steer": {"previous_response_id": prev if isinstance(prev, str) else "", "input": steer.input if steer.input is not None else []},
+        "error": {"type": "invalid_request_error", "code": code, "message": message},
+    }
+    if isinstance(steer.stream_id, str):
+        event["stream_id"] = steer.stream_id
+    return _json.encode(event)
+
 CACHE_SIZE = 32  # responses kept per connection; a chain only ever needs its latest
 
 
@@ -79,6 +124,7 @@ class WebSocketSession:
         self.deadline = trio.current_time() + max_age if max_age > 0 else math.inf
         self.closing = closing
         self.cache: OrderedDict[str, _Entry] = OrderedDict()
+        self.running: str | None = None  # the id of the response being streamed (steering)
 
     async def send_text(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "text": data.decode()})
@@ -146,6 +192,9 @@ class WebSocketSession:
                     continue
                 if ftype == "response.create":
                     await frames_in.send(raw)
+                elif ftype in STEER_FRAMES:
+                    # answered here, while a turn may be streaming: hypercorn serialises sends
+                    await self.send_text(steer_failed(raw, self.running, self.cache))
                 # response.processed and other client events need no answer (SPEC 4.2)
 
     async def _watch_shutdown(self, scope: trio.CancelScope) -> None:
@@ -174,7 +223,11 @@ class WebSocketSession:
                 self.cache.pop(prev, None)
             await self.send_text(error_frame(err))
             return
-        await self.gateway.pump(turn, upstream, self._emit)
+        self.running = turn.pipeline.response.id
+        try:
+            await self.gateway.pump(turn, upstream, self._emit)
+        finally:
+            self.running = None
         resp = turn.pipeline.response
         if resp.status == "failed":
             if prev is not None:
