@@ -31,7 +31,14 @@ from respline.engine.seal import Sealer
 from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine import tokens, tool_policy
 from respline.engine.compact_turn import CompactionPipeline, summary_turn
-from respline.engine.context import check_call_outputs, take_trigger, truncate_oldest
+from respline.engine.context import (
+    after_compaction,
+    check_call_outputs,
+    compact_threshold,
+    from_latest_compaction,
+    take_trigger,
+    truncate_oldest,
+)
 from respline.engine.translate import (
     decode_item,
     echo_tools,
@@ -163,8 +170,9 @@ class Gateway:
                         code="conversation_not_found",
                     )
                 context = await self.store.conversation_items(tenant, conversation_id)
-        prior = [decode_item(_as_input(it), "context") for it in context]
+        prior = from_latest_compaction([decode_item(_as_input(it), "context") for it in context])
         prior, new, triggered = take_trigger(prior, items)
+        threshold = compact_threshold(req.context_management)
         if not new and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
         check_call_outputs(prior + new)
@@ -188,10 +196,40 @@ class Gateway:
             self.sealer,
             "reasoning.encrypted_content" in (req.include or []),
         )
+        if threshold is not None and not triggered:
+            await self._auto_compact(turn, new, threshold)
         self._prepare_attempt(turn)
         turn.store = req.store is not False
         turn.conversation_id = conversation_id
         return turn
+
+    async def _auto_compact(self, turn: Turn, new: list[Any], threshold: int) -> None:
+        """``context_management``: a context over ``compact_threshold`` tokens (estimated,
+        engine/tokens.py) is summarised first, by the same call a ``compaction_trigger`` makes;
+        the response then opens with that compaction item and the model answers from the summary."""
+        req = turn.req
+        messages = to_chat_messages(req.instructions, turn.items, unseal=self.sealer.open)
+        if tokens.count_chat({"messages": messages, "tools": translate_tools(req.tools)[0]}) <= threshold:
+            return
+        sub = Turn()
+        sub.req, sub.items, sub.route, sub.attempt, sub.compact = req, turn.items, turn.route, 0, True
+        sub.tenant, sub.background, sub.stored_input, sub.previous_response_id = turn.tenant, False, [], None
+        sub.template, sub.store = turn.template, False
+        ctx = turn.ctx
+        sub.ctx = TurnContext(turn.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted)
+        self._prepare_attempt(sub)
+        summary = await self.collect(sub, await self.open_upstream(sub))
+        if summary.status != "completed" or not summary.output:
+            err = summary.error
+            raise ApiError(
+                502,
+                f"The context could not be compacted: {err.message if err is not None else 'no summary'}",
+                code="compaction_failed",
+                type="server_error",
+            )
+        item = summary.output[0]
+        turn.seeded = [item]
+        turn.items = after_compaction(turn.items, new, Q.CompactionIn(encrypted_content=item.encrypted_content, id=item.id))
 
     async def _resolve_references(self, items: list[Any], tenant: str) -> list[Any]:
         """``item_reference`` input items become the stored items they name."""

@@ -90,3 +90,54 @@ def truncate_oldest(items: list[Any], budget: int, count: Callable[[list[Any]], 
         if count(kept) <= budget:
             return kept
     return system + rest[starts[-1]:] if starts else items
+
+
+def from_latest_compaction(context: list[Any]) -> list[Any]:
+    """A stored chain continues from its latest compaction item: what came before it is in the
+    summary, so only system and developer messages stay from there (as OpenAI continues a
+    chain that was compacted). The client's own input is never cut this way."""
+    last = None
+    for i, item in enumerate(context):
+        if type(item) is Q.CompactionIn:
+            last = i
+    if last is None or last == 0:
+        return context
+    return [it for it in context[:last] if _is_system(it)] + context[last:]
+
+
+def compact_threshold(value: Any) -> int | None:
+    """``context_management: [{"type": "compaction", "compact_threshold": N}]`` -> N."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(400, "context_management must be a list.", param="context_management", code="invalid_type")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or entry.get("type") != "compaction":
+            raise ApiError(
+                400,
+                "Only {'type': 'compaction'} entries are supported in context_management.",
+                param=f"context_management[{i}]",
+                code="invalid_value",
+            )
+        threshold = entry.get("compact_threshold")
+        if threshold is not None:
+            if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+                raise ApiError(
+                    400,
+                    "compact_threshold must be a positive integer.",
+                    param=f"context_management[{i}].compact_threshold",
+                    code="invalid_value",
+                )
+            return threshold
+    return None
+
+
+def after_compaction(items: list[Any], new: list[Any], compacted: Any) -> list[Any]:
+    """The context once ``compacted`` (a CompactionIn) summarises ``items``: system and
+    developer messages, the summary, then the user messages that end this request's input (what
+    the model is to answer now; a turn that ends with tool outputs continues from the summary)."""
+    system = [it for it in items if _is_system(it)]
+    start = len(new)
+    while start > 0 and _starts_turn(new[start - 1]):
+        start -= 1
+    return [*system, compacted, *new[start:]]

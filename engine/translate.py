@@ -91,6 +91,7 @@ def decode_create(body: bytes) -> Q.CreateRequest:
             f"We could not parse the JSON body of your request: {exc}",
             code="invalid_json",
         ) from None
+    req.raw_body = body  # what a passthrough upstream gets beyond the known fields
     return req
 
 

@@ -15,6 +15,11 @@ Input items go through as the client or the store had them, except:
   becomes the user message with its summary.
 - ``drop_fields`` (per provider, dotted paths such as ``reasoning.summary``) are removed last,
   for servers that reject what they do not know.
+
+Fields respline's request Struct does not know are not lost: the client's raw body is read
+again for them (``client_fields``), so a field OpenAI added yesterday reaches the upstream.
+``context_management`` is respline's to run (it compacts itself, as for ``compaction_trigger``)
+and is not forwarded.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from respline.engine.wire import request as Q
 
 # never forwarded: answered by respline, or set here
 _NOT_FORWARDED = frozenset(
-    {"model", "input", "previous_response_id", "conversation", "background", "stream", "stream_options", "generate", "type"}
+    {
+        "model", "input", "previous_response_id", "conversation", "background", "stream", "stream_options",
+        "generate", "type", "context_management",
+    }
 )
 
 
@@ -84,6 +92,36 @@ def _drop(body: dict[str, Any], path: str) -> None:
         target.pop(keys[-1], None)
 
 
+_raw_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_KNOWN = frozenset(Q.CreateRequest.__struct_fields__)
+# known objects whose keys the Struct does not all know (reasoning.context, reasoning.mode, ...)
+_OPEN_OBJECTS = ("reasoning", "text")
+
+
+def client_fields(req: Q.CreateRequest) -> dict[str, Any]:
+    """What the client sent that the CreateRequest Struct does not hold: unknown top-level keys
+    (``prompt_cache_options``, ``moderation``, ``image``, ``background_options``, newer fields)
+    as their raw JSON, and ``reasoning`` / ``text`` as sent, unknown keys included."""
+    raw = getattr(req, "raw_body", None)
+    if not raw:
+        return {}
+    try:
+        fields = _raw_fields.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in _NOT_FORWARDED:
+            continue
+        if key not in _KNOWN:
+            out[key] = value
+        elif key in _OPEN_OBJECTS:
+            sent = msgspec.json.decode(value)
+            if isinstance(sent, dict):
+                out[key] = _strip_none(sent)
+    return out
+
+
 def to_responses_request(
     req: Q.CreateRequest,
     items: list[Any],
@@ -97,6 +135,7 @@ def to_responses_request(
     for key, value in msgspec.to_builtins(req).items():
         if value is not None and key not in _NOT_FORWARDED:
             body[key] = _strip_none(value)
+    body.update(client_fields(req))
     body["input"] = [x for x in (input_item(it, unseal) for it in items) if x is not None]
     if stream:
         body["stream"] = True

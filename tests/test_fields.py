@@ -479,3 +479,44 @@ def test_input_tokens_forwarded_to_a_responses_upstream(passthrough, upstream):
     assert sent["path"] == "/v1/responses/input_tokens"
     assert sent["body"]["input"] == [{"type": "message", "role": "user", "content": "hi"}]
     assert sent["body"]["reasoning"] == {"effort": "low"} and "stream" not in sent["body"]
+
+
+# --- 1b. context_management: compact_threshold enforced ------------------------------------------
+
+
+def test_context_management_compacts_over_the_threshold(respline, upstream):
+    long_history = [
+        {"type": "message", "role": "developer", "content": "be brief"},
+        {"role": "user", "content": "Tell me about rivers. " * 40},
+        {"type": "message", "role": "assistant", "content": "Rivers flow to the sea. " * 40},
+        {"role": "user", "content": "And lakes?"},
+    ]
+    cm = [{"type": "compaction", "compact_threshold": 200}]
+    upstream.queue(Reply(text_stream("We discussed rivers; now lakes.")), Reply(text_stream("Lakes are still.")))
+    events = stream(respline, {"model": "m", "input": long_history, "context_management": cm})
+    out = events[-1]["response"]["output"]
+    assert [i["type"] for i in out] == ["compaction", "message"]
+    ResponseCompactionItem.model_validate(out[0])
+    assert events[2]["type"] == "response.output_item.added" and events[2]["item"]["type"] == "compaction"
+    assert out[1]["content"][0]["text"] == "Lakes are still."
+    assert len(upstream.requests) == 2
+    assert "summary" in upstream.requests[0]["body"]["messages"][-1]["content"].lower()
+    # the answer came from the summary and the current ask, not the long history
+    assert upstream.requests[1]["body"]["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Summary of the conversation so far:\nWe discussed rivers; now lakes."},
+        {"role": "user", "content": "And lakes?"},
+    ]
+    # the stored chain continues from the compaction, and under the threshold nothing is compacted
+    upstream.queue(Reply(text_stream("Seas are salty.")))
+    r = post(respline, {"model": "m", "previous_response_id": events[-1]["response"]["id"], "input": "Seas?",
+                        "context_management": cm})
+    assert [i["type"] for i in r.json()["output"]] == ["message"]
+    assert upstream.last["body"]["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Summary of the conversation so far:\nWe discussed rivers; now lakes."},
+        {"role": "assistant", "content": "Lakes are still."},
+        {"role": "user", "content": "Seas?"},
+    ]
+    r = post(respline, {"model": "m", "input": "x", "context_management": [{"type": "other"}]})
+    assert r.status_code == 400 and error_of(r)["param"] == "context_management[0]"

@@ -23,7 +23,9 @@ class ReasoningParam(Struct):
     generate_summary: str | None = None
 
 
-class CreateRequest(Struct):
+class CreateRequest(Struct, dict=True):
+    # dict=True: decode_create keeps the raw body on the instance (``raw_body``) so a
+    # Responses-API upstream gets the fields this Struct does not know (translate_responses.py)
     model: str | None = None
     input: str | list[Any] | None = None
     instructions: str | None = None
