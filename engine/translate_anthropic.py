@@ -77,6 +77,10 @@ def _data_url(url: str) -> tuple[str, str] | None:
 
 
 def _image_block(p: dict[str, Any], where: str) -> dict[str, Any]:
+    file_id = p.get("file_id")
+    if isinstance(file_id, str) and file_id and not p.get("image_url"):
+        # a file uploaded to Anthropic's Files API (the provider sends its beta header)
+        return {"type": "image", "source": {"type": "file", "file_id": file_id}}
     url = p.get("image_url")
     if not isinstance(url, str) or not url:
         raise ApiError(
@@ -118,6 +122,8 @@ def _file_block(p: dict[str, Any], where: str) -> dict[str, Any]:
             )
     elif isinstance(url, str) and url:
         block["source"] = {"type": "url", "url": url}
+    elif isinstance(p.get("file_id"), str) and p["file_id"]:
+        block["source"] = {"type": "file", "file_id": p["file_id"]}  # Anthropic's Files API
     else:
         raise ApiError(
             400,

@@ -506,8 +506,15 @@ def test_images_and_pdfs():
         {"type": "document", "source": {"type": "url", "url": "https://example.com/b.pdf"}},
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "hello"}, "title": "n.txt"},
     ]
+    # by file_id: Anthropic's Files API takes it (issue 16); neither url nor id is still a 400
+    body = translate({"input": [{"role": "user", "content": [
+        {"type": "input_image", "file_id": "file_1"}, {"type": "input_file", "file_id": "file_2"}]}]})
+    assert body["messages"][0]["content"] == [
+        {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+        {"type": "document", "source": {"type": "file", "file_id": "file_2"}},
+    ]
     with pytest.raises(ApiError) as exc:
-        translate({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}]})
+        translate({"input": [{"role": "user", "content": [{"type": "input_image", "detail": "low"}]}]})
     assert exc.value.param == "input[0].content[0].image_url"
 
 

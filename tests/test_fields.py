@@ -520,3 +520,130 @@ def test_context_management_compacts_over_the_threshold(respline, upstream):
     ]
     r = post(respline, {"model": "m", "input": "x", "context_management": [{"type": "other"}]})
     assert r.status_code == 400 and error_of(r)["param"] == "context_management[0]"
+
+
+# --- 6. fields passed on, enforced or answered --------------------------------------------------
+
+
+def test_passthrough_keeps_every_field_the_client_sent(passthrough, upstream):
+    from upstream_formats import responses_text
+
+    upstream.queue(Reply(responses_text("ok")))
+    body = {
+        "model": "gpt-x", "input": "hi", "stream": True,
+        "prompt_cache_options": {"mode": "explicit"}, "moderation": {"input": "auto"},
+        "image": {"context_compression": "auto"}, "background_options": {"priority": "low"},
+        "reasoning": {"effort": "high", "context": "persist", "mode": "thorough", "summary": "auto"},
+        "text": {"verbosity": "low", "future_knob": 1}, "a_field_from_tomorrow": [1, 2],
+        "max_tool_calls": 3, "truncation": "auto", "prompt_cache_key": "k", "service_tier": "flex",
+        "context_management": [{"type": "compaction", "compact_threshold": 100000}],
+    }
+    r = httpx.post(passthrough.url + "/responses", json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 200
+    sent = upstream.last["body"]
+    for key in ("prompt_cache_options", "moderation", "image", "background_options", "reasoning", "text",
+                "a_field_from_tomorrow", "max_tool_calls", "truncation", "prompt_cache_key", "service_tier"):
+        assert sent[key] == body[key], key
+    assert "context_management" not in sent  # respline runs compaction itself
+
+
+def test_chat_fields_go_where_the_provider_takes_them(start_server, upstream):
+    config = f"""
+[providers.openai-chat]
+kind = "openai-chat"
+base_url = "{upstream.base_url}"
+chat_fields = ["prompt_cache_key", "service_tier", "user", "safety_identifier"]
+
+[providers.strict]
+kind = "openai-chat"
+base_url = "{upstream.base_url}"
+
+[[routes]]
+model = "gpt-*"
+provider = "openai-chat"
+
+[[routes]]
+model = "*"
+provider = "strict"
+"""
+    server = start_server(["--api-key", TEST_KEY], config=config)
+    fields = {"prompt_cache_key": "thread-1", "service_tier": "flex", "user": "u1", "safety_identifier": "s1"}
+    upstream.queue(Reply(text_stream("ok")), Reply(text_stream("ok")))
+    assert post(server, {"model": "gpt-x", "input": "x", **fields}).status_code == 200
+    assert {k: upstream.last["body"].get(k) for k in fields} == fields
+    assert post(server, {"model": "other", "input": "x", **fields}).status_code == 200
+    assert not set(fields) & set(upstream.last["body"])
+
+
+def test_truncation_auto_drops_the_oldest_turns(start_server, upstream):
+    config = f"""
+[providers.up]
+kind = "openai-chat"
+base_url = "{upstream.base_url}"
+
+[[routes]]
+model = "*"
+provider = "up"
+context_window = 120
+"""
+    server = start_server(["--api-key", TEST_KEY], config=config)
+    history = [{"type": "message", "role": "developer", "content": "be brief"}]
+    for n in range(5):
+        history += [
+            {"role": "user", "content": f"question {n} " + "words " * 20},
+            {"type": "function_call", "call_id": f"call_{n}", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": f"call_{n}", "output": "result " * 5},
+            {"type": "message", "role": "assistant", "content": f"answer {n}"},
+        ]
+    history.append({"role": "user", "content": "last question"})
+    upstream.queue(Reply(text_stream("ok")), Reply(text_stream("ok")))
+    r = post(server, {"model": "m", "input": history, "truncation": "auto", "max_output_tokens": 20})
+    assert r.status_code == 200 and r.json()["truncation"] == "auto"
+    sent = upstream.last["body"]["messages"]
+    assert sent[0] == {"role": "system", "content": "be brief"} and sent[-1]["content"] == "last question"
+    assert len(sent) < 2 + 5 * 4  # older turns are gone ...
+    users = [m["content"] for m in sent if m["role"] == "user"]
+    assert not any(u.startswith("question 0") for u in users)
+    ids = {m["tool_call_id"] for m in sent if m["role"] == "tool"}
+    calls = {c["id"] for m in sent for c in m.get("tool_calls") or []}
+    assert ids == calls  # ... whole: no call left without its output
+    # truncation disabled (the default) sends everything
+    assert post(server, {"model": "m", "input": history}).status_code == 200
+    assert len(upstream.last["body"]["messages"]) == 2 + 5 * 4
+
+
+def test_max_tool_calls_is_enforced(respline, upstream):
+    two_calls = [
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        chunk({}, "tool_calls"), b"data: [DONE]\n\n",
+    ]
+    upstream.queue(Reply(two_calls), Reply(two_calls))
+    events = stream(respline, {"model": "m", "input": "x", "tools": [FN], "max_tool_calls": 1})
+    calls = [i for i in events[-1]["response"]["output"] if i["type"] == "function_call"]
+    assert [c["call_id"] for c in calls] == ["call_1"]
+    assert events[-1]["response"]["max_tool_calls"] == 1
+    events = stream(respline, {"model": "m", "input": "x", "tools": [FN]})
+    assert len(events[-1]["response"]["output"]) == 2
+
+
+def test_background_run_emits_response_queued_first(respline, upstream):
+    upstream.queue(Reply(text_stream("done in the background")))
+    with httpx.stream("POST", respline.url + "/responses", headers=AUTH, timeout=30,
+                      json={"model": "m", "input": "x", "background": True, "stream": True}) as r:
+        events = checked(parse_sse(r.read()))
+    assert [e["type"] for e in events[:3]] == ["response.created", "response.queued", "response.in_progress"]
+    assert events[0]["response"]["status"] == events[1]["response"]["status"] == "queued"
+
+
+def test_input_image_by_file_id(passthrough, claude, upstream):
+    from upstream_formats import responses_text
+
+    image = {"role": "user", "content": [{"type": "input_text", "text": "what is this?"},
+                                         {"type": "input_image", "file_id": "file_abc", "detail": "auto"}]}
+    upstream.queue(Reply(responses_text("a cat")), Reply(anthropic_text("a cat")))
+    assert post(passthrough, {"model": "gpt-x", "input": [image]}).status_code == 200
+    assert upstream.last["body"]["input"][0]["content"][1] == {"type": "input_image", "file_id": "file_abc", "detail": "auto"}
+    assert post(claude, {"model": "claude-x", "input": [image]}).status_code == 200
+    assert upstream.last["body"]["messages"][0]["content"][1] == {"type": "image", "source": {"type": "file", "file_id": "file_abc"}}
