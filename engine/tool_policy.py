@@ -99,13 +99,18 @@ def for_upstream(req: Q.CreateRequest, kind: str, policy: str) -> Q.CreateReques
     None when nothing changes. Raises the policy's 400 for ``"reject"``."""
     if kind in RUNS_HOSTED:
         return None
+    choice_before = req.tool_choice
     tools = req.tools or []
     hosted = [(i, t) for i, t in enumerate(tools) if is_hosted(t)]
     forced = _hosted_choice(req.tool_choice)
+    if forced == TOOL_SEARCH and any(is_client_search(t) for t in tools):
+        # forcing the client's own search: the function it is offered as
+        req = msgspec.structs.replace(req, tool_choice={"type": "function", "name": TOOL_SEARCH})
+        forced = None
     allowed = req.tool_choice.get("tools") if isinstance(req.tool_choice, dict) and req.tool_choice.get("type") == "allowed_tools" else None
     allowed_hosted = [t for t in allowed or () if isinstance(t, dict) and is_hosted(t)]
     if not hosted and forced is None and not allowed_hosted:
-        return None
+        return req if req.tool_choice is not choice_before else None
     if policy == REJECT:
         if hosted:
             i, tool = hosted[0]

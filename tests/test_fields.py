@@ -306,6 +306,10 @@ def test_tool_search_call_streams_and_found_tools_are_offered(respline, upstream
     assert (call["type"], call["name"], call["namespace"]) == ("function_call", "read", "files")
     # the Response echoes the request's tools, not the found ones
     assert [t["type"] for t in events[-1]["response"]["tools"]] == ["tool_search"]
+    # forcing the client's search forces the function it is offered as
+    upstream.queue(Reply(tool_stream("tool_search", '{"query": "x"}', call_id="call_s2")))
+    stream(respline, {"model": "m", "input": "x", "tools": [SEARCH_TOOL], "tool_choice": {"type": "tool_search"}})
+    assert upstream.last["body"]["tool_choice"] == {"type": "function", "function": {"name": "tool_search"}}
 
 
 def test_additional_tools_item_offers_its_tools(respline, upstream):
