@@ -27,7 +27,7 @@ from respline.engine.errors import ApiError, from_validation
 from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline
-from respline.engine.seal import Sealer
+from respline.engine.seal import Sealer, open_items
 from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine.translate import decode_item, input_items, parse_create, response_builtins, response_template
 from respline.engine.wire import request as Q
@@ -148,6 +148,11 @@ class Gateway:
         prior = [decode_item(_as_input(it), "context") for it in context]
         if not items and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        # every sealed token opens here, for this tenant, before any provider translates: one
+        # that does not is a 400 naming its item, and nothing reaches the upstream
+        opened: dict[str, dict[str, Any]] = {}
+        open_items(self.sealer, tenant, items, opened)
+        open_items(self.sealer, tenant, prior, opened, "conversation" if conversation_id is not None else "previous_response_id")
         turn = Turn()
         turn.req = req
         turn.previous_response_id = req.previous_response_id
@@ -165,6 +170,8 @@ class Gateway:
             self.dialect,
             self.sealer,
             "reasoning.encrypted_content" in (req.include or []),
+            tenant,
+            opened,
         )
         self._prepare_attempt(turn)
         turn.store = req.store is not False
@@ -219,6 +226,7 @@ class Gateway:
             # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
+            turn.ctx.opened = None  # the opened sealed tokens, only a fallback's translation needed
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -460,7 +468,7 @@ class Gateway:
                 {
                     "type": "compaction",
                     "id": self.ids.new("cmp_"),
-                    "encrypted_content": self.sealer.seal({"summary": text}),
+                    "encrypted_content": self.sealer.seal_summary(tenant, text),
                 }
             ],
             "usage": msgspec.to_builtins(resp.usage) if resp.usage is not None else None,
@@ -470,6 +478,7 @@ class Gateway:
 
     async def create_conversation(self, tenant: str, items: list[Any], metadata: dict[str, str] | None) -> StoredConversation:
         typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        open_items(self.sealer, tenant, typed, {}, "items[{i}].encrypted_content")  # refused now, not next turn
         conv = StoredConversation(tenant=tenant, id=self.ids.new("conv_"), created_at=self.clock.now(), metadata=metadata or {})
         await self.store.put_conversation(conv)
         if typed:
@@ -478,6 +487,7 @@ class Gateway:
 
     async def add_items(self, tenant: str, conv_id: str, items: list[Any]) -> list[dict[str, Any]]:
         typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        open_items(self.sealer, tenant, typed, {}, "items[{i}].encrypted_content")
         stored = [normalise(it, self.ids) for it in typed]
         await self.store.add_conversation_items(tenant, conv_id, stored)
         return stored

@@ -62,7 +62,7 @@ class AnthropicProvider(HttpProvider):
             encoding=ctx.encoding,
             reasoning_dialect=ctx.reasoning_dialect,
             tools=tools,
-            seal_reasoning=ctx.sealer.seal_reasoning,
+            seal_reasoning=ctx.seal_reasoning,
         )
         return Prepared(request, payload, body, pipeline)
 
