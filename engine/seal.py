@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from typing import Any, Callable
 
 import msgspec
@@ -52,6 +53,7 @@ NONCE_SIZE = 12
 NonceSource = Callable[[bytes, bytes], bytes]
 
 _json = msgspec.json.Encoder()
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _random_nonce(_aad: bytes, _plaintext: bytes) -> bytes:
@@ -93,8 +95,10 @@ class Sealer:
         """The payload, or None when the token does not open for this tenant and kind."""
         if not token or not token.startswith(PREFIX):
             return None
+        body = token[len(PREFIX) :]
+        if not _BASE64URL.fullmatch(body):
+            return None  # the decoder would skip stray characters: a changed token must not open
         try:
-            body = token[len(PREFIX) :]
             # padding from the body's length, not the whole token's: counting the prefix
             # under-padded 2 of every 3 tokens, which then never opened
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from conftest import TEST_KEY, Server
+from respline.engine.errors import ApiError
 from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
 import sealing
@@ -292,6 +293,14 @@ def test_reasoning_and_compaction_items():
         {"type": "reasoning", "summary": [], "id": "rs_up", "encrypted_content": "gAAAA-upstream"},
         {"encrypted_content": "upstream-compaction", "type": "compaction", "id": "cmp_up"},
     ]
+    # respline's format that does not open (another tenant's here): refused, never forwarded
+    for item in (
+        {"type": "compaction", "encrypted_content": SEALER.seal_summary("tenant:other", "their X")},
+        {"type": "reasoning", "summary": [], "encrypted_content": SEALER.seal_reasoning("tenant:other", "their thought")},
+    ):
+        with pytest.raises(ApiError) as info:
+            forward({"input": [{"role": "user", "content": "x"}, item]})
+        assert (info.value.status, info.value.code, info.value.param) == (400, "invalid_encrypted_content", "input[1].encrypted_content")
 
 
 # --- end to end -------------------------------------------------------------------------------------
