@@ -27,9 +27,9 @@ not respline's to open, and is left to the translator (passed through to a Respo
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
-import re
 from typing import Any, Callable
 
 import msgspec
@@ -53,11 +53,22 @@ NONCE_SIZE = 12
 NonceSource = Callable[[bytes, bytes], bytes]
 
 _json = msgspec.json.Encoder()
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _random_nonce(_aad: bytes, _plaintext: bytes) -> bytes:
     return os.urandom(NONCE_SIZE)
+
+
+def _decode(body: str) -> bytes:
+    """Unpadded base64url, strictly: the lenient decoder skips characters outside the alphabet,
+    and a changed token must not open. (Half the cost of ``urlsafe_b64decode`` on a str.)"""
+    if "+" in body or "/" in body:
+        raise ValueError("not base64url")
+    raw = body.encode("ascii").translate(_FROM_URLSAFE)
+    # padding from the body's length, not the whole token's: counting the prefix under-padded
+    # 2 of every 3 tokens, which then never opened
+    return binascii.a2b_base64(raw + b"=" * (-len(raw) % 4), strict_mode=True)
 
 
 def is_sealed(token: str | None) -> bool:
@@ -95,13 +106,8 @@ class Sealer:
         """The payload, or None when the token does not open for this tenant and kind."""
         if not token or not token.startswith(PREFIX):
             return None
-        body = token[len(PREFIX) :]
-        if not _BASE64URL.fullmatch(body):
-            return None  # the decoder would skip stray characters: a changed token must not open
         try:
-            # padding from the body's length, not the whole token's: counting the prefix
-            # under-padded 2 of every 3 tokens, which then never opened
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            raw = _decode(token[len(PREFIX) :])
             if len(raw) < NONCE_SIZE + 16:
                 return None
             data = self._aead.decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], self._aad(tenant, kind))

@@ -61,8 +61,13 @@ def test_every_changed_character_fails():
     for i in range(len(body) - 1):
         swapped = "A" if body[i] != "A" else "B"
         assert S.open("t_a", REASONING, PREFIX + body[:i] + swapped + body[i + 1 :]) is None, i
-    for bad in (PREFIX, PREFIX + body[:20], token[:-6], token + "AAAA", PREFIX + "!!!" + body, "", None):
+    for bad in (PREFIX, PREFIX + body[:20], token[:-6], token + "AAAA", PREFIX + "!!!" + body, token + "é", "", None):
         assert S.open("t_a", REASONING, bad) is None
+    # the standard alphabet's spelling of the same bytes is another token: refused too
+    long = S.seal_reasoning("t_a", "x" * 3000)
+    assert "-" in long or "_" in long
+    assert S.open("t_a", REASONING, long.replace("-", "+").replace("_", "/")) is None
+    assert S.open("t_a", REASONING, long) == {"text": "x" * 3000}
 
 
 @pytest.mark.parametrize("n", range(8))
