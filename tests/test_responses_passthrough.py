@@ -15,7 +15,6 @@ import pytest
 from conftest import TEST_KEY, Server
 from respline.engine.errors import ApiError
 from respline.engine.replay import load_recording, replay
-from respline.engine.seal import Sealer
 import sealing
 from respline.engine.translate import input_items, parse_create
 from respline.engine.translate_responses import to_responses_request
