@@ -130,7 +130,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
             provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections)
+            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
             client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
         providers[name] = provider

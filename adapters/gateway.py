@@ -230,12 +230,15 @@ class Gateway:
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+        except httpx.ConnectError as exc:
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
-            raise ApiError(502, f"Upstream request failed: {exc.__class__.__name__}.", code="upstream_error", type="server_error") from None
+            # connected, but no answer: the upstream may have the request, so it is not sent again
+            raise ApiError(
+                502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
+            ) from None
         if resp.status_code >= 400:
             body = b""
             try:
