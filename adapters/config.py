@@ -58,7 +58,9 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     port: int = 8080
     api_keys: list[str] = []
     secret: str | None = None  # "$ENV" or literal; default: a generated secret persisted in secret_file
-    secret_file: str = ".respline/secret"
+    # where respline keeps its own files (adapters/state.py); default $XDG_STATE_HOME/respline
+    state_dir: str | None = None
+    secret_file: str = "secret"  # a relative path is inside state_dir
     reasoning_dialect: str = OPENAI
     record_dir: str | None = None
     log_level: str = "info"
@@ -72,7 +74,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # "memory" | "sqlite"
-    path: str = ".respline/respline.db"
+    path: str = "respline.db"  # a relative path is inside server.state_dir
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
