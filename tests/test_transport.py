@@ -277,6 +277,36 @@ async def test_request_written_in_full_is_never_sent_again(nursery, pooled):
     assert server.connections == 1
 
 
+async def test_write_refused_by_a_reset_connection_is_retried_once(nursery, monkeypatch):
+    """The one retry: the upstream reset a pooled connection between the check and the write
+    (the race the check cannot close; here the check is made to miss it). The write fails with
+    not a byte taken, so the request goes once on a fresh connection."""
+    import struct
+
+    import respline.adapters.transport as transport
+
+    served: list[bytes] = []
+
+    async def handler(stream):
+        request, _ = await read_request(stream, b"")
+        if request is None:
+            return
+        served.append(request)
+        await stream.send_all(OK)
+        if len(served) == 1:  # reset: the next write on this connection fails at once
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.socket.close()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    monkeypatch.setattr(transport, "_quiet", lambda conn: True)
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        assert (await client.post(url, content=b"1")).content == b"ok"
+        await trio.sleep(0.05)  # the RST crosses loopback
+        assert (await client.post(url, content=b"2")).content == b"ok"
+    assert [r[-1:] for r in served] == [b"1", b"2"]
+
+
 async def test_idle_connections_expire(nursery, mock_clock):
     """An idle pooled connection older than keepalive_expiry is closed, not reused (checked at
     checkout; no timer runs per connection)."""
