@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from respline.adapters.providers.anthropic import AnthropicProvider
 from respline.adapters.providers.openai_chat import ChatProvider
 from respline.adapters.providers.openai_responses import ResponsesProvider
 from respline.adapters.providers.replay import DemoTransport
+from respline.adapters.state import private_file, resolve
 from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.replay import KINDS, load_recording, replay
@@ -57,8 +59,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.record_dir = args.record
     if args.reasoning_dialect:
         cfg.server.reasoning_dialect = args.reasoning_dialect
-    if args.secret_file:
-        cfg.server.secret_file = args.secret_file
+    if args.secret_file:  # a path on the command line is relative to the current directory
+        cfg.server.secret_file = os.path.abspath(args.secret_file)
     if args.shutdown_grace is not None:
         cfg.server.shutdown_grace = args.shutdown_grace
     if args.store:
@@ -66,7 +68,7 @@ def build_config(args: argparse.Namespace) -> Config:
             cfg.store.backend = "memory"
         elif args.store.startswith("sqlite:") and len(args.store) > 7:
             cfg.store.backend = "sqlite"
-            cfg.store.path = args.store[7:]
+            cfg.store.path = os.path.abspath(args.store[7:])
         else:
             raise ConfigError("--store must be 'memory' or 'sqlite:PATH'")
     if args.upstream:
@@ -82,6 +84,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.providers = {"demo": ProviderConfig(kind="demo")}
         cfg.routes = [RouteConfig(model="demo", provider="demo"), RouteConfig(model="*", provider="demo")]
     check(cfg, args.config or "command line")
+    resolve(cfg, args.state_dir)
     return cfg
 
 
@@ -95,6 +98,7 @@ def build_store(cfg: Config):
         from respline.adapters.stores.sqlite import SqliteStore
 
         try:
+            private_file(Path(cfg.store.path))  # owner-only, and so its -wal and -shm
             return SqliteStore(cfg.store.path, retention)
         except Exception as exc:  # noqa: BLE001 - any failure to open the file is a start-up error
             raise ConfigError(f"store: cannot open SQLite database {cfg.store.path}: {exc}") from None
@@ -130,7 +134,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
             provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections)
+            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
             client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
         providers[name] = provider
@@ -152,12 +156,35 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
 LISTEN_BACKLOG = 4096
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, made before anything else starts, so that a busy, forbidden or
+    invalid address is one line and exit code 2 (a ConfigError), and ``--port 0`` can be logged
+    as the port the kernel chose. hypercorn (or each --workers process) then serves it."""
+    where = f"cannot listen on {host}:{port}"
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: the port must be 0-65535")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart over TIME_WAIT
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as hypercorn sets on its own
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    return sock
+
+
 def hyper_config(cfg: Config, listen_fd: int | None = None):
     """hypercorn's settings for ``respline serve``."""
     from hypercorn.config import Config as HyperConfig
 
     hc = HyperConfig()
-    # a worker process serves the socket its supervisor bound (--workers N)
+    # the socket cmd_serve bound (or, in a --workers process, its supervisor)
     hc.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{cfg.server.host}:{cfg.server.port}"]
     hc.backlog = LISTEN_BACKLOG
     hc.accesslog = None
@@ -215,27 +242,42 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    sock: socket.socket | None = None
     try:
         cfg = build_config(args)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if args.workers > 1 and cfg.store.backend != "sqlite":
             raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH")
+        if args.listen_fd is None:
+            sock = bind(cfg.server.host, cfg.server.port)
+            listen_fd = sock.fileno()
+        else:  # a --workers process: its supervisor bound the socket
+            listen_fd = args.listen_fd
+            sock = socket.socket(fileno=listen_fd)
+        cfg.server.port = sock.getsockname()[1]  # --port 0: the one the kernel chose, logged
+        setup_logging(cfg)
         if args.workers > 1:
             load_secret(cfg)  # created once here, so every worker seals with the same secret
-            return supervise(args, cfg)
+            return supervise(args, cfg, sock)
         gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
+        if sock is not None:
+            sock.close()
         print(f"respline: {exc}", file=sys.stderr)
         return 2
+    sock.detach()  # hypercorn's own socket object owns the descriptor from here
+    tune_gc(cfg.server.gc_thresholds)
+    trio.run(serve, cfg, gateway, clients, listen_fd)
+    return 0
+
+
+def setup_logging(cfg: Config) -> None:
     logging.basicConfig(
         level=getattr(logging, cfg.server.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-    tune_gc(cfg.server.gc_thresholds)
-    trio.run(serve, cfg, gateway, clients, args.listen_fd)
-    return 0
 
 
 def tune_gc(thresholds: list[int]) -> None:
@@ -247,17 +289,14 @@ def tune_gc(thresholds: list[int]) -> None:
         gc.set_threshold(*thresholds)
 
 
-def supervise(args: argparse.Namespace, cfg: Config) -> int:
-    """``--workers N``: bind the port once, run N worker processes on it, and stop them together.
+def supervise(args: argparse.Namespace, cfg: Config, sock: socket.socket) -> int:
+    """``--workers N``: run N worker processes on the socket bound once, stop them together.
 
     Each worker is a whole respline (its own trio loop, upstream pools and background runs);
     the kernel spreads accepted connections across them and the SQLite file is their shared
     state. A signal to the supervisor is passed on to every worker.
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((cfg.server.host, cfg.server.port))
-    sock.listen(LISTEN_BACKLOG)
+    log.info("respline supervising %d workers on http://%s:%d", args.workers, cfg.server.host, cfg.server.port)
     sock.set_inheritable(True)
     fd = sock.fileno()
     argv = [a for a in sys.argv[1:]]
@@ -336,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
+    s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
     s.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS", help="time in-flight work gets at shutdown (default 10)")
     s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite store)")

@@ -43,6 +43,9 @@ class Timeouts(Struct, forbid_unknown_fields=True):
     first_byte: float = 600.0  # request sent -> first body byte (reasoning models think silently)
     idle: float = 120.0  # between two upstream reads
     total: float = 3600.0  # a whole request, start to end
+    # an idle pooled upstream connection is reused for this long, then closed at its next
+    # checkout: keep it below the upstream's own keep-alive timeout (0: never reuse)
+    pool_idle: float = 30.0
 
 
 class Limits(Struct, forbid_unknown_fields=True):
@@ -55,7 +58,9 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     port: int = 8080
     api_keys: list[str] = []
     secret: str | None = None  # "$ENV" or literal; default: a generated secret persisted in secret_file
-    secret_file: str = ".respline/secret"
+    # where respline keeps its own files (adapters/state.py); default $XDG_STATE_HOME/respline
+    state_dir: str | None = None
+    secret_file: str = "secret"  # a relative path is inside state_dir
     reasoning_dialect: str = OPENAI
     record_dir: str | None = None
     log_level: str = "info"
@@ -69,7 +74,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # "memory" | "sqlite"
-    path: str = ".respline/respline.db"
+    path: str = "respline.db"  # a relative path is inside server.state_dir
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
@@ -185,6 +190,9 @@ def check(cfg: Config, where: str = "config") -> None:
     gct = cfg.server.gc_thresholds
     if gct and (len(gct) != 3 or any(v < 0 for v in gct)):
         raise ConfigError(f"{where}: server.gc_thresholds must be [] or three integers >= 0 (gen0, gen1, gen2)")
+    for name, t in [("timeouts", cfg.timeouts)] + [(f"providers.{n}.timeouts", p.timeouts) for n, p in cfg.providers.items()]:
+        if t is not None and t.pool_idle < 0:
+            raise ConfigError(f"{where}: {name}.pool_idle must be >= 0")
     if cfg.store.backend not in ("memory", "sqlite"):
         raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:

@@ -19,8 +19,9 @@ import httpx
 import msgspec
 import trio
 
-from respline.adapters.config import Config, Router, Timeouts, expand_env
+from respline.adapters.config import Config, ConfigError, Router, Timeouts, expand_env
 from respline.adapters.providers.common import TurnContext
+from respline.adapters.state import private_dir
 from respline.engine.deltas import UpstreamError
 from respline.engine import compaction
 from respline.engine.errors import ApiError, from_validation
@@ -238,12 +239,15 @@ class Gateway:
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+        except httpx.ConnectError as exc:
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
-            raise ApiError(502, f"Upstream request failed: {exc.__class__.__name__}.", code="upstream_error", type="server_error") from None
+            # connected, but no answer: the upstream may have the request, so it is not sent again
+            raise ApiError(
+                502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
+            ) from None
         if resp.status_code >= 400:
             body = b""
             try:
@@ -532,23 +536,27 @@ def _as_input(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_secret(cfg: Config) -> bytes:
-    """The server secret: from config (or its $ENV), else generated once and kept in secret_file."""
+    """The server secret: from config (or its $ENV), else generated once and kept in secret_file
+    (owner-only, in an owner-only directory when respline makes it: adapters/state.py)."""
     value = expand_env(cfg.server.secret, "server.secret")
     if value:
         return value.encode()
     path = Path(cfg.server.secret_file)
     try:
-        data = path.read_bytes().strip()
-        if data:
-            return data
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = os.urandom(32).hex().encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker process wrote it first
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
+        try:
+            data = path.read_bytes().strip()
+            if data:
+                return data
+        except FileNotFoundError:
+            pass
+        private_dir(path.parent)
+        secret = os.urandom(32).hex().encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker process wrote it first
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+    except OSError as exc:  # unreadable, or nowhere to write it: a start-up error, one line
+        raise ConfigError(f"server.secret_file {path}: {exc.strerror or exc}") from None
     return secret
