@@ -63,7 +63,8 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     secret_file: str = "secret"  # a relative path is inside state_dir
     reasoning_dialect: str = OPENAI
     record_dir: str | None = None
-    log_level: str = "info"
+    log_level: str = "info"  # debug | info | warning | error
+    log_format: str = ""  # "json" | "text"; "" = json unless stderr is a terminal
     shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
     websocket_max_age: float = 3600.0  # a WebSocket connection's lifetime (OpenAI: 60 minutes)
     # CPython's cyclic GC thresholds (gen0, gen1, gen2). The default (700, 10, 10) scans the
@@ -133,11 +134,18 @@ class RouteConfig(Struct, forbid_unknown_fields=True):
     models: list[str] = []  # a glob route: the names GET /v1/models lists for it
 
 
+class MetricsConfig(Struct, forbid_unknown_fields=True):
+    enabled: bool = True  # GET /metrics in the Prometheus text format
+    address: str = ""  # "HOST:PORT": serve /metrics there instead of on the main port
+    key: str | None = None  # "$ENV" or literal: /metrics answers only "Authorization: Bearer KEY"
+
+
 class Config(Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     limits: Limits = msgspec.field(default_factory=Limits)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     providers: dict[str, ProviderConfig] = {}
     routes: list[RouteConfig] = []
     tenants: dict[str, list[str]] = {}  # tenant name -> its client keys (a lone key is its own tenant)
@@ -187,6 +195,13 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(
             f"{where}: server.reasoning_dialect must be one of {', '.join(REASONING_DIALECTS)}"
         )
+    if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{where}: server.log_level must be one of debug, info, warning, error")
+    if cfg.server.log_format not in ("", "json", "text"):
+        raise ConfigError(f"{where}: server.log_format must be \"json\" or \"text\"")
+    addr = cfg.metrics.address
+    if addr and (":" not in addr or not addr.rsplit(":", 1)[1].isdigit()):
+        raise ConfigError(f"{where}: metrics.address must be HOST:PORT, got {addr!r}")
     gct = cfg.server.gc_thresholds
     if gct and (len(gct) != 3 or any(v < 0 for v in gct)):
         raise ConfigError(f"{where}: server.gc_thresholds must be [] or three integers >= 0 (gen0, gen1, gen2)")
@@ -240,6 +255,7 @@ class Route(Struct, frozen=True):
     provider: str
     upstream_model: str
     fallbacks: tuple[tuple[str, str], ...] = ()  # (provider, upstream model), in order
+    pattern: str = ""  # the route's `model` as configured: the metrics' model label
 
     @property
     def attempts(self) -> tuple[tuple[str, str], ...]:
@@ -267,7 +283,7 @@ class Router:
             (fb, upstream) if isinstance(fb, str) else (fb.provider, fb.upstream_model or upstream)
             for fb in r.fallbacks
         )
-        return Route(r.provider, upstream, fallbacks)
+        return Route(r.provider, upstream, fallbacks, r.model)
 
     def models(self) -> list[str]:
         return list(self._exact) + [g.model for g in self._globs]
