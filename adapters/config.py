@@ -68,8 +68,10 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
-    backend: str = "memory"  # "memory" | "sqlite"
+    backend: str = "memory"  # "memory" | "sqlite" | "postgres"
     path: str = ".respline/respline.db"
+    dsn: str = ""  # postgres: a libpq URL or key=value string, or "$ENV_VAR"
+    pool_size: int = 8  # postgres: connections (and worker threads) per process
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
@@ -185,8 +187,12 @@ def check(cfg: Config, where: str = "config") -> None:
     gct = cfg.server.gc_thresholds
     if gct and (len(gct) != 3 or any(v < 0 for v in gct)):
         raise ConfigError(f"{where}: server.gc_thresholds must be [] or three integers >= 0 (gen0, gen1, gen2)")
-    if cfg.store.backend not in ("memory", "sqlite"):
-        raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
+    if cfg.store.backend not in ("memory", "sqlite", "postgres"):
+        raise ConfigError(f"{where}: store.backend must be 'memory', 'sqlite' or 'postgres'")
+    if cfg.store.backend == "postgres" and not cfg.store.dsn:
+        raise ConfigError(f"{where}: store.dsn is required with backend 'postgres' (e.g. \"$RESPLINE_PG_DSN\")")
+    if cfg.store.pool_size < 1:
+        raise ConfigError(f"{where}: store.pool_size must be at least 1")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
         raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
     if cfg.store.sweep_interval <= 0:

@@ -391,6 +391,7 @@ class Gateway:
     async def follow(self, tenant: str, response_id: str, after: int):
         """Batches of a background run's stored events after ``after``, live until it ends."""
         runs = self.runs
+        wait_events = getattr(self.store, "wait_events", None)
         while True:
             events = await self.store.get_events(tenant, response_id, after)
             if events:
@@ -408,7 +409,9 @@ class Gateway:
                 if last:
                     yield last
                 return
-            if runs is not None:
+            if wait_events is not None:  # the store tells when any host wrote (postgres)
+                await wait_events(response_id, 0.5)
+            elif runs is not None:
                 await runs.wait_for_events(response_id, 0.25)
             else:
                 await trio.sleep(0.25)
