@@ -33,7 +33,8 @@ def unavailable() -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        return f"no PostgreSQL at RESPLINE_TEST_PG_DSN or {DEFAULT_DSN}: {first}"
+        where = "RESPLINE_TEST_PG_DSN" if os.environ.get("RESPLINE_TEST_PG_DSN") else f"{DEFAULT_DSN} (set RESPLINE_TEST_PG_DSN)"
+        return f"no PostgreSQL at {where}: {first}"
     return None
 
 

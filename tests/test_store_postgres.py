@@ -2,13 +2,15 @@
 leases are taken once by racing stores, migrations run once from several processes, one host
 sweeps at a time, count bounds hold under concurrent writers, and a follower on one host wakes
 when another host writes (LISTEN/NOTIFY). Each test has its own schema; without a server every
-test here skips, saying why."""
+test that needs one skips, saying why. Start-up errors (no server, no psycopg) need none."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import trio
@@ -16,8 +18,6 @@ import trio.testing
 
 from pgtest import admin, pg_schema  # noqa: F401 - a fixture
 from respline.engine.store import Retention, RunLease, StoredConversation, StoredEvent, StoredResponse
-
-pytestmark = pytest.mark.usefixtures("pg_schema")
 
 
 def store(dsn: str, retention: Retention | None = None, **kw):
@@ -260,3 +260,47 @@ async def test_follow_wakes_across_hosts(pg_schema):
     assert scope.cancelled_caught
     await here.aclose()
     await there.aclose()
+
+
+# -- start-up: what an operator sees when PostgreSQL is misconfigured ---------------------------
+
+
+def serve(*args: str, config: str | None = None, tmp: Path, pre: str = "") -> subprocess.CompletedProcess:
+    """``respline serve`` that is expected to stop at start; ``pre`` runs first in the process."""
+    argv = ["serve", "--port", "1", *args]
+    if config is not None:
+        (tmp / "c.toml").write_text(config)
+        argv += ["--config", str(tmp / "c.toml")]
+    code = f"import sys\n{pre}\nfrom respline.adapters.cli import main\nsys.exit(main({argv!r}))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESPLINE")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp, timeout=60, env=env)
+
+
+def test_unreachable_or_misconfigured_postgres_fails_at_start(tmp_path):
+    out = serve("--store", "postgresql://someone:hunter2@127.0.0.1:1/db", tmp=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert b"cannot use PostgreSQL at 127.0.0.1:1/db" in out.stderr
+    assert b"hunter2" not in out.stderr and b"Traceback" not in out.stderr
+    out = serve(config='[store]\nbackend = "postgres"\n', tmp=tmp_path)
+    assert out.returncode == 2 and b"store.dsn is required" in out.stderr
+    out = serve(config='[store]\nbackend = "postgres"\ndsn = "$RESPLINE_SURELY_UNSET_DSN"\n', tmp=tmp_path)
+    assert out.returncode == 2 and b"RESPLINE_SURELY_UNSET_DSN" in out.stderr
+    out = serve("--store", "mysql://x", tmp=tmp_path)
+    assert out.returncode == 2 and b"postgresql://" in out.stderr
+
+
+def test_psycopg_is_needed_only_for_postgres(tmp_path):
+    """Without psycopg installed, a postgres store is a clear start-up error; the other
+    backends never import it."""
+    hide = "sys.modules['psycopg'] = None  # as if not installed"
+    out = serve("--store", "postgresql://x@127.0.0.1:1/db", tmp=tmp_path, pre=hide)
+    assert out.returncode == 2 and b"pip install 'respline[postgres]'" in out.stderr, out.stderr
+    check = (
+        "import sys\n"
+        "from respline.adapters import cli\n"
+        "for store in ('memory', 'sqlite:s.db'):\n"
+        "    cli.build_store(cli.build_config(cli.parser().parse_args(['serve', '--store', store])))\n"
+        "assert not any(m.startswith('psycopg') for m in sys.modules), sorted(sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
