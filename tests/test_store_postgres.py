@@ -262,6 +262,41 @@ async def test_follow_wakes_across_hosts(pg_schema):
     await there.aclose()
 
 
+async def test_connections_lost_while_serving(pg_schema):
+    """The server drops every connection (as a restart does): the next calls run on fresh ones,
+    a conversation append included (its connection died before COMMIT, so nothing landed
+    twice), and the follower's listener reconnects."""
+    import secrets
+
+    from psycopg.conninfo import make_conninfo
+
+    app = "rt-" + secrets.token_hex(4)
+    s = store(make_conninfo(pg_schema.dsn, application_name=app))
+    await s.put_conversation(StoredConversation("t", "conv_1", 10**10, {}))
+    await s.put_response(resp("resp_1", background=True, status="in_progress"))
+    await s.wait_events("resp_1", 30)  # the listener is connected
+
+    def drop_all() -> int:
+        with admin() as conn:
+            return len(conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            ).fetchall())
+
+    assert drop_all() >= 2  # the pool's connection and the listener's
+    assert (await s.get_response("t", "resp_1")).id == "resp_1"
+    assert drop_all() >= 1
+    await s.add_conversation_items("t", "conv_1", [{"type": "message", "id": "msg_1"}])
+    assert [i["id"] for i in await s.conversation_items("t", "conv_1")] == ["msg_1"]
+    # the listener comes back: a waiter wakes long before its timeout (by the write's notice, or
+    # by the reconnection, which wakes every waiter since notices may have been missed)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.wait_events, "resp_1", 600)
+            await trio.testing.wait_all_tasks_blocked()
+            await s.append_events("t", "resp_1", [StoredEvent(0, "response.created", b"{}")])
+    await s.aclose()
+
+
 # -- start-up: what an operator sees when PostgreSQL is misconfigured ---------------------------
 
 

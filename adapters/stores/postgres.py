@@ -28,8 +28,8 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
 The tables live in the first schema of the connection's ``search_path``; to keep them apart add
 ``options=-csearch_path=NAME`` to the DSN. Deadlocks and serialization failures (rare: two
 writers sharing an item id while one evicts) are retried; a call whose pooled connection turned
-out dead (the server restarted) is retried once on a fresh one, except a conversation append,
-which is not idempotent.
+out dead (the server restarted) is retried on a fresh one, except a conversation append whose
+COMMIT may have landed (it is not idempotent).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ _SWEEP_UNLOCK = f"SELECT pg_advisory_unlock({_LOCK_CLASS}, hashtext('sweep:' || 
 
 CHANNEL = "respline_events"
 
-POOL_TIMEOUT = 30.0  # seconds a call waits for a pooled connection before failing
+POOL_TIMEOUT = 10.0  # seconds a call waits for a pooled connection before failing
 CONNECT_TIMEOUT = 10  # seconds (libpq's connect_timeout)
 SWEEP_BATCH = 1000  # rows deleted per sweep statement: short locks, bounded transactions
 _ATTEMPTS = 3
@@ -202,14 +202,17 @@ class PostgresStore:
         self.dsn = dsn
         self.retention = retention or Retention()
         self._now = now
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+        if "application_name" not in psycopg.conninfo.conninfo_to_dict(dsn):
+            self._connect_kwargs["application_name"] = "respline"  # how an operator tells them apart
         # at start, on this thread: a database that cannot be reached or migrated fails here
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+        with psycopg.connect(dsn, **self._connect_kwargs) as conn:
             migrate(conn)
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            kwargs=self._connect_kwargs,
             timeout=POOL_TIMEOUT,
             name="respline",
             open=False,
@@ -223,10 +226,10 @@ class PostgresStore:
 
     # -- running calls -------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, retry: bool = True) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any, retry: bool | Callable[[], bool] = True) -> Any:
         return await trio.to_thread.run_sync(self._call, fn, args, retry, limiter=self._limiter)
 
-    def _call(self, fn: Callable[..., Any], args: tuple, retry: bool) -> Any:
+    def _call(self, fn: Callable[..., Any], args: tuple, retry: bool | Callable[[], bool]) -> Any:
         """In a worker thread: ``fn(conn, *args)`` on a pooled connection, retried as the
         module docstring says."""
         for attempt in range(_ATTEMPTS):
@@ -239,7 +242,7 @@ class PostgresStore:
                     if last:
                         raise
                 except psycopg.OperationalError:
-                    if last or not (retry and conn.broken):
+                    if last or not conn.broken or not (retry() if callable(retry) else retry):
                         raise
                     broken = True  # the pool drops this connection when it comes back
             if broken:
@@ -396,7 +399,10 @@ class PostgresStore:
         bodies = [_enc.encode(it) for it in items]
         index_ids, index_bodies = _item_rows(items)
 
+        committing = [False]
+
         def add(conn: psycopg.Connection) -> None:
+            committing[0] = False
             with conn.transaction():
                 # the conversation's row lock makes concurrent appends take turns: each turn's
                 # items get consecutive positions, in commit order
@@ -416,8 +422,11 @@ class PostgresStore:
                     "ON CONFLICT (tenant, id) DO UPDATE SET owner = EXCLUDED.owner, body = EXCLUDED.body",
                     (tenant, conv_id, index_ids, index_bodies),
                 )
+                committing[0] = True
 
-        await self._run(add, retry=False)  # not idempotent: a retry after a lost commit would repeat the turn
+        # not idempotent: a connection lost at COMMIT may have committed, and a retry would
+        # append the turn twice; lost before that, the server rolled it back: retried
+        await self._run(add, retry=lambda: not committing[0])
 
     async def conversation_items(self, tenant: str, conv_id: str) -> list[dict[str, Any]]:
         def get(conn: psycopg.Connection):
@@ -563,7 +572,7 @@ class PostgresStore:
         backoff = 0.5
         while not self._closing.is_set():
             try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                with psycopg.connect(self.dsn, **self._connect_kwargs) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     token.run_sync_soon(self._wake, None)
                     backoff = 0.5
