@@ -25,6 +25,7 @@ from respline.adapters.config import (
     RouteConfig,
     Router,
     check,
+    expand_env,
     load,
 )
 from respline.adapters.frontends.http import Auth, build_app
@@ -69,8 +70,11 @@ def build_config(args: argparse.Namespace) -> Config:
         elif args.store.startswith("sqlite:") and len(args.store) > 7:
             cfg.store.backend = "sqlite"
             cfg.store.path = os.path.abspath(args.store[7:])
+        elif args.store.startswith(("postgresql://", "postgres://")):
+            cfg.store.backend = "postgres"
+            cfg.store.dsn = args.store
         else:
-            raise ConfigError("--store must be 'memory' or 'sqlite:PATH'")
+            raise ConfigError("--store must be 'memory', 'sqlite:PATH' or 'postgresql://...'")
     if args.upstream:
         key = None
         if args.upstream_key_env:
@@ -102,9 +106,29 @@ def build_store(cfg: Config):
             return SqliteStore(cfg.store.path, retention)
         except Exception as exc:  # noqa: BLE001 - any failure to open the file is a start-up error
             raise ConfigError(f"store: cannot open SQLite database {cfg.store.path}: {exc}") from None
+    if cfg.store.backend == "postgres":
+        return build_postgres_store(cfg, retention)
     from respline.adapters.stores.memory import MemoryStore
 
     return MemoryStore(retention)
+
+
+def build_postgres_store(cfg: Config, retention: Retention):
+    """psycopg is imported only here: the other backends do not need it installed."""
+    try:
+        from respline.adapters.stores.postgres import PostgresStore, describe
+    except ImportError as exc:
+        if (exc.name or "").startswith("psycopg"):
+            raise ConfigError(
+                "store: the postgres backend needs psycopg 3 and psycopg-pool: pip install 'respline[postgres]'"
+            ) from None
+        raise
+    dsn = expand_env(cfg.store.dsn, "store.dsn") or ""
+    try:
+        return PostgresStore(dsn, retention, pool_size=cfg.store.pool_size)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach or migrate the database is a start-up error
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"store: cannot use PostgreSQL at {describe(dsn)}: {reason}") from None
 
 
 def build_auth(cfg: Config) -> Auth:
@@ -247,8 +271,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = build_config(args)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
-        if args.workers > 1 and cfg.store.backend != "sqlite":
-            raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH")
+        if args.workers > 1 and cfg.store.backend not in ("sqlite", "postgres"):
+            raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH or postgresql://...")
         if args.listen_fd is None:
             sock = bind(cfg.server.host, cfg.server.port)
             listen_fd = sock.fileno()
@@ -371,14 +395,14 @@ def parser() -> argparse.ArgumentParser:
         help="upstream protocol: Chat Completions, Anthropic Messages, or the Responses API passed through",
     )
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
-    s.add_argument("--store", default=None, metavar="memory|sqlite:PATH", help="where responses are stored")
+    s.add_argument("--store", default=None, metavar="memory|sqlite:PATH|postgresql://...", help="where responses are stored")
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
     s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
     s.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS", help="time in-flight work gets at shutdown (default 10)")
-    s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite store)")
+    s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite or postgres store)")
     s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     s.set_defaults(func=cmd_serve)
 

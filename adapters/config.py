@@ -74,8 +74,10 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
-    backend: str = "memory"  # "memory" | "sqlite"
+    backend: str = "memory"  # "memory" | "sqlite" | "postgres"
     path: str = "respline.db"  # a relative path is inside server.state_dir
+    dsn: str = ""  # postgres: a libpq URL or key=value string, or "$ENV_VAR"
+    pool_size: int = 8  # postgres: connections (and worker threads) per process
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
@@ -208,8 +210,12 @@ def check(cfg: Config, where: str = "config") -> None:
     for name, t in [("timeouts", cfg.timeouts)] + [(f"providers.{n}.timeouts", p.timeouts) for n, p in cfg.providers.items()]:
         if t is not None and t.pool_idle < 0:
             raise ConfigError(f"{where}: {name}.pool_idle must be >= 0")
-    if cfg.store.backend not in ("memory", "sqlite"):
-        raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
+    if cfg.store.backend not in ("memory", "sqlite", "postgres"):
+        raise ConfigError(f"{where}: store.backend must be 'memory', 'sqlite' or 'postgres'")
+    if cfg.store.backend == "postgres" and not cfg.store.dsn:
+        raise ConfigError(f"{where}: store.dsn is required with backend 'postgres' (e.g. \"$RESPLINE_PG_DSN\")")
+    if cfg.store.pool_size < 1:
+        raise ConfigError(f"{where}: store.pool_size must be at least 1")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
         raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
     if cfg.store.sweep_interval <= 0:

@@ -403,6 +403,8 @@ class Gateway:
     async def follow(self, tenant: str, response_id: str, after: int):
         """Batches of a background run's stored events after ``after``, live until it ends."""
         runs = self.runs
+        wait_events = getattr(self.store, "wait_events", None)
+        settle_by = None
         while True:
             events = await self.store.get_events(tenant, response_id, after)
             if events:
@@ -414,13 +416,19 @@ class Gateway:
                 after = events[-1].seq
                 continue
             stored = await self.store.get_response(tenant, response_id)
-            if stored is None or stored.response.get("status") in TERMINAL_STATUSES:
+            status = stored.response.get("status") if stored is not None else None
+            if status in ("completed", "incomplete", "failed") and (settle_by is None or trio.current_time() < settle_by):
+                # the final status is stored just before the terminal event: give it 2 s to land
+                settle_by = settle_by or trio.current_time() + 2.0
+            elif stored is None or status in TERMINAL_STATUSES:
                 # ended without a terminal event (cancelled): pick up any last rows, then stop
                 last = await self.store.get_events(tenant, response_id, after)
                 if last:
                     yield last
                 return
-            if runs is not None:
+            if wait_events is not None:  # the store tells when any host wrote (postgres)
+                await wait_events(response_id, 0.5)
+            elif runs is not None:
                 await runs.wait_for_events(response_id, 0.25)
             else:
                 await trio.sleep(0.25)
