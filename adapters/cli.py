@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from respline.adapters.config import (
     expand_env,
     load,
 )
+from respline.adapters import logs
+from respline.adapters.metrics import MULTIPROC_ENV, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
 from respline.adapters.providers.anthropic import AnthropicProvider
@@ -62,6 +66,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.reasoning_dialect = args.reasoning_dialect
     if args.secret_file:  # a path on the command line is relative to the current directory
         cfg.server.secret_file = os.path.abspath(args.secret_file)
+    if args.log_format:
+        cfg.server.log_format = args.log_format
     if args.shutdown_grace is not None:
         cfg.server.shutdown_grace = args.shutdown_grace
     if args.store:
@@ -297,11 +303,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def setup_logging(cfg: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, cfg.server.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    logs.setup(cfg.server.log_level, cfg.server.log_format or None)
 
 
 def tune_gc(thresholds: list[int]) -> None:
@@ -328,11 +330,27 @@ def supervise(args: argparse.Namespace, cfg: Config, sock: socket.socket) -> int
     if i >= 0:
         del argv[i : i + 2]
     argv = [a for a in argv if not a.startswith("--workers=")]
+    argv += ["--listen-fd", str(fd)]
+    fds = [fd]
+    metrics_sock = None
+    if cfg.metrics.enabled and cfg.metrics.address:  # bound once here too, served by every worker
+        host, port = cfg.metrics.address.rsplit(":", 1)
+        metrics_sock = bind(host.strip("[]"), int(port))
+        metrics_sock.set_inheritable(True)
+        argv += ["--metrics-fd", str(metrics_sock.fileno())]
+        fds.append(metrics_sock.fileno())
+    # the workers' metrics go to files in one directory, so any worker's /metrics reports the sum
+    made_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        made_dir = tempfile.mkdtemp(prefix="respline-metrics-")
+        os.environ[MULTIPROC_ENV] = made_dir
     workers = [
-        subprocess.Popen([sys.executable, "-m", "respline.adapters.cli", *argv, "--listen-fd", str(fd)], pass_fds=[fd])
+        subprocess.Popen([sys.executable, "-m", "respline.adapters.cli", *argv], pass_fds=fds)
         for _ in range(args.workers)
     ]
     sock.close()
+    if metrics_sock is not None:
+        metrics_sock.close()
 
     def forward(signum, _frame) -> None:
         for w in workers:
@@ -342,6 +360,10 @@ def supervise(args: argparse.Namespace, cfg: Config, sock: socket.socket) -> int
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [w.wait() for w in workers]
+    for w in workers:
+        mark_worker_dead(w.pid)
+    if made_dir is not None:
+        shutil.rmtree(made_dir, ignore_errors=True)
     return max(codes) if codes else 0
 
 
@@ -399,11 +421,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
+    s.add_argument("--log-format", default=None, choices=("json", "text"), help="log lines as JSON objects or text (default: json unless stderr is a terminal)")
     s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
     s.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS", help="time in-flight work gets at shutdown (default 10)")
     s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite or postgres store)")
-    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--metrics-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor  # set by the supervisor
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")
