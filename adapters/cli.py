@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,14 +27,18 @@ from respline.adapters.config import (
     RouteConfig,
     Router,
     check,
+    expand_env,
     load,
 )
+from respline.adapters import logs
+from respline.adapters.metrics import MULTIPROC_ENV, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
 from respline.adapters.providers.anthropic import AnthropicProvider
 from respline.adapters.providers.openai_chat import ChatProvider
 from respline.adapters.providers.openai_responses import ResponsesProvider
 from respline.adapters.providers.replay import DemoTransport
+from respline.adapters.state import private_file, resolve
 from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.replay import KINDS, load_recording, replay
@@ -57,8 +64,10 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.record_dir = args.record
     if args.reasoning_dialect:
         cfg.server.reasoning_dialect = args.reasoning_dialect
-    if args.secret_file:
-        cfg.server.secret_file = args.secret_file
+    if args.secret_file:  # a path on the command line is relative to the current directory
+        cfg.server.secret_file = os.path.abspath(args.secret_file)
+    if args.log_format:
+        cfg.server.log_format = args.log_format
     if args.shutdown_grace is not None:
         cfg.server.shutdown_grace = args.shutdown_grace
     if args.store:
@@ -66,9 +75,12 @@ def build_config(args: argparse.Namespace) -> Config:
             cfg.store.backend = "memory"
         elif args.store.startswith("sqlite:") and len(args.store) > 7:
             cfg.store.backend = "sqlite"
-            cfg.store.path = args.store[7:]
+            cfg.store.path = os.path.abspath(args.store[7:])
+        elif args.store.startswith(("postgresql://", "postgres://")):
+            cfg.store.backend = "postgres"
+            cfg.store.dsn = args.store
         else:
-            raise ConfigError("--store must be 'memory' or 'sqlite:PATH'")
+            raise ConfigError("--store must be 'memory', 'sqlite:PATH' or 'postgresql://...'")
     if args.upstream:
         key = None
         if args.upstream_key_env:
@@ -82,6 +94,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.providers = {"demo": ProviderConfig(kind="demo")}
         cfg.routes = [RouteConfig(model="demo", provider="demo"), RouteConfig(model="*", provider="demo")]
     check(cfg, args.config or "command line")
+    resolve(cfg, args.state_dir)
     return cfg
 
 
@@ -95,12 +108,33 @@ def build_store(cfg: Config):
         from respline.adapters.stores.sqlite import SqliteStore
 
         try:
+            private_file(Path(cfg.store.path))  # owner-only, and so its -wal and -shm
             return SqliteStore(cfg.store.path, retention)
         except Exception as exc:  # noqa: BLE001 - any failure to open the file is a start-up error
             raise ConfigError(f"store: cannot open SQLite database {cfg.store.path}: {exc}") from None
+    if cfg.store.backend == "postgres":
+        return build_postgres_store(cfg, retention)
     from respline.adapters.stores.memory import MemoryStore
 
     return MemoryStore(retention)
+
+
+def build_postgres_store(cfg: Config, retention: Retention):
+    """psycopg is imported only here: the other backends do not need it installed."""
+    try:
+        from respline.adapters.stores.postgres import PostgresStore, describe
+    except ImportError as exc:
+        if (exc.name or "").startswith("psycopg"):
+            raise ConfigError(
+                "store: the postgres backend needs psycopg 3 and psycopg-pool: pip install 'respline[postgres]'"
+            ) from None
+        raise
+    dsn = expand_env(cfg.store.dsn, "store.dsn") or ""
+    try:
+        return PostgresStore(dsn, retention, pool_size=cfg.store.pool_size)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach or migrate the database is a start-up error
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"store: cannot use PostgreSQL at {describe(dsn)}: {reason}") from None
 
 
 def build_auth(cfg: Config) -> Auth:
@@ -130,7 +164,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
             provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections)
+            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
             client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
         providers[name] = provider
@@ -152,12 +186,35 @@ def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
 LISTEN_BACKLOG = 4096
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, made before anything else starts, so that a busy, forbidden or
+    invalid address is one line and exit code 2 (a ConfigError), and ``--port 0`` can be logged
+    as the port the kernel chose. hypercorn (or each --workers process) then serves it."""
+    where = f"cannot listen on {host}:{port}"
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: the port must be 0-65535")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart over TIME_WAIT
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as hypercorn sets on its own
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    return sock
+
+
 def hyper_config(cfg: Config, listen_fd: int | None = None):
     """hypercorn's settings for ``respline serve``."""
     from hypercorn.config import Config as HyperConfig
 
     hc = HyperConfig()
-    # a worker process serves the socket its supervisor bound (--workers N)
+    # the socket cmd_serve bound (or, in a --workers process, its supervisor)
     hc.bind = [f"fd://{listen_fd}"] if listen_fd is not None else [f"{cfg.server.host}:{cfg.server.port}"]
     hc.backlog = LISTEN_BACKLOG
     hc.accesslog = None
@@ -215,27 +272,38 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    sock: socket.socket | None = None
     try:
         cfg = build_config(args)
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
-        if args.workers > 1 and cfg.store.backend != "sqlite":
-            raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH")
+        if args.workers > 1 and cfg.store.backend not in ("sqlite", "postgres"):
+            raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH or postgresql://...")
+        if args.listen_fd is None:
+            sock = bind(cfg.server.host, cfg.server.port)
+            listen_fd = sock.fileno()
+        else:  # a --workers process: its supervisor bound the socket
+            listen_fd = args.listen_fd
+            sock = socket.socket(fileno=listen_fd)
+        cfg.server.port = sock.getsockname()[1]  # --port 0: the one the kernel chose, logged
+        setup_logging(cfg)
         if args.workers > 1:
             load_secret(cfg)  # created once here, so every worker seals with the same secret
-            return supervise(args, cfg)
+            return supervise(args, cfg, sock)
         gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
+        if sock is not None:
+            sock.close()
         print(f"respline: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, cfg.server.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    sock.detach()  # hypercorn's own socket object owns the descriptor from here
     tune_gc(cfg.server.gc_thresholds)
-    trio.run(serve, cfg, gateway, clients, args.listen_fd)
+    trio.run(serve, cfg, gateway, clients, listen_fd)
     return 0
+
+
+def setup_logging(cfg: Config) -> None:
+    logs.setup(cfg.server.log_level, cfg.server.log_format or None)
 
 
 def tune_gc(thresholds: list[int]) -> None:
@@ -247,17 +315,14 @@ def tune_gc(thresholds: list[int]) -> None:
         gc.set_threshold(*thresholds)
 
 
-def supervise(args: argparse.Namespace, cfg: Config) -> int:
-    """``--workers N``: bind the port once, run N worker processes on it, and stop them together.
+def supervise(args: argparse.Namespace, cfg: Config, sock: socket.socket) -> int:
+    """``--workers N``: run N worker processes on the socket bound once, stop them together.
 
     Each worker is a whole respline (its own trio loop, upstream pools and background runs);
     the kernel spreads accepted connections across them and the SQLite file is their shared
     state. A signal to the supervisor is passed on to every worker.
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((cfg.server.host, cfg.server.port))
-    sock.listen(LISTEN_BACKLOG)
+    log.info("respline supervising %d workers on http://%s:%d", args.workers, cfg.server.host, cfg.server.port)
     sock.set_inheritable(True)
     fd = sock.fileno()
     argv = [a for a in sys.argv[1:]]
@@ -265,11 +330,27 @@ def supervise(args: argparse.Namespace, cfg: Config) -> int:
     if i >= 0:
         del argv[i : i + 2]
     argv = [a for a in argv if not a.startswith("--workers=")]
+    argv += ["--listen-fd", str(fd)]
+    fds = [fd]
+    metrics_sock = None
+    if cfg.metrics.enabled and cfg.metrics.address:  # bound once here too, served by every worker
+        host, port = cfg.metrics.address.rsplit(":", 1)
+        metrics_sock = bind(host.strip("[]"), int(port))
+        metrics_sock.set_inheritable(True)
+        argv += ["--metrics-fd", str(metrics_sock.fileno())]
+        fds.append(metrics_sock.fileno())
+    # the workers' metrics go to files in one directory, so any worker's /metrics reports the sum
+    made_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        made_dir = tempfile.mkdtemp(prefix="respline-metrics-")
+        os.environ[MULTIPROC_ENV] = made_dir
     workers = [
-        subprocess.Popen([sys.executable, "-m", "respline.adapters.cli", *argv, "--listen-fd", str(fd)], pass_fds=[fd])
+        subprocess.Popen([sys.executable, "-m", "respline.adapters.cli", *argv], pass_fds=fds)
         for _ in range(args.workers)
     ]
     sock.close()
+    if metrics_sock is not None:
+        metrics_sock.close()
 
     def forward(signum, _frame) -> None:
         for w in workers:
@@ -279,6 +360,10 @@ def supervise(args: argparse.Namespace, cfg: Config) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [w.wait() for w in workers]
+    for w in workers:
+        mark_worker_dead(w.pid)
+    if made_dir is not None:
+        shutil.rmtree(made_dir, ignore_errors=True)
     return max(codes) if codes else 0
 
 
@@ -332,14 +417,17 @@ def parser() -> argparse.ArgumentParser:
         help="upstream protocol: Chat Completions, Anthropic Messages, or the Responses API passed through",
     )
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
-    s.add_argument("--store", default=None, metavar="memory|sqlite:PATH", help="where responses are stored")
+    s.add_argument("--store", default=None, metavar="memory|sqlite:PATH|postgresql://...", help="where responses are stored")
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
     s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
+    s.add_argument("--log-format", default=None, choices=("json", "text"), help="log lines as JSON objects or text (default: json unless stderr is a terminal)")
+    s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
     s.add_argument("--secret-file", default=None, metavar="FILE", help="where the sealing secret is kept")
     s.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS", help="time in-flight work gets at shutdown (default 10)")
-    s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite store)")
-    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    s.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (N > 1 needs a sqlite or postgres store)")
+    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--metrics-fd", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor  # set by the supervisor
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")

@@ -44,6 +44,9 @@ class Timeouts(Struct, forbid_unknown_fields=True):
     first_byte: float = 600.0  # request sent -> first body byte (reasoning models think silently)
     idle: float = 120.0  # between two upstream reads
     total: float = 3600.0  # a whole request, start to end
+    # an idle pooled upstream connection is reused for this long, then closed at its next
+    # checkout: keep it below the upstream's own keep-alive timeout (0: never reuse)
+    pool_idle: float = 30.0
 
 
 class Limits(Struct, forbid_unknown_fields=True):
@@ -56,10 +59,13 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     port: int = 8080
     api_keys: list[str] = []
     secret: str | None = None  # "$ENV" or literal; default: a generated secret persisted in secret_file
-    secret_file: str = ".respline/secret"
+    # where respline keeps its own files (adapters/state.py); default $XDG_STATE_HOME/respline
+    state_dir: str | None = None
+    secret_file: str = "secret"  # a relative path is inside state_dir
     reasoning_dialect: str = OPENAI
     record_dir: str | None = None
-    log_level: str = "info"
+    log_level: str = "info"  # debug | info | warning | error
+    log_format: str = ""  # "json" | "text"; "" = json unless stderr is a terminal
     shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
     websocket_max_age: float = 3600.0  # a WebSocket connection's lifetime (OpenAI: 60 minutes)
     # CPython's cyclic GC thresholds (gen0, gen1, gen2). The default (700, 10, 10) scans the
@@ -69,8 +75,10 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True):
-    backend: str = "memory"  # "memory" | "sqlite"
-    path: str = ".respline/respline.db"
+    backend: str = "memory"  # "memory" | "sqlite" | "postgres"
+    path: str = "respline.db"  # a relative path is inside server.state_dir
+    dsn: str = ""  # postgres: a libpq URL or key=value string, or "$ENV_VAR"
+    pool_size: int = 8  # postgres: connections (and worker threads) per process
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
@@ -137,11 +145,18 @@ class RouteConfig(Struct, forbid_unknown_fields=True):
     context_window: int | None = None  # tokens; what truncation: "auto" trims the context to
 
 
+class MetricsConfig(Struct, forbid_unknown_fields=True):
+    enabled: bool = True  # GET /metrics in the Prometheus text format
+    address: str = ""  # "HOST:PORT": serve /metrics there instead of on the main port
+    key: str | None = None  # "$ENV" or literal: /metrics answers only "Authorization: Bearer KEY"
+
+
 class Config(Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     limits: Limits = msgspec.field(default_factory=Limits)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     providers: dict[str, ProviderConfig] = {}
     routes: list[RouteConfig] = []
     tenants: dict[str, list[str]] = {}  # tenant name -> its client keys (a lone key is its own tenant)
@@ -191,11 +206,25 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(
             f"{where}: server.reasoning_dialect must be one of {', '.join(REASONING_DIALECTS)}"
         )
+    if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{where}: server.log_level must be one of debug, info, warning, error")
+    if cfg.server.log_format not in ("", "json", "text"):
+        raise ConfigError(f"{where}: server.log_format must be \"json\" or \"text\"")
+    addr = cfg.metrics.address
+    if addr and (":" not in addr or not addr.rsplit(":", 1)[1].isdigit()):
+        raise ConfigError(f"{where}: metrics.address must be HOST:PORT, got {addr!r}")
     gct = cfg.server.gc_thresholds
     if gct and (len(gct) != 3 or any(v < 0 for v in gct)):
         raise ConfigError(f"{where}: server.gc_thresholds must be [] or three integers >= 0 (gen0, gen1, gen2)")
-    if cfg.store.backend not in ("memory", "sqlite"):
-        raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
+    for name, t in [("timeouts", cfg.timeouts)] + [(f"providers.{n}.timeouts", p.timeouts) for n, p in cfg.providers.items()]:
+        if t is not None and t.pool_idle < 0:
+            raise ConfigError(f"{where}: {name}.pool_idle must be >= 0")
+    if cfg.store.backend not in ("memory", "sqlite", "postgres"):
+        raise ConfigError(f"{where}: store.backend must be 'memory', 'sqlite' or 'postgres'")
+    if cfg.store.backend == "postgres" and not cfg.store.dsn:
+        raise ConfigError(f"{where}: store.dsn is required with backend 'postgres' (e.g. \"$RESPLINE_PG_DSN\")")
+    if cfg.store.pool_size < 1:
+        raise ConfigError(f"{where}: store.pool_size must be at least 1")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
         raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
     if cfg.store.sweep_interval <= 0:
@@ -248,6 +277,7 @@ class Route(Struct, frozen=True):
     provider: str
     upstream_model: str
     fallbacks: tuple[tuple[str, str], ...] = ()  # (provider, upstream model), in order
+    pattern: str = ""  # the route's `model` as configured: the metrics' model label
     hosted_tools: str = "drop"
     context_window: int | None = None
 
@@ -277,7 +307,7 @@ class Router:
             (fb, upstream) if isinstance(fb, str) else (fb.provider, fb.upstream_model or upstream)
             for fb in r.fallbacks
         )
-        return Route(r.provider, upstream, fallbacks, r.hosted_tools, r.context_window)
+        return Route(r.provider, upstream, fallbacks, r.model, r.hosted_tools, r.context_window)
 
     def models(self) -> list[str]:
         return list(self._exact) + [g.model for g in self._globs]

@@ -9,6 +9,7 @@ State (stored responses, conversations, background runs) goes through the Store 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,15 +20,16 @@ import httpx
 import msgspec
 import trio
 
-from respline.adapters.config import Config, Router, Timeouts, expand_env
+from respline.adapters.config import Config, ConfigError, Router, Timeouts, expand_env
 from respline.adapters.providers.common import TurnContext
+from respline.adapters.state import private_dir
 from respline.engine.deltas import UpstreamError
 from respline.engine import compaction
 from respline.engine.errors import ApiError, from_validation
 from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline
-from respline.engine.seal import Sealer
+from respline.engine.seal import Sealer, open_items
 from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine import tokens, tool_policy
 from respline.engine.compact_turn import CompactionPipeline, summary_turn
@@ -175,6 +177,11 @@ class Gateway:
         threshold = compact_threshold(req.context_management)
         if not new and not prior:
             raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        # every sealed token opens here, for this tenant, before any provider translates: one
+        # that does not is a 400 naming its item, and nothing reaches the upstream
+        opened: dict[str, dict[str, Any]] = {}
+        open_items(self.sealer, tenant, items, opened)
+        open_items(self.sealer, tenant, prior, opened, "conversation" if conversation_id is not None else "previous_response_id")
         check_call_outputs(prior + new)
         turn = Turn()
         turn.req = req
@@ -195,6 +202,8 @@ class Gateway:
             self.dialect,
             self.sealer,
             "reasoning.encrypted_content" in (req.include or []),
+            tenant,
+            opened,
         )
         if threshold is not None and not triggered:
             await self._auto_compact(turn, new, threshold)
@@ -208,7 +217,7 @@ class Gateway:
         engine/tokens.py) is summarised first, by the same call a ``compaction_trigger`` makes;
         the response then opens with that compaction item and the model answers from the summary."""
         req = turn.req
-        messages = to_chat_messages(req.instructions, turn.items, unseal=self.sealer.open)
+        messages = to_chat_messages(req.instructions, turn.items, unseal=turn.ctx.unseal)
         if tokens.count_chat({"messages": messages, "tools": translate_tools(req.tools)[0]}) <= threshold:
             return
         sub = Turn()
@@ -216,7 +225,9 @@ class Gateway:
         sub.tenant, sub.background, sub.stored_input, sub.previous_response_id = turn.tenant, False, [], None
         sub.template, sub.store = turn.template, False
         ctx = turn.ctx
-        sub.ctx = TurnContext(turn.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted)
+        sub.ctx = TurnContext(
+            turn.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted, ctx.tenant, ctx.opened
+        )
         self._prepare_attempt(sub)
         summary = await self.collect(sub, await self.open_upstream(sub))
         if summary.status != "completed" or not summary.output:
@@ -228,6 +239,8 @@ class Gateway:
                 type="server_error",
             )
         item = summary.output[0]
+        # the new item is opened like every other for this request (engine/seal.py)
+        open_items(self.sealer, turn.tenant, [Q.CompactionIn(encrypted_content=item.encrypted_content)], ctx.opened)
         turn.seeded = [item]
         turn.items = after_compaction(turn.items, new, Q.CompactionIn(encrypted_content=item.encrypted_content, id=item.id))
 
@@ -262,10 +275,12 @@ class Gateway:
         if turn.compact:
             ask, ask_items = summary_turn(req, items)
             inner = TurnContext(
-                ctx.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted
+                ctx.template, ctx.ids, ctx.clock, None, ctx.reasoning_dialect, ctx.sealer, ctx.include_encrypted,
+                ctx.tenant, ctx.opened,
             )
             prepared = provider.prepare(ask, ask_items, upstream_model, inner)
-            prepared.pipeline = CompactionPipeline(prepared.pipeline, ctx.encoding, self.ids, self.clock, self.sealer.seal)
+            seal = functools.partial(self.sealer.seal_summary, ctx.tenant)
+            prepared.pipeline = CompactionPipeline(prepared.pipeline, ctx.encoding, self.ids, self.clock, seal)
         else:
             prepared = provider.prepare(req, items, upstream_model, ctx)
             for item in turn.seeded:
@@ -286,7 +301,7 @@ class Gateway:
         budget = window - (req.max_output_tokens or 0)
 
         def count(kept: list[Any]) -> int:
-            messages = to_chat_messages(req.instructions, kept, unseal=self.sealer.open)
+            messages = to_chat_messages(req.instructions, kept, unseal=turn.ctx.unseal)
             return tokens.count_chat({"messages": messages, "tools": translate_tools(req.tools)[0]})
 
         return truncate_oldest(items, budget, count)
@@ -314,6 +329,7 @@ class Gateway:
             # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
+            turn.ctx.opened = None  # the opened sealed tokens, only a fallback's translation needed
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -325,12 +341,15 @@ class Gateway:
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+        except httpx.ConnectError as exc:
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
-            raise ApiError(502, f"Upstream request failed: {exc.__class__.__name__}.", code="upstream_error", type="server_error") from None
+            # connected, but no answer: the upstream may have the request, so it is not sent again
+            raise ApiError(
+                502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
+            ) from None
         if resp.status_code >= 400:
             body = b""
             try:
@@ -486,6 +505,8 @@ class Gateway:
     async def follow(self, tenant: str, response_id: str, after: int):
         """Batches of a background run's stored events after ``after``, live until it ends."""
         runs = self.runs
+        wait_events = getattr(self.store, "wait_events", None)
+        settle_by = None
         while True:
             events = await self.store.get_events(tenant, response_id, after)
             if events:
@@ -497,13 +518,19 @@ class Gateway:
                 after = events[-1].seq
                 continue
             stored = await self.store.get_response(tenant, response_id)
-            if stored is None or stored.response.get("status") in TERMINAL_STATUSES:
+            status = stored.response.get("status") if stored is not None else None
+            if status in ("completed", "incomplete", "failed") and (settle_by is None or trio.current_time() < settle_by):
+                # the final status is stored just before the terminal event: give it 2 s to land
+                settle_by = settle_by or trio.current_time() + 2.0
+            elif stored is None or status in TERMINAL_STATUSES:
                 # ended without a terminal event (cancelled): pick up any last rows, then stop
                 last = await self.store.get_events(tenant, response_id, after)
                 if last:
                     yield last
                 return
-            if runs is not None:
+            if wait_events is not None:  # the store tells when any host wrote (postgres)
+                await wait_events(response_id, 0.5)
+            elif runs is not None:
                 await runs.wait_for_events(response_id, 0.25)
             else:
                 await trio.sleep(0.25)
@@ -555,7 +582,7 @@ class Gateway:
                 {
                     "type": "compaction",
                     "id": self.ids.new("cmp_"),
-                    "encrypted_content": self.sealer.seal({"summary": text}),
+                    "encrypted_content": self.sealer.seal_summary(tenant, text),
                 }
             ],
             "usage": msgspec.to_builtins(resp.usage) if resp.usage is not None else None,
@@ -565,6 +592,7 @@ class Gateway:
 
     async def create_conversation(self, tenant: str, items: list[Any], metadata: dict[str, str] | None) -> StoredConversation:
         typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        open_items(self.sealer, tenant, typed, {}, "items[{i}].encrypted_content")  # refused now, not next turn
         conv = StoredConversation(tenant=tenant, id=self.ids.new("conv_"), created_at=self.clock.now(), metadata=metadata or {})
         await self.store.put_conversation(conv)
         if typed:
@@ -573,6 +601,7 @@ class Gateway:
 
     async def add_items(self, tenant: str, conv_id: str, items: list[Any]) -> list[dict[str, Any]]:
         typed = await self._resolve_references([decode_item(it, f"items[{i}]") for i, it in enumerate(items)], tenant)
+        open_items(self.sealer, tenant, typed, {}, "items[{i}].encrypted_content")
         stored = [normalise(it, self.ids) for it in typed]
         await self.store.add_conversation_items(tenant, conv_id, stored)
         return stored
@@ -617,23 +646,27 @@ def _as_input(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_secret(cfg: Config) -> bytes:
-    """The server secret: from config (or its $ENV), else generated once and kept in secret_file."""
+    """The server secret: from config (or its $ENV), else generated once and kept in secret_file
+    (owner-only, in an owner-only directory when respline makes it: adapters/state.py)."""
     value = expand_env(cfg.server.secret, "server.secret")
     if value:
         return value.encode()
     path = Path(cfg.server.secret_file)
     try:
-        data = path.read_bytes().strip()
-        if data:
-            return data
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = os.urandom(32).hex().encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker process wrote it first
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
+        try:
+            data = path.read_bytes().strip()
+            if data:
+                return data
+        except FileNotFoundError:
+            pass
+        private_dir(path.parent)
+        secret = os.urandom(32).hex().encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker process wrote it first
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+    except OSError as exc:  # unreadable, or nowhere to write it: a start-up error, one line
+        raise ConfigError(f"server.secret_file {path}: {exc.strerror or exc}") from None
     return secret

@@ -8,11 +8,18 @@ response head, and the body is framed by a sans-I/O chunked decoder that turns a
 read into one piece, so the pipeline gets many tokens per call and frames ready together are
 written together downstream. It keeps idle connections for reuse, speaks TLS for https, and raises
 httpx's own exception types, so everything above it is ordinary httpx.
+
+A request is never sent twice once all of it was written: the upstream may be generating (and
+billing) the answer even if its connection then drops. A pooled connection is checked before
+reuse (an idle connection with something to read was closed or spoiled by the upstream) and
+expires after ``keepalive_expiry`` idle seconds, so it is rarely stale; the one retry left is on
+a reused connection whose first write failed with no byte taken.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import ssl
 from collections import deque
 from typing import AsyncIterator
@@ -71,6 +78,11 @@ class ChunkedDecoder:
         self._trailers = False  # after the last chunk: trailer lines until a blank one
         self.done = False
 
+    @property
+    def spare(self) -> bool:
+        """Bytes arrived after the body's end (``done``)."""
+        return bool(self._buf)
+
     def feed(self, data: bytes) -> bytes:
         buf = self._buf + data if self._buf else data
         out: list[bytes] = []
@@ -112,7 +124,7 @@ class ChunkedDecoder:
                 self._trailers = True
             else:
                 self._remaining = size
-        self._buf = buf[pos:]
+        self._buf = buf[pos:]  # after the end: what followed the body (see ``spare``)
         if not out:
             return b""
         return out[0] if len(out) == 1 else b"".join(out)
@@ -160,6 +172,7 @@ class _Body(httpx.AsyncByteStream):
         fd = self._conn.fd
         eager = 0  # reads in a row that found data without waiting
         drained = False
+        spare = False  # bytes came after the body's end: the next answer could not be trusted
         while True:
             if data:
                 if chunked is not None:
@@ -167,6 +180,7 @@ class _Body(httpx.AsyncByteStream):
                     if piece:
                         yield piece
                     if chunked.done:
+                        spare = chunked.spare
                         break
                 elif self._left is not None:
                     piece = data[: self._left]
@@ -174,6 +188,7 @@ class _Body(httpx.AsyncByteStream):
                     if piece:
                         yield piece
                     if self._left == 0:
+                        spare = len(data) > len(piece)
                         break
                 else:
                     yield data
@@ -208,7 +223,7 @@ class _Body(httpx.AsyncByteStream):
                     break  # a body delimited by the end of the connection
                 raise httpx.RemoteProtocolError("upstream closed the connection mid-body")
         self._done = True
-        self._transport._release(self._conn, reusable=self._left is not None or chunked is not None)
+        self._transport._release(self._conn, reusable=(self._left is not None or chunked is not None) and not spare)
 
     async def aclose(self) -> None:
         if not self._done:
@@ -241,12 +256,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     # -- connections ---------------------------------------------------------------------
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Conn | None:
+        """The most recently used idle connection that is young enough and still quiet. The age
+        is checked here, at checkout, rather than by a timer per connection; the expired and
+        the spoiled ones met on the way are closed."""
         pool = self._idle.get(key)
         now = trio.current_time()
         while pool:
             conn = pool.pop()
             self._n_idle -= 1
-            if now - conn.idle_since < self._keepalive_expiry:
+            if now - conn.idle_since < self._keepalive_expiry and _quiet(conn):
                 return conn
             _close_now(conn)
         return None
@@ -312,19 +330,21 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 raise httpx.PoolTimeout("no upstream connection free in time") from None
         conn: _Conn | None = None
         try:
+            out = encode_request(request.method.encode(), target, headers, body)
             conn = self._take_idle(key)
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(key, timeouts.get("connect"))
             try:
-                head, first = await self._send(conn, request.method.encode(), target, headers, body)
-            except httpx.HTTPError:
-                _close_now(conn)
+                head, first = await self._send(conn, out)
+            except _NothingSent:
                 if not reused:
                     raise
-                # a pooled connection the upstream had already closed: once more on a new one
+                # the pooled connection was closed between the check and the write (its RST
+                # came first): not a byte of the request left, so a fresh connection may send it
+                _close_now(conn)
                 conn = await self._connect(key, timeouts.get("connect"))
-                head, first = await self._send(conn, request.method.encode(), target, headers, body)
+                head, first = await self._send(conn, out)
         except BaseException:
             self._limiter.release_on_behalf_of(token)
             if conn is not None:
@@ -340,12 +360,12 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
 
-    async def _send(self, conn: _Conn, method: bytes, target: bytes, headers: list, body: bytes) -> tuple[ResponseHead, bytes]:
+    async def _send(self, conn: _Conn, out: bytes) -> tuple[ResponseHead, bytes]:
         """Write the request in one write and read the response head: the head and the body
-        bytes that came with it."""
-        out = encode_request(method, target, headers, body)
+        bytes that came with it. Any failure after the write is final: the upstream may have
+        the whole request (``handle_async_request`` never sends it again)."""
+        await _send_all(conn, out)
         try:
-            await _send_all(conn, out)
             reader = HeadReader()
             while True:
                 head = reader.feed(await _receive(conn))
@@ -362,19 +382,49 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self._n_idle = 0
 
 
+class _NothingSent(httpx.WriteError):
+    """The first write of a request failed before the socket took a byte of it."""
+
+
 async def _send_all(conn: _Conn, data: bytes) -> None:
     """The request, written on the descriptor (plain TCP) with no yield when the socket takes it
     at once, which it nearly always does: each yield before the first byte costs a scheduler
-    round behind the running streams (bench/README.md, time to first byte)."""
+    round behind the running streams (bench/README.md, time to first byte).
+
+    Raises ``_NothingSent`` only when provably no byte left; TLS cannot tell how much of a
+    record went out, so its failures are plain ``httpx.WriteError`` (never retried)."""
     if conn.fd < 0:
-        await conn.stream.send_all(data)
+        try:
+            await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx.WriteError(str(exc) or exc.__class__.__name__) from None
         return
     view = memoryview(data)
-    while view:
+    sent = 0
+    while sent < len(data):
         try:
-            view = view[os.write(conn.fd, view) :]
+            sent += os.write(conn.fd, view[sent:])
         except BlockingIOError:
             await trio.lowlevel.wait_writable(conn.fd)
+        except OSError as exc:
+            error = _NothingSent if sent == 0 else httpx.WriteError
+            raise error(str(exc) or exc.__class__.__name__) from None
+
+
+def _quiet(conn: _Conn) -> bool:
+    """An idle connection has nothing to say until it is sent a request: anything readable
+    (the upstream's FIN or RST, or bytes no request asked for) means it cannot be reused. One
+    poll with no wait; TLS also counts what its SSL object holds undelivered."""
+    stream = conn.stream
+    if conn.fd >= 0:
+        fd = conn.fd
+    else:
+        if stream.pending():  # decrypted bytes nobody asked for
+            return False
+        fd = stream.transport_stream.socket.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 async def _receive(conn: _Conn) -> bytes:

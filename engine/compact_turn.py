@@ -61,7 +61,7 @@ class CompactionPipeline:
         encoding: str | None,
         ids: Ids,
         clock: Clock,
-        seal: Callable[[dict], str],
+        seal: Callable[[str], str],  # the summary -> its sealed token (Sealer.seal_summary)
     ) -> None:
         self.inner = inner  # built with encoding=None: its events are read, never sent
         self.response: R.Response = inner.response
@@ -125,7 +125,7 @@ class CompactionPipeline:
             events: list = [error_event(failure), R.ResponseFailed(response=self.response)]
         else:
             item_id = self._ids.new("cmp_")
-            item = R.CompactionItem(id=item_id, encrypted_content=self._seal({"summary": text}))
+            item = R.CompactionItem(id=item_id, encrypted_content=self._seal(text))
             self.output = [item]
             self.response = msgspec.structs.replace(
                 self.response, status="completed", completed_at=self._clock.now(), output=[item], usage=done.usage

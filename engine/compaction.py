@@ -1,9 +1,10 @@
 """``/v1/responses/compact``: summarise a context into one sealed ``compaction`` item.
 
-The routed upstream writes the summary; respline seals it with the server secret, so the item
-is opaque to the client and only this deployment can expand it again. A later request that
-carries the item gets the summary in its place (engine/translate.py), so a long chain can
-restart from a small window (SPEC 4.4).
+The routed upstream writes the summary; respline seals it with the server secret for the tenant
+that asked, as kind ``compaction`` (engine/seal.py), so the item is opaque to the client and only
+this deployment, for that tenant, can expand it again. A later request that carries the item
+gets the summary in its place (engine/translate.py), so a long chain can restart from a small
+window (SPEC 4.4); an item that does not open is a 400, for every upstream kind.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import msgspec
 from respline.engine import compaction, tool_policy
 from respline.engine.errors import ApiError, from_validation
 from respline.engine.ids import Clock, Ids
+from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
 from respline.engine.wire import request as Q
 from respline.engine.wire.responses import Response
@@ -398,12 +399,12 @@ class _Assistant:
         self.reasoning: list[str] = []
 
 
-def reasoning_text(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None) -> str:
-    """The text to send back upstream: sealed content first, then plain content, then summary."""
-    if item.encrypted_content and unseal is not None:
-        opened = unseal(item.encrypted_content)
-        if opened is not None and isinstance(opened.get("text"), str):
-            return opened["text"]
+def reasoning_text(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input") -> str:
+    """The text to send back upstream: sealed content first, then plain content, then summary.
+    A respline-sealed token that does not open is a 400 (engine/seal.py), never skipped."""
+    opened = opened_payload(unseal, item.encrypted_content, f"{where}.encrypted_content", REASONING)
+    if opened is not None and isinstance(opened.get("text"), str):
+        return opened["text"]
     if item.content:
         text = _text_of_parts(item.content)
         if text:
@@ -497,7 +498,7 @@ def to_chat_messages(
             if a.text or a.tool_calls:  # reasoning opens a new assistant turn
                 flush()
                 a = assistant()
-            text = reasoning_text(item, unseal)
+            text = reasoning_text(item, unseal, where)
             if text:
                 a.reasoning.append(text)
         elif kind is Q.HostedItemIn:
@@ -519,10 +520,11 @@ def to_chat_messages(
                 code="item_not_found",
             )
         elif kind is Q.CompactionIn:
-            opened = unseal(item.encrypted_content) if unseal else None
+            param = f"{where}.encrypted_content"
+            opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
             summary = opened.get("summary") if opened else None
-            if not isinstance(summary, str):
-                raise ApiError(400, "The compaction item could not be opened by this server.", param=f"{where}.encrypted_content", code="invalid_encrypted_content")
+            if not isinstance(summary, str):  # not respline's: no other compaction item opens here
+                raise refused(param, COMPACTION, item.encrypted_content)
             flush()
             messages.append(compaction.expand(summary))
     flush()

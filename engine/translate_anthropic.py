@@ -12,7 +12,8 @@ Anthropic's shapes:
   so). Consecutive items of one role share one turn, as Anthropic requires of tool results.
 - A reasoning item goes back as the ``thinking`` block it came from only when its sealed
   ``encrypted_content`` holds Anthropic's ``signature`` (or ``redacted_thinking`` data):
-  Anthropic rejects thinking it did not sign, so reasoning from elsewhere is left out.
+  Anthropic rejects thinking it did not sign, so reasoning from elsewhere is left out. A sealed
+  token that does not open for this tenant is a 400, never left out (engine/seal.py).
 - ``max_tokens`` is always set: ``max_output_tokens``, else the provider default (plus the
   thinking budget). ``reasoning.effort`` -> ``thinking.budget_tokens`` by a configurable map.
   Thinking is left off where Anthropic would refuse it: a forced tool choice, a budget that does
@@ -32,6 +33,7 @@ import msgspec
 
 from respline.engine import compaction, tool_policy
 from respline.engine.errors import ApiError
+from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap
 from respline.engine.translate import _text_of_parts, translate_tool_choice, translate_tools, upstream_tool_name
 from respline.engine.wire import request as Q
@@ -188,11 +190,10 @@ def _is_error(item: Q.FunctionCallOutputIn | Q.CustomToolCallOutputIn) -> bool:
     return False
 
 
-def thinking_block(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None) -> dict[str, Any] | None:
-    """The ``thinking`` / ``redacted_thinking`` block a reasoning item was, or None."""
-    if not item.encrypted_content or unseal is None:
-        return None
-    opened = unseal(item.encrypted_content)
+def thinking_block(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input") -> dict[str, Any] | None:
+    """The ``thinking`` / ``redacted_thinking`` block a reasoning item was, or None (reasoning
+    that was not Anthropic's). A respline-sealed token that does not open is a 400."""
+    opened = opened_payload(unseal, item.encrypted_content, f"{where}.encrypted_content", REASONING)
     if not opened:
         return None
     redacted = opened.get("redacted")
@@ -299,21 +300,17 @@ def to_anthropic_messages(
                 block["is_error"] = True
             turns.tool_result(block)
         elif kind is Q.ReasoningIn:
-            thinking = thinking_block(item, unseal)
+            thinking = thinking_block(item, unseal, where)
             if thinking is not None:
                 turns.add("assistant", [thinking])
         elif kind is Q.ItemReferenceIn:
             raise ApiError(404, f"Item with id '{item.id}' not found.", param=f"{where}.id", code="item_not_found")
         elif kind is Q.CompactionIn:
-            opened = unseal(item.encrypted_content) if unseal else None
+            param = f"{where}.encrypted_content"
+            opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
             summary = opened.get("summary") if opened else None
-            if not isinstance(summary, str):
-                raise ApiError(
-                    400,
-                    "The compaction item could not be opened by this server.",
-                    param=f"{where}.encrypted_content",
-                    code="invalid_encrypted_content",
-                )
+            if not isinstance(summary, str):  # not respline's: no other compaction item opens here
+                raise refused(param, COMPACTION, item.encrypted_content)
             msg = compaction.expand(summary)
             turns.add("user", [{"type": "text", "text": msg["content"]}])
         elif kind is Q.HostedItemIn:

@@ -10,9 +10,12 @@ Input items go through as the client or the store had them, except:
 - ``id`` is dropped from messages, calls and call outputs (respline may have given them ids the
   upstream never issued); reasoning and hosted-tool items keep theirs (the upstream resolves
   its own reasoning by id or ``encrypted_content``).
-- a reasoning item sealed by respline (``rsp1.``: it came from another provider on an earlier
-  turn) means nothing to this upstream and is left out; a compaction item respline sealed
-  becomes the user message with its summary.
+- a reasoning item sealed by respline (it came from another provider on an earlier turn) means
+  nothing to this upstream and is left out, once it has opened for this tenant; a compaction
+  item respline sealed becomes the user message with its summary. A sealed token that does not
+  open is a 400 (engine/seal.py): never dropped, never forwarded. Reasoning and compaction items
+  the upstream itself issued (its own ``encrypted_content``, not respline's format) go through as
+  they are: respline cannot open them and does not wrap them.
 - ``drop_fields`` (per provider, dotted paths such as ``reasoning.summary``) are removed last,
   for servers that reject what they do not know.
 
@@ -30,7 +33,7 @@ import msgspec
 
 from respline.engine import compaction
 from respline.engine.errors import ApiError
-from respline.engine.seal import PREFIX
+from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.wire import request as Q
 
 # never forwarded: answered by respline, or set here
@@ -48,14 +51,14 @@ def _strip_none(value: Any) -> Any:
     return value
 
 
-def input_item(item: Any, unseal: Callable[[str], dict | None] | None) -> dict[str, Any] | None:
+def input_item(item: Any, unseal: Callable[[str], dict | None] | None, where: str = "input") -> dict[str, Any] | None:
     """One typed input item as the upstream gets it; None leaves it out."""
     kind = type(item)
     if kind is Q.HostedItemIn:
         return item.raw
     if kind is Q.ReasoningIn:
         enc = item.encrypted_content
-        if enc and enc.startswith(PREFIX):
+        if opened_payload(unseal, enc, f"{where}.encrypted_content", REASONING) is not None:
             return None
         out: dict[str, Any] = {"type": "reasoning", "summary": item.summary or []}
         if item.id:
@@ -66,11 +69,14 @@ def input_item(item: Any, unseal: Callable[[str], dict | None] | None) -> dict[s
             out["encrypted_content"] = enc
         return out
     if kind is Q.CompactionIn:
-        opened = unseal(item.encrypted_content) if unseal is not None else None
-        summary = opened.get("summary") if opened else None
-        if isinstance(summary, str):
-            return {"type": "message", **compaction.expand(summary)}
-        return _strip_none(msgspec.to_builtins(item))  # the upstream's own compaction item
+        param = f"{where}.encrypted_content"
+        opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
+        if opened is None:
+            return _strip_none(msgspec.to_builtins(item))  # the upstream's own compaction item
+        summary = opened.get("summary")
+        if not isinstance(summary, str):
+            raise refused(param, COMPACTION, item.encrypted_content)
+        return {"type": "message", **compaction.expand(summary)}
     if kind is Q.ItemReferenceIn:
         raise ApiError(404, f"Item with id '{item.id}' not found.", param="input", code="item_not_found")
     out = _strip_none(msgspec.to_builtins(item))
@@ -136,7 +142,7 @@ def to_responses_request(
         if value is not None and key not in _NOT_FORWARDED:
             body[key] = _strip_none(value)
     body.update(client_fields(req))
-    body["input"] = [x for x in (input_item(it, unseal) for it in items) if x is not None]
+    body["input"] = [x for x in (input_item(it, unseal, f"input[{i}]") for i, it in enumerate(items)) if x is not None]
     if stream:
         body["stream"] = True
     for path in drop_fields:

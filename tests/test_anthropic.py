@@ -32,6 +32,7 @@ from respline.engine.errors import ApiError
 from respline.engine.ids import deterministic
 from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
+import sealing
 from respline.engine.stages.anthropic_decoder import AnthropicDecoder
 from respline.engine.stages.sse import SseEvent
 from respline.engine.translate import input_items, parse_create
@@ -44,7 +45,7 @@ from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
 from test_codex import items as codex_items
 
 STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams" / "anthropic"
-SEALER = Sealer("test-secret")
+SEALER = sealing.SEALER
 
 
 # --- the decoder, one event at a time ------------------------------------------------------------
@@ -216,10 +217,10 @@ def run(body: bytes, **options) -> list[dict]:
 def test_thinking_sealed_with_signature():
     body = b"".join([a_start(), *a_thinking(0, "Let me think.", "SIG-123"), *a_text(1, "Hi"), *a_end()])
     ids, clock = deterministic()
-    events = run(body, ids=ids, clock=clock, seal_reasoning=SEALER.seal_reasoning)
+    events = run(body, ids=ids, clock=clock, seal_reasoning=sealing.seal_reasoning)
     reasoning, message = events[-1]["response"]["output"]
     assert reasoning["content"] == [{"type": "reasoning_text", "text": "Let me think."}]
-    assert SEALER.open(reasoning["encrypted_content"]) == {"text": "Let me think.", "signature": "SIG-123"}
+    assert sealing.open_reasoning(reasoning["encrypted_content"]) == {"text": "Let me think.", "signature": "SIG-123"}
     assert message["content"][0]["text"] == "Hi"
 
 
@@ -235,14 +236,14 @@ def test_signature_only_and_redacted_have_no_empty_parts():  # QUIRKS G42
         *a_end(),
     ])
     for dialect in ("openai", "summary"):
-        events = run(body, reasoning_dialect=dialect, seal_reasoning=SEALER.seal_reasoning)
+        events = run(body, reasoning_dialect=dialect, seal_reasoning=sealing.seal_reasoning)
         types = [e["type"] for e in events]
         assert "response.content_part.added" in types  # the message's
         assert not any(t.startswith("response.reasoning") for t in types)
         first, second, _ = events[-1]["response"]["output"]
         assert first["summary"] == [] and not first.get("content")
-        assert SEALER.open(first["encrypted_content"]) == {"text": "", "signature": "S"}
-        assert SEALER.open(second["encrypted_content"]) == {"text": "", "redacted": "D"}
+        assert sealing.open_reasoning(first["encrypted_content"]) == {"text": "", "signature": "S"}
+        assert sealing.open_reasoning(second["encrypted_content"]) == {"text": "", "redacted": "D"}
 
 
 def test_no_content_blocks_refusal_completes():  # QUIRKS G47
@@ -297,7 +298,7 @@ def test_found_the_recordings():
 @pytest.mark.parametrize("name", RECORDINGS)
 def test_recording_replays_and_validates(name):
     data = recording(name)
-    events = run(data, seal_reasoning=SEALER.seal_reasoning)
+    events = run(data, seal_reasoning=sealing.seal_reasoning)
     assert events[-1]["response"]["status"] == "completed"  # none of these fails or is cut
     pieces = [data[i : i + 5] for i in range(0, len(data), 5)]
     assert replay(pieces, kind="anthropic") == replay([data], kind="anthropic")
@@ -309,9 +310,9 @@ def _final(name: str, **options) -> dict:
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
 def test_recorded_thinking_then_tool_use():  # QUIRKS G40, G42, E32
-    resp = _final("claude-haiku-4-5_thinking-then-tool_use.sse", seal_reasoning=SEALER.seal_reasoning)
+    resp = _final("claude-haiku-4-5_thinking-then-tool_use.sse", seal_reasoning=sealing.seal_reasoning)
     reasoning, call = resp["output"]
-    opened = SEALER.open(reasoning["encrypted_content"])
+    opened = sealing.open_reasoning(reasoning["encrypted_content"])
     assert opened["signature"].startswith("EoQDCm0IDhgCKkCDzGs2")
     assert opened["text"] == reasoning["content"][0]["text"]
     assert (call["call_id"], call["name"], call["arguments"]) == ("toolu_01825dXWLSoJwCst1qTsiWdb", "fixed_version", "{}")
@@ -327,10 +328,10 @@ def test_recorded_parallel_tool_use():  # QUIRKS G44, A6
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
 def test_recorded_redacted_thinking():  # QUIRKS G42
-    resp = _final("claude-sonnet-4-5_redacted_thinking.sse", seal_reasoning=SEALER.seal_reasoning)
+    resp = _final("claude-sonnet-4-5_redacted_thinking.sse", seal_reasoning=sealing.seal_reasoning)
     first, second, message = resp["output"]
-    assert SEALER.open(first["encrypted_content"])["redacted"].startswith("EqkECkYIBxgC")
-    assert SEALER.open(second["encrypted_content"])["redacted"].startswith("EtgBCkYIBxgC")
+    assert sealing.open_reasoning(first["encrypted_content"])["redacted"].startswith("EqkECkYIBxgC")
+    assert sealing.open_reasoning(second["encrypted_content"])["redacted"].startswith("EtgBCkYIBxgC")
     assert message["content"][0]["text"].startswith("I notice that you've sent")
 
 
@@ -355,7 +356,7 @@ def test_recorded_refusal_without_content_blocks():  # QUIRKS G47
 # --- request translation ----------------------------------------------------------------------------
 
 
-def translate(body: dict, dialect: AnthropicDialect | None = None, unseal=SEALER.open) -> dict:
+def translate(body: dict, dialect: AnthropicDialect | None = None, unseal=sealing.unseal) -> dict:
     req = parse_create(json.dumps({"model": "m", **body}).encode())
     out, _ = to_anthropic_request(req, input_items(req), "claude-up", dialect or AnthropicDialect(), unseal)
     return out
@@ -462,9 +463,9 @@ def test_thinking_budget_and_max_tokens():
 
 
 def test_thinking_blocks_go_back_with_their_signature():
-    signed = SEALER.seal_reasoning("I should call f.", signature="SIG==")
-    redacted = SEALER.seal_reasoning("", redacted="DATA")
-    chat_only = SEALER.seal_reasoning("from a chat provider")
+    signed = sealing.seal_reasoning("I should call f.", signature="SIG==")
+    redacted = sealing.seal_reasoning("", redacted="DATA")
+    chat_only = sealing.seal_reasoning("from a chat provider")
     items = [
         {"role": "user", "content": "go"},
         {"type": "reasoning", "summary": [], "encrypted_content": chat_only},
@@ -481,9 +482,13 @@ def test_thinking_blocks_go_back_with_their_signature():
         {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
     ]
     assert body["thinking"]["budget_tokens"] == 2048
-    # the same turn without its sealed thinking (foreign token): thinking is left off this request
-    items[3]["encrypted_content"] = Sealer("other").seal_reasoning("x", signature="S")
-    items[2]["encrypted_content"] = None
+    # a thinking token sealed elsewhere is refused, never left out in silence
+    items[3]["encrypted_content"] = Sealer("other").seal_reasoning(sealing.TENANT, "x", signature="S")
+    with pytest.raises(ApiError) as info:
+        translate({"input": items, "tools": [TOOL | {"name": "f"}], "reasoning": {"effort": "low"}})
+    assert (info.value.status, info.value.param, info.value.code) == (400, "input[3].encrypted_content", "invalid_encrypted_content")
+    # the same turn without its sealed thinking (the client dropped it): thinking is left off
+    items[3]["encrypted_content"] = items[2]["encrypted_content"] = None
     body = translate({"input": items, "tools": [TOOL | {"name": "f"}], "reasoning": {"effort": "low"}})
     assert body["messages"][1]["content"][0]["type"] == "tool_use"
     assert "thinking" not in body

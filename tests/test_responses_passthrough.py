@@ -13,8 +13,9 @@ import openai
 import pytest
 
 from conftest import TEST_KEY, Server
+from respline.engine.errors import ApiError
 from respline.engine.replay import load_recording, replay
-from respline.engine.seal import Sealer
+import sealing
 from respline.engine.translate import input_items, parse_create
 from respline.engine.translate_responses import to_responses_request
 from upstream import Reply
@@ -25,7 +26,7 @@ from test_codex import items as codex_items
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
 FOLDERS = ("openai-responses", "azure-openai-responses", "responses-compatible")
-SEALER = Sealer("test-secret")
+SEALER = sealing.SEALER
 
 
 def run(body: bytes | list[bytes], **options) -> list[dict]:
@@ -245,7 +246,7 @@ def test_recorded_web_search_passes_through():
 
 def forward(body: dict, drop=(), upstream_model: str = "up-model") -> dict:
     req = parse_create(json.dumps({"model": "m", **body}).encode())
-    return to_responses_request(req, input_items(req), upstream_model, drop, SEALER.open)
+    return to_responses_request(req, input_items(req), upstream_model, drop, sealing.unseal)
 
 
 def test_request_is_forwarded_with_state_taken_out():
@@ -279,11 +280,11 @@ def test_request_is_forwarded_with_state_taken_out():
 
 
 def test_reasoning_and_compaction_items():
-    summary = SEALER.seal({"summary": "we did X"})
+    summary = SEALER.seal_summary(sealing.TENANT, "we did X")
     body = forward({"input": [
         {"type": "compaction", "encrypted_content": summary},
         {"type": "reasoning", "id": "rs_up", "summary": [], "encrypted_content": "gAAAA-upstream"},
-        {"type": "reasoning", "id": "rs_ours", "summary": [], "encrypted_content": SEALER.seal_reasoning("other provider")},
+        {"type": "reasoning", "id": "rs_ours", "summary": [], "encrypted_content": sealing.seal_reasoning("other provider")},
         {"type": "compaction", "id": "cmp_up", "encrypted_content": "upstream-compaction"},
     ]})
     assert body["input"] == [
@@ -291,6 +292,14 @@ def test_reasoning_and_compaction_items():
         {"type": "reasoning", "summary": [], "id": "rs_up", "encrypted_content": "gAAAA-upstream"},
         {"encrypted_content": "upstream-compaction", "type": "compaction", "id": "cmp_up"},
     ]
+    # respline's format that does not open (another tenant's here): refused, never forwarded
+    for item in (
+        {"type": "compaction", "encrypted_content": SEALER.seal_summary("tenant:other", "their X")},
+        {"type": "reasoning", "summary": [], "encrypted_content": SEALER.seal_reasoning("tenant:other", "their thought")},
+    ):
+        with pytest.raises(ApiError) as info:
+            forward({"input": [{"role": "user", "content": "x"}, item]})
+        assert (info.value.status, info.value.code, info.value.param) == (400, "invalid_encrypted_content", "input[1].encrypted_content")
 
 
 # --- end to end -------------------------------------------------------------------------------------

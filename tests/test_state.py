@@ -1,5 +1,6 @@
 """State: stored responses, previous_response_id, input items, background runs, conversations,
-tenants, restarts on SQLite, and bad input on every state endpoint."""
+tenants, restarts, and bad input on every state endpoint; each on every store backend (memory,
+SQLite, PostgreSQL in a fresh schema: skipped, saying why, where no server answers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+import pgtest
 from conftest import Server
 from upstream import DONE, USAGE, Reply, chunk, text_stream
 from validate import check_lifecycle, parse_sse, validate_event, validate_response
@@ -18,9 +20,40 @@ KEY_B = "sk-tenant-b"
 KEY_A2 = "sk-tenant-a-second-key"
 
 
-@pytest.fixture(scope="module")
-def server(upstream_server, tmp_path_factory):
+class Backend:
+    """A store for a server under test: its ``[store]`` lines, the environment they read, and
+    a way to count a table's rows from outside."""
+
+    def __init__(self, kind: str, tmp) -> None:
+        self.kind = kind
+        self.env: dict[str, str] = {}
+        self.schema = None
+        if kind == "sqlite":
+            self.db = tmp / "state.db"
+            self.toml = f'backend = "sqlite"\npath = "{self.db}"'
+        elif kind == "postgres":
+            self.schema = pgtest.new_schema()  # skips, saying why, without a server
+            self.toml = 'backend = "postgres"\ndsn = "$RESPLINE_PG_DSN"'  # "$VAR" read at start
+            self.env = {"RESPLINE_PG_DSN": self.schema.dsn}
+        else:
+            self.toml = 'backend = "memory"'
+
+    def count(self, table: str) -> int:
+        if self.schema is not None:
+            return self.schema.count(table)
+        import sqlite3
+
+        return sqlite3.connect(self.db).execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def close(self) -> None:
+        if self.schema is not None:
+            self.schema.drop()
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite", "postgres"])
+def server(request, upstream_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("state")
+    backend = Backend(request.param, tmp)
     config = f"""
 [tenants]
 team-a = ["{KEY_A}", "{KEY_A2}"]
@@ -30,8 +63,7 @@ api_keys = ["{KEY_B}"]
 shutdown_grace = 0.5
 
 [store]
-backend = "sqlite"
-path = "{tmp / 'state.db'}"
+{backend.toml}
 
 [providers.up]
 kind = "openai-chat"
@@ -41,9 +73,10 @@ base_url = "{upstream_server.base_url}"
 model = "*"
 provider = "up"
 """
-    s = Server(tmp, [], config=config)
+    s = Server(tmp, [], config=config, env=backend.env)
     yield s
     s.stop()
+    backend.close()
 
 
 def sdk(server, key=KEY_A) -> openai.OpenAI:
@@ -304,8 +337,15 @@ def test_bad_cursors_limits_and_flags(server, upstream):
     assert r.status_code == 400 and r.json()["error"]["param"] == "after"
 
 
-def test_chain_survives_restart_and_shutdown_records_runs(upstream_server, tmp_path):
-    """Stop the server, start it again on the same SQLite file: the chain continues. A background
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request, tmp_path):
+    backend = Backend(request.param, tmp_path)
+    yield backend
+    backend.close()
+
+
+def test_chain_survives_restart_and_shutdown_records_runs(upstream_server, tmp_path, durable):
+    """Stop the server, start it again on the same database: the chain continues. A background
     run still going at shutdown is cancelled after the grace period and its status recorded."""
     upstream = upstream_server
     upstream.reset()
@@ -314,8 +354,7 @@ def test_chain_survives_restart_and_shutdown_records_runs(upstream_server, tmp_p
 shutdown_grace = 0.3
 
 [store]
-backend = "sqlite"
-path = "{tmp_path / 'restart.db'}"
+{durable.toml}
 
 [providers.up]
 kind = "openai-chat"
@@ -325,7 +364,7 @@ base_url = "{upstream.base_url}"
 model = "*"
 provider = "up"
 """
-    first_server = Server(tmp_path, [], config=config)
+    first_server = Server(tmp_path, [], config=config, env=durable.env)
     try:
         client = openai.OpenAI(base_url=first_server.url, api_key="x", max_retries=0)
         upstream.queue(Reply(text_stream("Remember 42.")), slow_text(500, 0.05))
@@ -335,7 +374,7 @@ provider = "up"
         time.sleep(0.3)
     finally:
         first_server.stop()
-    second_server = Server(tmp_path, [], config=config)
+    second_server = Server(tmp_path, [], config=config, env=durable.env)
     try:
         client = openai.OpenAI(base_url=second_server.url, api_key="x", max_retries=0)
         upstream.queue(Reply(text_stream("It was 42.")))
@@ -353,27 +392,22 @@ provider = "up"
     upstream.reset()
 
 
-def test_sweeper_removes_expired_rows(start_server, upstream, tmp_path):
-    import sqlite3
-
-    db = tmp_path / "sweep.db"
+def test_sweeper_removes_expired_rows(start_server, upstream, durable):
     config = f"""
 [store]
-backend = "sqlite"
-path = "{db}"
+{durable.toml}
 ttl_seconds = 1
 sweep_interval = 0.2
 """
-    server = start_server(["--upstream", upstream.base_url], config=config)
+    server = start_server(["--upstream", upstream.base_url], config=config, env=durable.env)
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
     upstream.queue(Reply(text_stream("short-lived")))
     resp = client.responses.create(model="m", input="x")
     conv = client.conversations.create(items=[{"role": "user", "content": "short-lived too"}])
-    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 1
+    assert durable.count("responses") == 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        counts = [sqlite3.connect(db).execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                  for t in ("responses", "items", "conversations", "conversation_items")]
+        counts = [durable.count(t) for t in ("responses", "items", "conversations", "conversation_items")]
         if counts == [0, 0, 0, 0]:
             break
         time.sleep(0.2)

@@ -15,6 +15,7 @@ import pytest
 from respline.engine.errors import ApiError
 from respline.engine.ids import deterministic
 from respline.engine.seal import Sealer
+import sealing
 from respline.engine.toolmap import ToolTarget
 from respline.engine.translate import (
     DEFAULT_DIALECT,
@@ -27,7 +28,7 @@ from respline.engine.translate import (
 )
 from validate import OPENAI_RESPONSE, validate_response
 
-SEALER = Sealer("test-secret")
+SEALER = sealing.SEALER
 
 
 def parse(body: dict[str, Any]):
@@ -37,7 +38,7 @@ def parse(body: dict[str, Any]):
 def chat(
     body: dict[str, Any],
     dialect: ChatDialect = DEFAULT_DIALECT,
-    unseal=SEALER.open,
+    unseal=sealing.unseal,
     stream: bool = True,
 ) -> tuple[dict[str, Any], dict[str, ToolTarget]]:
     req = parse({"model": "m1", **body})
@@ -262,7 +263,7 @@ def test_sealed_reasoning_goes_back_on_the_following_tool_call_turn():
             "id": "rs_1",
             "summary": [{"type": "summary_text", "text": "summary"}],
             "content": None,  # Codex sends content: null
-            "encrypted_content": SEALER.seal_reasoning("sealed thoughts"),
+            "encrypted_content": sealing.seal_reasoning("sealed thoughts"),
         },
         *_calls(),
     ]
@@ -290,21 +291,33 @@ def test_reasoning_falls_back_to_plain_content_then_summary():
 def test_sealed_reasoning_of_any_length_opens(n):
     # the token's base64 padding depends on the payload length: every residue must round-trip
     text = "é" + "x" * n
-    items = [{"type": "reasoning", "summary": [], "encrypted_content": SEALER.seal_reasoning(text)}, *_calls()]
+    items = [{"type": "reasoning", "summary": [], "encrypted_content": sealing.seal_reasoning(text)}, *_calls()]
     assert messages({"input": items})[0].get("reasoning_content") == (text or None)
 
 
-def test_foreign_or_tampered_encrypted_content_is_ignored_not_an_error():
-    other = Sealer("another-deployment").seal_reasoning("theirs")
-    token = SEALER.seal_reasoning("ours")
+def test_sealed_reasoning_that_does_not_open_is_refused_not_skipped():
+    other = Sealer("another-deployment").seal_reasoning(sealing.TENANT, "theirs")
+    foreign_tenant = SEALER.seal_reasoning("tenant:other", "theirs")
+    token = sealing.seal_reasoning("ours")
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     summary = [{"type": "summary_text", "text": "fallback"}]
-    for enc in (other, tampered, "gAAAAABopenai-opaque-blob", ""):
+    for enc in (other, foreign_tenant, tampered, "rsp1.an-old-token"):
+        items = [{"role": "user", "content": "q"}, {"type": "reasoning", "summary": summary, "encrypted_content": enc}, *_calls()]
+        err = api_error({"input": items})
+        assert (err.status, err.code, err.type) == (400, "invalid_encrypted_content", "invalid_request_error"), enc
+        assert err.param == "input[1].encrypted_content"
+    # without a lookup (no tokens were opened for this request) a sealed token is refused too
+    items = [{"type": "reasoning", "summary": summary, "encrypted_content": token}, *_calls()]
+    assert api_error({"input": items}, unseal=None).param == "input[0].encrypted_content"
+
+
+def test_encrypted_content_not_in_our_format_is_not_ours_to_open():
+    # an OpenAI upstream's own encrypted_content (a route that changed provider kind): the
+    # reasoning goes back from its plain summary, as before
+    summary = [{"type": "summary_text", "text": "fallback"}]
+    for enc in ("gAAAAABopenai-opaque-blob", "", "rspX.not-ours"):
         items = [{"type": "reasoning", "summary": summary, "content": None, "encrypted_content": enc}, *_calls()]
         assert messages({"input": items})[0]["reasoning_content"] == "fallback", enc
-    # no unseal function at all (e.g. no secret configured): the token is just not opened
-    items = [{"type": "reasoning", "summary": summary, "encrypted_content": token}, *_calls()]
-    assert messages({"input": items}, unseal=None)[0]["reasoning_content"] == "fallback"
 
 
 def test_reasoning_attaches_to_the_following_assistant_message_only():
@@ -744,7 +757,7 @@ def test_item_reference_is_not_found_and_compaction_needs_our_seal():
     assert (err.status, err.param) == (404, "input[0].id")
     err = api_error({"input": [{"type": "compaction", "encrypted_content": "foreign"}]})
     assert (err.status, err.param) == (400, "input[0].encrypted_content")
-    token = SEALER.seal({"summary": "earlier we did X"})
+    token = SEALER.seal_summary(sealing.TENANT, "earlier we did X")
     items = [{"type": "compaction", "id": "cmp_1", "encrypted_content": token}, {"role": "user", "content": "next"}]
     assert messages({"input": items}) == [
         {"role": "user", "content": "Summary of the conversation so far:\nearlier we did X"},
@@ -858,14 +871,14 @@ def codex_body() -> dict[str, Any]:
             ]},
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Make a.py print 2."}]},
             {"type": "reasoning", "id": "rs_1", "summary": [], "content": None,
-             "encrypted_content": SEALER.seal_reasoning("Look at a.py first.")},
+             "encrypted_content": sealing.seal_reasoning("Look at a.py first.")},
             {"type": "message", "role": "assistant", "id": "msg_1", "phase": "commentary",
              "content": [{"type": "output_text", "text": "Reading a.py.", "annotations": []}]},
             {"type": "function_call", "id": "fc_1", "call_id": "call_exec", "name": "exec_command",
              "arguments": '{"cmd":"cat a.py"}'},
             {"type": "function_call_output", "call_id": "call_exec", "output": "print(1)\n"},
             {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "Patch it"}],
-             "content": None, "encrypted_content": SEALER.seal_reasoning("Now patch it.")},
+             "content": None, "encrypted_content": sealing.seal_reasoning("Now patch it.")},
             {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_patch", "name": "apply_patch",
              "input": PATCH, "status": "completed"},
             {"type": "custom_tool_call_output", "call_id": "call_patch", "output": "Success. Updated: M a.py"},
@@ -901,7 +914,7 @@ def codex_body() -> dict[str, Any]:
 def test_codex_request_translates_whole():
     dialect = ChatDialect(max_tokens_param="max_completion_tokens", effort_map={"xhigh": "high"})
     req = parse(codex_body())
-    body, tmap = to_chat_request(req, input_items(req), "deepseek-chat", dialect, SEALER.open)
+    body, tmap = to_chat_request(req, input_items(req), "deepseek-chat", dialect, sealing.unseal)
     assert body == {
         "model": "deepseek-chat",
         "messages": [

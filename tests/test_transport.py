@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 from functools import partial
 
 import httpx
@@ -12,6 +16,8 @@ from hypothesis import strategies as st
 
 from respline.adapters.http1 import HeadReader, encode_request
 from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
+from upstream import text_stream
+from validate import checked, parse_sse
 
 
 def encode_chunked(pieces: list[bytes], ext: bool = False) -> bytes:
@@ -113,37 +119,57 @@ def test_request_head_is_one_buffer_and_refuses_smuggling():
             encode_request(b"POST", target, headers, b"{}")
 
 
+DROP = b""  # an answer that reads the whole request, then closes the connection without a word
+
+
 class _Server:
-    """A loopback HTTP/1.1 server answering from a list of raw responses, counting connections."""
+    """A loopback HTTP/1.1 server answering from a list of raw responses, counting connections
+    and the requests that arrived; a connection is closed when the answers run out."""
 
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = answers
         self.connections = 0
+        self.closed = 0  # connections this side closed
         self.requests: list[bytes] = []
 
     async def handler(self, stream: trio.SocketStream) -> None:
         self.connections += 1
+        try:
+            await self._serve(stream)
+        finally:
+            await stream.aclose()
+            self.closed += 1
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         buf = b""
         while self.answers:
-            while b"\r\n\r\n" not in buf:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buf += data
-            head, _, buf = buf.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            while len(buf) < length:
-                buf += await stream.receive_some(65536)
-            self.requests.append(head + b"\r\n\r\n" + buf[:length])
-            buf = buf[length:]
+            request, buf = await read_request(stream, buf)
+            if request is None:
+                return
+            self.requests.append(request)
             answer = self.answers.pop(0)
+            if answer is DROP:
+                return
             await stream.send_all(answer)
             if b"connection: close" in answer.lower():
-                await stream.aclose()
                 return
+
+
+async def read_request(stream: trio.SocketStream, buf: bytes) -> tuple[bytes | None, bytes]:
+    """One request (head and content-length body) and the bytes after it; None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None, buf
+        buf += data
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    while len(buf) < length:
+        buf += await stream.receive_some(65536)
+    return head + b"\r\n\r\n" + buf[:length], buf[length:]
 
 
 async def serve(nursery, answers):
@@ -170,16 +196,131 @@ async def test_framings_and_reuse(nursery):
     assert server.requests[0].endswith(b'{"a":1}') and b"content-length: 7" in server.requests[0].lower()
 
 
-async def test_stale_pooled_connection_is_retried(nursery):
-    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-    server, port = await serve(nursery, [ok])
+async def _until(predicate) -> None:
+    while not predicate():
+        await trio.sleep(0.005)
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def test_idle_connection_closed_by_upstream_is_not_reused(nursery):
+    """The upstream closes a keep-alive connection while it sits in the pool (a server's own
+    keep-alive timeout): the next request goes on a fresh connection and arrives exactly once.
+    Written to the closed one, it would be lost, and it must not be sent twice."""
+    server, port = await serve(nursery, [OK])
     async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
         url = f"http://127.0.0.1:{port}/"
         assert (await client.post(url, content=b"1")).content == b"ok"
-        # the server handler has returned after its only answer: the pooled connection is dead
-        server.answers.append(ok)
-        await trio.sleep(0.05)
+        await _until(lambda: server.closed == 1)  # out of answers: it closed the connection
+        server.answers.append(OK)
         assert (await client.post(url, content=b"2")).content == b"ok"
+    assert server.connections == 2
+    assert [r[-1:] for r in server.requests] == [b"1", b"2"]
+
+
+async def test_bytes_after_a_body_spoil_the_connection(nursery):
+    """Bytes the upstream sent after a body's end (with it, or later while idle) are no answer
+    to anything: that connection is not reused."""
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + encode_chunked([b"x"])
+    server, port = await serve(nursery, [OK + b"junk", chunked + b"HTTP/1.1 200 OK\r\n", OK, OK])
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(3):
+            r = await client.post(url, content=b"x")
+            assert r.status_code == 200
+    assert server.connections == 3 and len(server.requests) == 3
+
+
+async def test_junk_on_an_idle_connection_is_not_read_as_an_answer(nursery):
+    """The upstream speaks unasked on a pooled connection: reused, those bytes would be read as
+    the answer to the next request. The next request goes on a fresh connection."""
+    late = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"
+    pooled, spoke = trio.Event(), trio.Event()
+    connections = 0
+
+    async def handler(stream):
+        nonlocal connections
+        connections += 1
+        request, _ = await read_request(stream, b"")
+        await stream.send_all(OK)
+        if connections == 1:
+            await pooled.wait()
+            await stream.send_all(late)
+            spoke.set()
+            await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        assert (await client.post(url, content=b"1")).content == b"ok"
+        pooled.set()
+        await spoke.wait()
+        await trio.sleep(0.05)  # the bytes cross loopback
+        assert (await client.post(url, content=b"2")).content == b"ok"
+    assert connections == 2
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+async def test_request_written_in_full_is_never_sent_again(nursery, pooled):
+    """The upstream reads the whole request, then drops the connection: it may be generating,
+    and billing, the answer. The request is not sent again (on a fresh connection it would
+    have been, once, before): the caller gets an error and the upstream saw it once."""
+    server, port = await serve(nursery, ([OK] if pooled else []) + [DROP, OK])
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        url = f"http://127.0.0.1:{port}/"
+        if pooled:
+            assert (await client.post(url, content=b"1")).content == b"ok"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(url, content=b"2")
+    assert [r[-1:] for r in server.requests] == ([b"1"] if pooled else []) + [b"2"]
+    assert server.connections == 1
+
+
+async def test_write_refused_by_a_reset_connection_is_retried_once(nursery, monkeypatch):
+    """The one retry: the upstream reset a pooled connection between the check and the write
+    (the race the check cannot close; here the check is made to miss it). The write fails with
+    not a byte taken, so the request goes once on a fresh connection."""
+    import struct
+
+    import respline.adapters.transport as transport
+
+    served: list[bytes] = []
+
+    async def handler(stream):
+        request, _ = await read_request(stream, b"")
+        if request is None:
+            return
+        served.append(request)
+        await stream.send_all(OK)
+        if len(served) == 1:  # reset: the next write on this connection fails at once
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stream.socket.close()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    monkeypatch.setattr(transport, "_quiet", lambda conn: True)
+    async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
+        assert (await client.post(url, content=b"1")).content == b"ok"
+        await trio.sleep(0.05)  # the RST crosses loopback
+        assert (await client.post(url, content=b"2")).content == b"ok"
+    assert [r[-1:] for r in served] == [b"1", b"2"]
+
+
+async def test_idle_connections_expire(nursery, mock_clock):
+    """An idle pooled connection older than keepalive_expiry is closed, not reused (checked at
+    checkout; no timer runs per connection)."""
+    server, port = await serve(nursery, [OK, OK, OK])
+    async with httpx.AsyncClient(transport=UpstreamTransport(keepalive_expiry=30)) as client:
+        url = f"http://127.0.0.1:{port}/"
+        assert (await client.post(url, content=b"1")).content == b"ok"
+        mock_clock.jump(29)
+        assert (await client.post(url, content=b"2")).content == b"ok"
+        assert server.connections == 1
+        mock_clock.jump(31)
+        assert (await client.post(url, content=b"3")).content == b"ok"
+        assert server.connections == 2
+        await _until(lambda: server.closed == 1)  # the expired one was closed on this side
 
 
 async def test_connect_error_and_cut_body(nursery):
@@ -255,3 +396,135 @@ async def test_https_upstream(nursery, tmp_path):
     async with httpx.AsyncClient(transport=UpstreamTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(url, content=b"{}")
+
+
+# --- through respline: what a client sees -------------------------------------------------
+
+
+class RawUpstream:
+    """A Chat Completions upstream on a raw socket, in a thread. Each request that arrives is
+    logged (its JSON body) and gets the next action: "answer" (a streamed reply; the connection
+    stays open), "answer-close" (the reply, then the connection closed while idle, as a server's
+    keep-alive timeout does), "drop" (the whole request read, then closed without a word)."""
+
+    def __init__(self, actions: list[str]) -> None:
+        self.actions = list(actions)
+        self.bodies: list[dict] = []
+        self.connections = 0
+        self.closed = 0  # connections this side closed
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = int(next(v for k, v in (ln.split(b":", 1) for ln in head.split(b"\r\n")[1:]) if k.lower() == b"content-length"))
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                body, buf = buf[:length], buf[length:]
+                with self._lock:
+                    self.bodies.append(json.loads(body))
+                    action = self.actions.pop(0)
+                if action == "drop":
+                    return
+                reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                conn.sendall(reply + encode_chunked(text_stream("fine")))
+                if action == "answer-close":
+                    return
+        finally:
+            conn.close()
+            with self._lock:
+                self.closed += 1
+
+    def inputs(self) -> list[str]:
+        return [b["messages"][-1]["content"] for b in self.bodies]
+
+    def stop(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def raw_upstream():
+    made: list[RawUpstream] = []
+
+    def make(actions: list[str]) -> RawUpstream:
+        made.append(RawUpstream(actions))
+        return made[-1]
+
+    yield make
+    for up in made:
+        up.stop()
+
+
+def _ask(server, text: str, **extra) -> httpx.Response:
+    return httpx.post(server.url + "/responses", json={"model": "m", "input": text, "stream": True, **extra}, timeout=30)
+
+
+def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_upstream):
+    """The upstream closes its keep-alive connection while respline holds it idle: the next
+    request goes out on a fresh connection, succeeds, and arrives upstream once."""
+    up = raw_upstream(["answer-close", "answer"])
+    server = start_server(["--upstream", up.base_url])
+    assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
+    deadline = time.monotonic() + 10
+    while up.closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checked(parse_sse(_ask(server, "two").content))[-1]["type"] == "response.completed"
+    assert up.inputs() == ["one", "two"]
+    assert up.connections == 2
+
+
+def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw_upstream):
+    """The upstream reads a whole request, then drops the connection (it may be generating,
+    and billing, the answer): respline does not send it again. A streamed request gets a 502
+    envelope; a background run ends with `response.failed`; the upstream saw each request once."""
+    up = raw_upstream(["answer", "drop", "answer", "drop"])
+    server = start_server(["--upstream", up.base_url])
+    assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
+    r = _ask(server, "two")  # on the pooled connection
+    assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == "upstream_error"
+    assert checked(parse_sse(_ask(server, "three").content))[-1]["type"] == "response.completed"
+    events = checked(parse_sse(_ask(server, "four", background=True).content))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == "upstream_error"  # response.failed's code is from the SDK's set
+    assert up.inputs() == ["one", "two", "three", "four"]
+    assert up.connections == 2
+
+
+def test_pool_idle_from_the_config(start_server, raw_upstream):
+    """`timeouts.pool_idle` (per provider too) is the pooled connections' idle expiry; 0 never
+    reuses one."""
+    up = raw_upstream(["answer", "answer"])
+    server = start_server([], config=f"""
+[providers.up]
+base_url = "{up.base_url}"
+timeouts = {{ pool_idle = 0 }}
+
+[[routes]]
+model = "*"
+provider = "up"
+""")
+    for text in ("one", "two"):
+        assert checked(parse_sse(_ask(server, text).content))[-1]["type"] == "response.completed"
+    assert up.inputs() == ["one", "two"] and up.connections == 2

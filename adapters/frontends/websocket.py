@@ -27,6 +27,7 @@ from respline.adapters.frontends.http import Auth, _header
 from respline.adapters.gateway import Gateway
 from respline.engine.errors import ApiError
 from respline.engine.items import normalise
+from respline.engine.seal import open_items
 from respline.engine.store import expand_chain
 from respline.engine.translate import decode_create, input_items, response_template, validate
 from respline.engine.wire import request as Q
@@ -268,7 +269,9 @@ class WebSocketSession:
     async def _prewarm(self, req: Q.CreateRequest, context: list[dict[str, Any]] | None) -> None:
         """``generate: false``: no upstream call; a completed empty response to continue from."""
         gw = self.gateway
-        items = [normalise(it, gw.ids) for it in input_items(req)]
+        typed = input_items(req)
+        open_items(gw.sealer, self.tenant, typed, {})  # a token that will not open is refused now
+        items = [normalise(it, gw.ids) for it in typed]
         resp = response_template(req, gw.ids, gw.clock)
         events: list[Event] = [ResponseCreated(response=resp), ResponseInProgress(response=resp)]
         done = msgspec.structs.replace(resp, status="completed", completed_at=gw.clock.now())

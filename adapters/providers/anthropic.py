@@ -2,9 +2,9 @@
 
 ``POST {base_url}/messages`` with ``x-api-key`` and ``anthropic-version``; the body comes from
 engine/translate_anthropic.py and the stream goes through engine/stages/anthropic_decoder.py.
-Reasoning items are always sealed (``encrypted_content``), include or not: a thinking block has to
-go back to Anthropic with its signature on a tool-use turn, and a client continuing with
-``previous_response_id`` gets the stored items, so the signature must be in them.
+Reasoning items are always sealed (``encrypted_content``, for the turn's tenant), include or not:
+a thinking block has to go back to Anthropic with its signature on a tool-use turn, and a client
+continuing with ``previous_response_id`` gets the stored items, so the signature must be in them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class AnthropicProvider(HttpProvider):
             encoding=ctx.encoding,
             reasoning_dialect=ctx.reasoning_dialect,
             tools=tools,
-            seal_reasoning=ctx.sealer.seal_reasoning,
+            seal_reasoning=ctx.seal_reasoning,
             max_tool_calls=req.max_tool_calls,
         )
         return Prepared(request, payload, body, pipeline)

@@ -23,9 +23,14 @@ _json = msgspec.json.Encoder()
 
 
 class TurnContext:
-    """What a provider needs from the gateway to prepare one turn."""
+    """What a provider needs from the gateway to prepare one turn.
 
-    __slots__ = ("template", "ids", "clock", "encoding", "reasoning_dialect", "sealer", "include_encrypted")
+    Sealing is bound to the tenant (engine/seal.py): ``seal_reasoning`` seals for this turn's
+    tenant, and ``unseal`` reads the tokens the gateway already opened for it (``opened``,
+    filled by ``seal.open_items`` before any provider translates), so a translator never opens
+    anything itself and a token that did not open never reaches one."""
+
+    __slots__ = ("template", "ids", "clock", "encoding", "reasoning_dialect", "sealer", "include_encrypted", "tenant", "opened")
 
     def __init__(
         self,
@@ -36,6 +41,8 @@ class TurnContext:
         reasoning_dialect: str,
         sealer: Sealer,
         include_encrypted: bool,
+        tenant: str,
+        opened: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.template = template
         self.ids = ids
@@ -44,10 +51,16 @@ class TurnContext:
         self.reasoning_dialect = reasoning_dialect
         self.sealer = sealer
         self.include_encrypted = include_encrypted  # the client asked for reasoning.encrypted_content
+        self.tenant = tenant
+        self.opened = opened if opened is not None else {}  # sealed token -> its payload
 
     @property
-    def unseal(self) -> Callable[[str | None], dict | None]:
-        return self.sealer.open
+    def unseal(self) -> Callable[[str], dict[str, Any] | None]:
+        return self.opened.get
+
+    @property
+    def seal_reasoning(self) -> Callable[..., str]:
+        return self.sealer.reasoning_sealer(self.tenant)
 
 
 class Prepared:

@@ -38,7 +38,7 @@ class ChatProvider(HttpProvider):
             encoding=ctx.encoding,
             reasoning_dialect=ctx.reasoning_dialect,
             tools=tools,
-            seal_reasoning=ctx.sealer.seal_reasoning if ctx.include_encrypted else None,
+            seal_reasoning=ctx.seal_reasoning if ctx.include_encrypted else None,
             think_tags=self.dialect.think_tags,
             max_tool_calls=req.max_tool_calls,
         )
