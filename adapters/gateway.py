@@ -147,7 +147,7 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        tool_policy.check_tools(req.tools)
+        tool_policy.check_tools(req.tools, req.max_tool_calls)
         items = await self._resolve_references(input_items(req), tenant)
         conversation_id = None
         if context is None:

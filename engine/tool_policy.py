@@ -57,8 +57,12 @@ def is_hosted(tool: dict[str, Any]) -> bool:
     return kind in HOSTED_TOOL_TYPES or (kind == TOOL_SEARCH and not is_client_search(tool))
 
 
-def check_tools(tools: list[Any] | None) -> None:
+def check_tools(tools: list[Any] | None, max_tool_calls: int | None = None) -> None:
     """Every tool has a type respline knows (whatever the upstream): else a 400 naming it."""
+    if max_tool_calls is not None and max_tool_calls < 0:
+        raise ApiError(
+            400, f"Invalid 'max_tool_calls': {max_tool_calls}. Expected a value at least 0.", param="max_tool_calls", code="invalid_value"
+        )
     for i, tool in enumerate(tools or ()):
         if not isinstance(tool, dict):
             raise ApiError(400, f"Invalid 'tools[{i}]': expected an object.", param=f"tools[{i}]", code="invalid_type")

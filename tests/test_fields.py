@@ -630,6 +630,8 @@ def test_max_tool_calls_is_enforced(respline, upstream):
     assert events[-1]["response"]["max_tool_calls"] == 1
     events = stream(respline, {"model": "m", "input": "x", "tools": [FN]})
     assert len(events[-1]["response"]["output"]) == 2
+    r = post(respline, {"model": "m", "input": "x", "max_tool_calls": -1})
+    assert r.status_code == 400 and error_of(r)["param"] == "max_tool_calls"
 
 
 def test_background_run_emits_response_queued_first(respline, upstream):
