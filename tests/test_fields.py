@@ -173,7 +173,7 @@ CONTEXT = [
 ]
 
 
-def _compaction_events(events: list[dict]) -> dict:
+def _compaction_events(events: list[dict], total_tokens: int = 15) -> dict:
     types = [e["type"] for e in events]
     assert types == [
         "response.created", "response.in_progress", "response.output_item.added",
@@ -182,7 +182,7 @@ def _compaction_events(events: list[dict]) -> dict:
     item = events[-1]["response"]["output"][0]
     ResponseCompactionItem.model_validate(item)
     assert events[4]["item"] == item and item["id"].startswith("cmp_")
-    assert events[-1]["response"]["usage"]["total_tokens"] == 15  # the summary call's usage
+    assert events[-1]["response"]["usage"]["total_tokens"] == total_tokens  # the summary call's usage
     return item
 
 
@@ -653,3 +653,18 @@ def test_input_image_by_file_id(passthrough, claude, upstream):
     assert upstream.last["body"]["input"][0]["content"][1] == {"type": "input_image", "file_id": "file_abc", "detail": "auto"}
     assert post(claude, {"model": "claude-x", "input": [image]}).status_code == 200
     assert upstream.last["body"]["messages"][0]["content"][1] == {"type": "image", "source": {"type": "file", "file_id": "file_abc"}}
+
+
+def test_compaction_trigger_on_anthropic_and_responses_upstreams(claude, passthrough, upstream):
+    from upstream_formats import responses_text
+
+    history = [{"role": "user", "content": "remember 7"}, {"type": "message", "role": "assistant", "content": "ok"}]
+    upstream.queue(Reply(anthropic_text("Claude's summary.")), Reply(responses_text("Upstream summary.")))
+    for server, model, total in ((claude, "claude-x", 32), (passthrough, "gpt-x", 15)):
+        events = stream(server, {"model": model, "input": [*history, {"type": "compaction_trigger"}]})
+        _compaction_events(events, total)
+        sent = upstream.last["body"]
+        assert "compaction_trigger" not in json.dumps(sent)  # respline compacts; nothing forwards the trigger
+    assert upstream.requests[0]["path"] == "/v1/messages"
+    assert upstream.requests[1]["path"] == "/v1/responses"
+    assert upstream.requests[1]["body"]["input"][-1]["content"].lower().count("summary") >= 1
