@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-LISTENING = re.compile(r"respline listening on http://([^\s]+):(\d+)")
+LISTENING = re.compile(r"respline listening on http://([^\s\"]+):(\d+)")
 
 
 class Launched:
