@@ -43,6 +43,9 @@ class Timeouts(Struct, forbid_unknown_fields=True):
     first_byte: float = 600.0  # request sent -> first body byte (reasoning models think silently)
     idle: float = 120.0  # between two upstream reads
     total: float = 3600.0  # a whole request, start to end
+    # server-wide, read from [timeouts] only: a client's request body must arrive within this
+    # many seconds of its head (then 408 and the connection closes)
+    client_body: float = 30.0
 
 
 class Limits(Struct, forbid_unknown_fields=True):
@@ -189,6 +192,8 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: store.backend must be 'memory' or 'sqlite'")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
         raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
+    if cfg.timeouts.client_body <= 0:
+        raise ConfigError(f"{where}: timeouts.client_body must be > 0")
     if cfg.store.sweep_interval <= 0:
         raise ConfigError(f"{where}: store.sweep_interval must be > 0")
     seen: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 from msgspec import Struct
@@ -76,3 +77,100 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: 
         message = f"Invalid value for '{param}': {message}"
     code = "invalid_type" if message and "Expected" in message else "invalid_value"
     return ApiError(400, message, param=param, code=code)
+
+
+# --- request bodies ------------------------------------------------------------------------
+
+# How deeply a request body may nest. msgspec's decoder stops at Python's recursion limit, which
+# depends on how deep the caller's stack already is: a body that decodes may still fail to
+# encode or convert further down (RecursionError, a 500). Tool schemas nest a few levels;
+# 64 leaves room for any real one and keeps every later step far from the limit.
+MAX_DEPTH = 64
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when valid JSON ``body`` nests deeper than ``limit``. Cheap for ordinary bodies: one
+    count when there are few brackets; else escaped backslashes and quotes go, everything but
+    quotes and brackets goes, what lies inside quotes goes, and innermost pairs are removed once per level (each
+    a C-speed pass, the later ones over the brackets only)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    # left to right, as the JSON was read: "\\" is one escaped backslash, then \" a quote
+    # inside a string; what is left of the quotes delimits strings
+    skeleton = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    brackets = b"".join(skeleton.split(b'"')[::2])  # what lies outside the strings
+    for _ in range(limit):
+        brackets, n = _EMPTY_PAIR.subn(b"", brackets)
+        if not brackets or not n:
+            return False
+    return bool(brackets)
+
+
+def invalid_json(detail: str) -> ApiError:
+    return ApiError(400, f"We could not parse the JSON body of your request: {detail}", code="invalid_json")
+
+
+def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *, depth: bool = True) -> Any:
+    """A JSON body (or WebSocket frame) into its typed form; any failure is a 400 envelope,
+    never an exception the server did not expect (msgspec raises UnicodeDecodeError for bad
+    UTF-8 inside a string and RecursionError for deep nesting, besides its own errors).
+    ``depth=False`` skips the MAX_DEPTH check, for a peek whose result keeps nothing nested."""
+    try:
+        value = decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise from_validation(exc, prefix) from None
+    except msgspec.DecodeError as exc:
+        raise invalid_json(str(exc)) from None
+    except UnicodeDecodeError:
+        raise bad_utf8(body) from None
+    except RecursionError:
+        raise nested_too_deeply() from None
+    if depth and too_deep(body):
+        raise nested_too_deeply()
+    return value
+
+
+def nested_too_deeply() -> ApiError:
+    return invalid_json(f"the JSON nests deeper than {MAX_DEPTH} levels.")
+
+
+def bad_utf8(body: bytes) -> ApiError:
+    """400 for a body that is not UTF-8, naming the field whose string holds the bad bytes
+    (found on this error path only: the body is decoded again with the bytes replaced)."""
+    try:
+        body.decode("utf-8")
+        at = 0
+    except UnicodeDecodeError as exc:
+        at = exc.start
+    param = None
+    try:
+        param = _path_to(msgspec.json.decode(body.decode("utf-8", "replace").encode()), "\ufffd")
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    message = f"The request body is not valid UTF-8 (byte {at})."
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    return ApiError(400, message, param=param, code="invalid_encoding")
+
+
+def _path_to(value: Any, needle: str) -> str | None:
+    """The path (``input[0].content``) of the first string, or key, that holds ``needle``."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if needle in v:
+                return path or None
+        elif isinstance(v, dict):
+            entries = list(v.items())
+            for k, _ in entries:
+                if needle in k:
+                    return f"{path}.{k}" if path else k
+            stack.extend((f"{path}.{k}" if path else k, child) for k, child in reversed(entries))
+        elif isinstance(v, list):
+            for i in range(len(v) - 1, -1, -1):
+                stack.append((f"{path}[{i}]", v[i]))
+    return None
