@@ -25,7 +25,7 @@ import trio
 
 from respline.adapters.frontends.http import Auth, _header, internal_error
 from respline.adapters.gateway import Gateway
-from respline.engine.errors import ApiError, decode_json
+from respline.engine.errors import ApiError, bad_utf8, decode_json
 from respline.engine.items import normalise
 from respline.engine.store import expand_chain
 from respline.engine.translate import decode_create, input_items, response_template, validate
@@ -136,8 +136,15 @@ class WebSocketSession:
                 text = msg.get("text")
                 raw = text.encode() if text is not None else msg.get("bytes") or b""
                 try:
+                    if text is None:
+                        raw.decode()  # a binary frame must hold UTF-8 JSON too, skipped fields included
                     # a peek at the type; a response.create frame is decoded whole in _turn
                     ftype = decode_json(_frame_type, raw, depth=False).type
+                except UnicodeDecodeError:
+                    err = bad_utf8(raw)
+                    err.message = f"Frames must be UTF-8 JSON. {err.message}"
+                    await self.send_text(error_frame(err))
+                    continue
                 except ApiError as err:
                     if err.code == "invalid_json":
                         err.message = f"Frames must be JSON objects with a 'type'. {err.message}"
