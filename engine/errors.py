@@ -72,7 +72,8 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: 
     m = _AT.match(str(exc))
     message, path = (m.group(1), m.group(2)) if m else (str(exc), None)
     param = prefix + (path or "")
-    param = param.lstrip(".") or None
+    # msgspec names an entry of a mapping "[...]" (which key, it does not say): name the mapping
+    param = param.split("[...]", 1)[0].lstrip(".") or None
     if param:
         message = f"Invalid value for '{param}': {message}"
     code = "invalid_type" if message and "Expected" in message else "invalid_value"

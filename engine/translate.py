@@ -221,7 +221,9 @@ def decode_item(item: Any, where: str) -> Any:
         raise ApiError(400, f"Invalid '{where}.type': expected a string.", param=f"{where}.type", code="invalid_type")
     if kind in Q.HOSTED_ITEM_TYPES:
         item_id = item.get("id")
-        return Q.HostedItemIn(raw=item, id=item_id if isinstance(item_id, str) else None)
+        if item_id is not None and not isinstance(item_id, str):  # stored items are keyed by it
+            raise ApiError(400, f"Invalid '{where}.id': expected a string.", param=f"{where}.id", code="invalid_type")
+        return Q.HostedItemIn(raw=item, id=item_id)
     cls = _ITEM_TYPES.get(kind) if kind is not None else None
     if cls is None:
         raise ApiError(
