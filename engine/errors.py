@@ -88,26 +88,29 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: 
 # 64 leaves room for any real one and keeps every later step far from the limit.
 MAX_DEPTH = 64
 
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+_astuple = msgspec.structs.astuple
 
 
-def too_deep(body: bytes, limit: int = MAX_DEPTH) -> bool:
-    """True when valid JSON ``body`` nests deeper than ``limit``. Cheap for ordinary bodies: one
-    count when there are few brackets; else escaped backslashes and quotes go, everything but
-    quotes and brackets goes, what lies inside quotes goes, and innermost pairs are removed once per level (each
-    a C-speed pass, the later ones over the brackets only)."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    # left to right, as the JSON was read: "\\" is one escaped backslash, then \" a quote
-    # inside a string; what is left of the quotes delimits strings
-    skeleton = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    brackets = b"".join(skeleton.split(b'"')[::2])  # what lies outside the strings
+def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when a decoded JSON value (dicts, lists and Structs) nests deeper than ``limit``
+    (a top-level object is 1). One level at a time, without recursion: ~60 us for a Codex
+    turn of 130 KB, a tenth of decoding it; scanning the raw bytes instead cost ~0.9 ms."""
+    level = [] if type(value) in _ATOMS else [value]
     for _ in range(limit):
-        brackets, n = _EMPTY_PAIR.subn(b"", brackets)
-        if not brackets or not n:
+        children: list[Any] = []
+        for v in level:
+            t = type(v)
+            if t is dict:
+                children += v.values()
+            elif t is list:
+                children += v
+            else:  # a Struct
+                children += _astuple(v)
+        level = [c for c in children if type(c) not in _ATOMS]
+        if not level:
             return False
-    return bool(brackets)
+    return bool(level)
 
 
 def invalid_json(detail: str) -> ApiError:
@@ -129,7 +132,7 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
         raise bad_utf8(body) from None
     except RecursionError:
         raise nested_too_deeply() from None
-    if depth and too_deep(body):
+    if depth and deeper_than(value):
         raise nested_too_deeply()
     return value
 
