@@ -81,6 +81,17 @@ CREATE = {
     "user": "u",
     "prompt_cache_key": "k",
     "store": True,
+    "top_logprobs": 0,
+    "max_tool_calls": 5,
+    "presence_penalty": 0,
+    "frequency_penalty": 0.5,
+    "service_tier": "auto",
+    "safety_identifier": "s",
+    "prompt_cache_retention": "24h",
+    "stream_options": {"include_obfuscation": False},
+    "prompt": {"id": "pmpt_1", "variables": {"a": "b"}},
+    "client_metadata": {"a": "b"},
+    "context_management": [{"type": "compaction", "compact_threshold": 1000}],
 }
 COMPACT = {"model": "m1", "input": ITEMS, "instructions": "Keep names."}
 CONVERSATION = {"items": [{"role": "user", "content": "hello"}, ITEMS[3], ITEMS[4]], "metadata": {"topic": "x"}}
@@ -99,6 +110,16 @@ WHOLE_BODIES = [
     b"", b" ", b"\n", b"null", b"[]", b"[{}]", b'"x"', b"1", b"true", b"{", b'{"model": ', b"{}", b"not json",
     b"\xff\xfe{}", b"\xef\xbb\xbf{}", b"{" + b'"a":{' * 5000 + b"}" * 5001, b"[" * 100000, b"\x00" * 10,
     b'{"model": "m1", "input": "x"} trailing', b'{"model": "m1", "model": 5}',
+]
+
+
+# field names from every shape a request holds: added where they were not, with a bad value
+KNOWN_KEYS = [
+    "type", "role", "content", "text", "id", "name", "tools", "format", "parameters", "call_id", "output",
+    "arguments", "input", "summary", "encrypted_content", "image_url", "file_data", "file_url", "filename", "mode",
+    "function", "namespace", "items", "metadata", "status", "phase", "strict", "schema", "definition", "syntax",
+    "refusal", "detail", "success", "is_error", "model", "instructions", "previous_response_id", "conversation",
+    "tool_choice", "background", "stream", "generate", "include", "stop", "reasoning", "effort", "verbosity",
 ]
 
 
@@ -137,7 +158,7 @@ class Mutator:
             return body
         value = copy.deepcopy(seed)
         raws: dict[str, bytes] = {}
-        for _ in range(rnd.randint(1, 3)):
+        for _ in range(rnd.choice((1, 1, 1, 2, 2, 3))):
             paths = self._paths(value)
             if not paths:
                 break
@@ -166,7 +187,8 @@ class Mutator:
             elif op < 0.92:
                 parent[key] = [parent[key]] if rnd.random() < 0.5 else {"value": parent[key]}
             elif isinstance(parent, dict):
-                parent["unknown_" + str(rnd.randrange(100))] = _bad_value(rnd)
+                name = rnd.choice(KNOWN_KEYS) if rnd.random() < 0.7 else f"unknown_{rnd.randrange(100)}"
+                parent[name] = _bad_value(rnd)
         out = json.dumps(value, ensure_ascii=rnd.random() < 0.5).encode()
         for marker, raw in raws.items():
             out = out.replace(marker.encode(), raw)
@@ -174,7 +196,7 @@ class Mutator:
 
 
 # odd path segments and query values
-SEGMENTS = ["x", "resp_", "%00", "%ff", "%2F", "..", "%20", "r\u00e9sp", "%F0%9F%98%80", "a%0Ab", "a" * 3000, "null", "-1", "9" * 40]
+SEGMENTS = ["x", "resp_", "%00", "%ff", "%2F", "%2F%2F", "..", "", "%20", "r\u00e9sp", "%F0%9F%98%80", "a%0Ab", "a" * 3000, "null", "-1", "9" * 40]
 QUERY_VALUES = ["-1", "0", "1", "20", "100", "101", "99999999999999999999", "-99999999999999999999", "1e3", "abc", "",
                 " 5", "9" * 5000, "%ff", "true", "maybe", "asc", "desc", "%00"]
 
@@ -249,7 +271,7 @@ class Checker:
     def http(self, what: str, r: httpx.Response, method: str) -> None:
         self.count += 1
         ctype = r.headers.get("content-type", "")
-        if r.status_code >= 500:
+        if r.status_code >= 500 or 300 <= r.status_code < 400:
             self.fail(what, f"{r.status_code} {r.text[:300]}")
         elif r.status_code >= 400 and method != "HEAD":  # HEAD: the envelope's headers, no body
             try:
@@ -303,6 +325,18 @@ def test_fuzz_http_routes(fuzz_server):
                 return
             check.http(what, r, method)
 
+        # the seeds themselves are valid for every upstream kind: mutations start near success
+        compaction = client.post(base + "/responses/compact", json=COMPACT, headers=AUTH).json()["output"][0]
+        with_refs = {**CREATE, "input": [*ITEMS, {"type": "item_reference", "id": item}, compaction]}
+        for model in ("m1", "claude-x", "resp-x"):
+            for seed in (CREATE, with_refs, {**CREATE, "stream": True}):
+                r = client.post(base + "/responses", json={**seed, "model": model}, headers=AUTH)
+                assert r.status_code == 200, (model, r.text)
+            assert client.post(base + "/responses/compact", json={**COMPACT, "model": model}, headers=AUTH).status_code == 200
+        for path, seed in (("/conversations", CONVERSATION), (f"/conversations/{conv}", UPDATE), (f"/conversations/{conv}/items", ADD_ITEMS)):
+            r = client.post(base + path, json=seed, headers=AUTH)
+            assert r.status_code == 200, (path, r.text)
+
         def model_variant(seed: dict) -> dict:
             seed = dict(seed)
             seed["model"] = rnd.choice(["m1", "claude-x", "resp-x"])
@@ -317,6 +351,9 @@ def test_fuzz_http_routes(fuzz_server):
         for _ in range(n(30)):
             seed = {**CREATE, "store": False, "previous_response_id": stored} if rnd.random() < 0.5 else {**CREATE, "conversation": {"id": conv}}
             send("POST", base + "/responses", m.body(seed))
+        # the item kinds that resolve against the store or the server's seal
+        for _ in range(n(30)):
+            send("POST", base + "/responses", m.body(model_variant(with_refs)))
         for _ in range(n(60)):
             send("POST", base + "/responses/compact", m.body(model_variant(COMPACT)))
         for _ in range(n(60)):

@@ -6,6 +6,10 @@ task sees the client go away and cancels the upstream read at once). Quart strea
 generator, which may not hold a nursery open across a ``yield``; at the ASGI level the handler
 owns the connection for its whole life. Every other route (health, models, stored responses) is
 an ordinary Quart route.
+
+Every route reads its whole request body, within ``[timeouts] client_body``, before it answers
+(hypercorn reads a keep-alive connection's next request only after that), and every fault that
+escapes a handler is one logged traceback and a 500 envelope, never an exception in hypercorn.
 """
 
 from __future__ import annotations
@@ -246,7 +250,6 @@ class CreateHandler:
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-
     async def _serve(self, request: list, tenant: str, send) -> None:
         gw = self.gateway
         req = request.pop()
@@ -334,6 +337,10 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
     # sees the request (quart_http), and a response lasts as long as what it streams.
     app.config["BODY_TIMEOUT"] = None
     app.config["RESPONSE_TIMEOUT"] = None
+    # no redirects (an HTML 308 for "/v1/models/" or for an id holding "%2F"): a trailing slash
+    # is the same route, and a path with an empty segment matches none (404)
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
     create = CreateHandler(gateway, auth)
     body_limit = gateway.cfg.limits.body_bytes
     body_timeout = gateway.cfg.timeouts.client_body
