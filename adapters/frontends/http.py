@@ -108,6 +108,14 @@ def internal_error() -> ApiError:
     return ApiError(500, "Internal error in the gateway.", code="server_error")
 
 
+def log_fault(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """One traceback for a fault the safety net caught: the exception itself, not the
+    single-member group each trio nursery on its way out wrapped it in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    logger.error("unexpected error in %s", what, exc_info=exc)
+
+
 class _ClientGone(Exception):
     pass
 
@@ -209,8 +217,8 @@ class CreateHandler:
 
         try:
             await self._handle(scope, receive, send_tracked, state)
-        except Exception:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
-            log.exception("unexpected error in POST %s", scope["path"])
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
+            log_fault(log, f"POST {scope['path']}", exc)
             if not state.started:
                 await send_error(send, internal_error())
             # else the response stays cut (no end of body): the client sees it failed
@@ -420,8 +428,8 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
 
         try:
             await app(scope, replay, send_shielded)
-        except Exception:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
-            log.exception("unexpected error in %s %s", scope["method"], scope["path"])
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
+            log_fault(log, f"{scope['method']} {scope['path']}", exc)
             if not started:
                 await send_error(send, internal_error())
 

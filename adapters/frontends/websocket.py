@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header, internal_error
+from respline.adapters.frontends.http import Auth, _header, internal_error, log_fault
 from respline.adapters.gateway import Gateway
 from respline.engine.errors import ApiError, bad_utf8, decode_json
 from respline.engine.items import normalise
@@ -172,8 +172,8 @@ class WebSocketSession:
         frame is an error frame, and so is an unexpected fault (logged), never a close."""
         try:
             await self._turn(raw)
-        except Exception:  # noqa: BLE001 - the safety net: one logged traceback and an error frame
-            log.exception("unexpected error in a WebSocket turn")
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback and an error frame
+            log_fault(log, "a WebSocket turn", exc)
             await self.send_text(error_frame(internal_error()))
 
     async def _turn(self, raw: bytes) -> None:
