@@ -158,8 +158,10 @@ def _check_tools(tools: list[dict[str, Any]], where: str) -> None:
     for i, tool in enumerate(tools):
         at = f"{where}[{i}]"
         kind = tool.get("type")
-        if not isinstance(kind, str):
+        if kind is None:
             raise ApiError(400, f"Missing required parameter: '{at}.type'.", param=f"{at}.type", code="missing_required_parameter")
+        if not isinstance(kind, str):
+            raise ApiError(400, f"Invalid '{at}.type': expected a string.", param=f"{at}.type", code="invalid_type")
         shape = Q.TOOL_SHAPES.get(kind)
         if shape is None:
             continue
