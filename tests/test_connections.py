@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, Server
 from upstream import DONE, Reply, chunk
 from validate import checked, parse_sse
 
@@ -140,15 +140,18 @@ def test_sdk_style_client_reuses_its_connection(respline):
     assert len(ports) == 1, "the connection was not reused"
 
 
-@pytest.fixture
-def short_deadline(start_server, upstream):
+@pytest.fixture(scope="module")
+def short_deadline(upstream_server, tmp_path_factory):
+    """A server whose request bodies must arrive within 1 s and hold at most 5,000 bytes."""
     config = """
 [timeouts]
 client_body = 1
 [limits]
 body_bytes = 5000
 """
-    return start_server(["--upstream", upstream.base_url, "--api-key", TEST_KEY], config=config)
+    server = Server(tmp_path_factory.mktemp("deadline"), ["--upstream", upstream_server.base_url, "--api-key", TEST_KEY], config)
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("path", ["/v1/responses", "/v1/conversations", "/v1/responses/compact"])
