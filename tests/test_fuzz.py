@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import TEST_KEY, Server
@@ -470,4 +470,13 @@ def test_fuzz_websocket_frames(fuzz_server):
                 check.fail(what, f"both an error frame and a response: {answers[:3]}")
     finally:
         ws.close()
+    # an upgrade anywhere else is refused with an envelope (Quart's handlers raised on it)
+    for path in ("/models", "/nothing", f"/responses/{SEGMENTS[0]}", "/conversations", "/responses/compact"):
+        try:
+            with connect(fuzz_server.url.replace("http://", "ws://") + path, additional_headers=AUTH, open_timeout=10):
+                check.fail(f"upgrade {path}", "accepted")
+        except InvalidStatus as exc:
+            check.count += 1
+            if exc.response.status_code != 404 or "error" not in json.loads(bytes(exc.response.body)):
+                check.fail(f"upgrade {path}", f"{exc.response.status_code} {exc.response.body!r}")
     check.report(fuzz_server)

@@ -335,6 +335,7 @@ async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int
 def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
     """The ASGI application: the create handler, WebSocket mode on the same path, and a
     QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
+    from respline.adapters.frontends.websocket import _deny as deny_websocket
     from respline.adapters.frontends.websocket import serve_websocket
 
     closing = closing if closing is not None else trio.Event()
@@ -441,8 +442,13 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
             else:
                 await quart_http(scope, receive, send)
             return
-        if kind == "websocket" and scope["path"].rstrip("/") in CREATE_PATHS:
-            await serve_websocket(scope, receive, send, gateway, auth, closing)
+        if kind == "websocket":
+            if scope["path"].rstrip("/") in CREATE_PATHS:
+                await serve_websocket(scope, receive, send, gateway, auth, closing)
+            elif (await receive())["type"] == "websocket.connect":
+                # Quart's error handlers need an HTTP request: they raised on an upgrade
+                err = ApiError(404, f"No WebSocket at {scope['path']}; WebSocket mode is GET /v1/responses.", code="not_found")
+                await deny_websocket(scope, send, err)
             return
         await app(scope, receive, send)
 
