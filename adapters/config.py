@@ -47,6 +47,9 @@ class Timeouts(Struct, forbid_unknown_fields=True):
     # an idle pooled upstream connection is reused for this long, then closed at its next
     # checkout: keep it below the upstream's own keep-alive timeout (0: never reuse)
     pool_idle: float = 30.0
+    # server-wide, read from [timeouts] only: a client's request body must arrive within this
+    # many seconds of its head (then 408 and the connection closes)
+    client_body: float = 30.0
 
 
 class Limits(Struct, forbid_unknown_fields=True):
@@ -227,6 +230,8 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: store.pool_size must be at least 1")
     if cfg.store.ttl_seconds < 0 or cfg.store.max_responses < 0 or cfg.store.max_conversations < 0:
         raise ConfigError(f"{where}: store.ttl_seconds, max_responses and max_conversations must be >= 0")
+    if cfg.timeouts.client_body <= 0:
+        raise ConfigError(f"{where}: timeouts.client_body must be > 0")
     if cfg.store.sweep_interval <= 0:
         raise ConfigError(f"{where}: store.sweep_interval must be > 0")
     seen: dict[str, str] = {}

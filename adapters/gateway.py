@@ -25,7 +25,7 @@ from respline.adapters.providers.common import TurnContext
 from respline.adapters.state import private_dir
 from respline.engine.deltas import UpstreamError
 from respline.engine import compaction
-from respline.engine.errors import ApiError, from_validation
+from respline.engine.errors import ApiError, decode_json
 from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline
@@ -58,6 +58,7 @@ log = logging.getLogger("respline.gateway")
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _json = msgspec.json.Encoder()
+_compact_decoder = msgspec.json.Decoder(compaction.CompactRequest)
 
 TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
@@ -549,12 +550,7 @@ class Gateway:
     async def compact(self, body: bytes, tenant: str) -> dict[str, Any]:
         """``POST /v1/responses/compact``: the routed upstream summarises the context; the
         summary comes back sealed in a ``compaction`` item."""
-        try:
-            req = msgspec.json.decode(body or b"{}", type=compaction.CompactRequest)
-        except msgspec.ValidationError as exc:
-            raise from_validation(exc) from None
-        except msgspec.DecodeError as exc:
-            raise ApiError(400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json") from None
+        req = decode_json(_compact_decoder, body if body.strip() else b"{}")
         if not req.model:
             raise ApiError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
         if req.input is None and req.previous_response_id is None:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import msgspec
 
 from respline.engine import compaction, tool_policy
-from respline.engine.errors import ApiError, from_validation
+from respline.engine.errors import ApiError, decode_json, from_validation
 from respline.engine.ids import Clock, Ids
 from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
@@ -82,16 +82,7 @@ def decode_create(body: bytes) -> Q.CreateRequest:
     semantic checks of ``validate``."""
     if not body.strip():
         raise ApiError(400, "The request body is empty; expected a JSON object.", code="invalid_json")
-    try:
-        req = _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise from_validation(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(
-            400,
-            f"We could not parse the JSON body of your request: {exc}",
-            code="invalid_json",
-        ) from None
+    req = decode_json(_request_decoder, body)
     req.raw_body = body  # what a passthrough upstream gets beyond the known fields
     return req
 
@@ -109,8 +100,10 @@ def validate(req: Q.CreateRequest) -> None:
         value = getattr(req, key)
         if value is not None and not -2 <= value <= 2:
             raise _range(key, value, "between -2 and 2")
-    if req.max_output_tokens is not None and req.max_output_tokens < 1:
-        raise _range("max_output_tokens", req.max_output_tokens, "at least 1")
+    if req.max_output_tokens is not None and not 1 <= req.max_output_tokens <= MAX_INT:
+        raise _range("max_output_tokens", req.max_output_tokens, f"between 1 and {MAX_INT}")
+    if req.max_tool_calls is not None and not 0 <= req.max_tool_calls <= MAX_INT:
+        raise _range("max_tool_calls", req.max_tool_calls, f"between 0 and {MAX_INT}")
     if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
         raise _range("top_logprobs", req.top_logprobs, "between 0 and 20")
     if req.metadata is not None and len(req.metadata) > 16:
@@ -124,7 +117,7 @@ def validate(req: Q.CreateRequest) -> None:
             param="previous_response_id",
             code="invalid_value",
         )
-    if req.tool_choice is not None and isinstance(req.tool_choice, str):
+    if isinstance(req.tool_choice, str):
         if req.tool_choice not in ("auto", "none", "required"):
             raise ApiError(
                 400,
@@ -132,6 +125,57 @@ def validate(req: Q.CreateRequest) -> None:
                 param="tool_choice",
                 code="invalid_value",
             )
+    elif req.tool_choice is not None:
+        check_shape(req.tool_choice, Q.ToolChoiceShape, "tool_choice")
+    if req.tools:
+        _check_tools(req.tools, "tools")
+    if req.text is not None and req.text.format is not None:
+        check_shape(req.text.format, Q.TextFormatShape, "text.format")
+    if isinstance(req.conversation, dict):
+        check_shape(req.conversation, Q.ConversationRefShape, "conversation")
+
+
+# The largest integer a request field may hold: beyond a signed 64-bit value, upstreams and the
+# SQLite store cannot represent it (msgspec decodes JSON integers of any size).
+MAX_INT = 2**63 - 1
+
+
+def check_shape(value: Any, shape: type, where: str) -> None:
+    """``value`` (a field kept as the client sent it) against the Struct of what respline reads
+    of it; a mismatch is a 400 naming the field inside ``where``."""
+    try:
+        msgspec.convert(value, shape)
+    except msgspec.ValidationError as exc:
+        raise _field_error(exc, where) from None
+
+
+def _field_error(exc: msgspec.ValidationError, where: str) -> ApiError:
+    err = from_validation(exc, prefix=where)
+    # msgspec reports a missing key at the object that lacks it ("Object missing required
+    # field `call_id`", no path), so param would be just "input[2]"; name the field itself.
+    missing = _MISSING.match(str(exc))
+    if missing:
+        err.param = f"{err.param}.{missing.group(1)}" if err.param else missing.group(1)
+        err.code = "missing_required_parameter"
+    return err
+
+
+def _check_tools(tools: list[dict[str, Any]], where: str) -> None:
+    """Function, custom and namespace tools have the shape respline translates; hosted tools
+    (web_search, ...) only need a type, the rest is the upstream's to judge."""
+    for i, tool in enumerate(tools):
+        at = f"{where}[{i}]"
+        kind = tool.get("type")
+        if kind is None:
+            raise ApiError(400, f"Missing required parameter: '{at}.type'.", param=f"{at}.type", code="missing_required_parameter")
+        if not isinstance(kind, str):
+            raise ApiError(400, f"Invalid '{at}.type': expected a string.", param=f"{at}.type", code="invalid_type")
+        shape = Q.TOOL_SHAPES.get(kind)
+        if shape is None:
+            continue
+        check_shape(tool, shape, at)
+        if kind == "namespace" and tool.get("tools"):
+            _check_tools(tool["tools"], f"{at}.tools")
 
 
 def _range(param: str, value: Any, what: str) -> ApiError:
@@ -168,6 +212,15 @@ def input_items(req: Q.CreateRequest) -> list[Any]:
 
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 
+# the fields of each input item that hold content parts, checked against ContentPartShape
+_PART_LISTS: dict[type, tuple[str, ...]] = {
+    Q.MessageIn: ("content",),
+    Q.FunctionCallOutputIn: ("output",),
+    Q.CustomToolCallOutputIn: ("output",),
+    Q.ReasoningIn: ("summary", "content"),
+}
+_PARTS = list[Q.ContentPartShape]
+
 
 def decode_item(item: Any, where: str) -> Any:
     if not isinstance(item, dict):
@@ -175,10 +228,14 @@ def decode_item(item: Any, where: str) -> Any:
     kind = item.get("type")
     if kind is None:
         kind = "message" if "role" in item else "item_reference" if "id" in item else None
+    if kind is not None and not isinstance(kind, str):
+        raise ApiError(400, f"Invalid '{where}.type': expected a string.", param=f"{where}.type", code="invalid_type")
     if kind in Q.HOSTED_ITEM_TYPES:
         item_id = item.get("id")
-        return Q.HostedItemIn(raw=item, id=item_id if isinstance(item_id, str) else None)
-    cls = _ITEM_TYPES.get(kind) if isinstance(kind, str) else None
+        if item_id is not None and not isinstance(item_id, str):  # stored items are keyed by it
+            raise ApiError(400, f"Invalid '{where}.id': expected a string.", param=f"{where}.id", code="invalid_type")
+        return Q.HostedItemIn(raw=item, id=item_id)
+    cls = _ITEM_TYPES.get(kind) if kind is not None else None
     if cls is None:
         raise ApiError(
             400,
@@ -189,14 +246,11 @@ def decode_item(item: Any, where: str) -> Any:
     try:
         typed = msgspec.convert(item, cls)
     except msgspec.ValidationError as exc:
-        err = from_validation(exc, prefix=where)
-        # msgspec reports a missing key at the object that lacks it ("Object missing required
-        # field `call_id`", no path), so param would be just "input[2]"; name the field itself.
-        missing = _MISSING.match(str(exc))
-        if missing:
-            err.param = f"{err.param}.{missing.group(1)}" if err.param else missing.group(1)
-            err.code = "missing_required_parameter"
-        raise err from None
+        raise _field_error(exc, where) from None
+    for field in _PART_LISTS.get(cls, ()):
+        parts = getattr(typed, field)
+        if isinstance(parts, list):
+            check_shape(parts, _PARTS, f"{where}.{field}")
     if cls is Q.MessageIn and typed.role not in ("user", "assistant", "system", "developer"):
         raise ApiError(
             400,

@@ -88,7 +88,7 @@ class Upstream:
                     upstream.requests.append(
                         {"path": self.path, "headers": dict(self.headers), "body": json.loads(raw or b"null")}
                     )
-                    reply = upstream.replies.popleft() if upstream.replies else Reply(text_stream("default"))
+                    reply = upstream.replies.popleft() if upstream.replies else upstream.default_reply(self.path)
                 if reply.hang:
                     time.sleep(reply.hang)
                 try:
@@ -126,6 +126,10 @@ class Upstream:
         self.port = self.server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def default_reply(self, path: str) -> Reply:
+        """What a request gets when no reply is queued (a test may replace this)."""
+        return Reply(text_stream("default"))
 
     def start(self) -> "Upstream":
         self.thread.start()

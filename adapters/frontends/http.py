@@ -6,6 +6,10 @@ task sees the client go away and cancels the upstream read at once). Quart strea
 generator, which may not hold a nursery open across a ``yield``; at the ASGI level the handler
 owns the connection for its whole life. Every other route (health, models, stored responses) is
 an ordinary Quart route.
+
+Every route reads its whole request body, within ``[timeouts] client_body``, before it answers
+(hypercorn reads a keep-alive connection's next request only after that), and every fault that
+escapes a handler is one logged traceback and a 500 envelope, never an exception in hypercorn.
 """
 
 from __future__ import annotations
@@ -101,35 +105,84 @@ async def send_error(send, err: ApiError) -> None:
     await send_json(send, err.status, err.body(), err.headers)
 
 
-async def read_body(scope: dict, receive, limit: int) -> bytes:
-    length = _header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _ClientGone()
-        body = msg.get("body", b"")
-        if body:
-            size += len(body)
-            if size > limit:
-                raise ApiError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
-            parts.append(body)
-        if not msg.get("more_body"):
-            return b"".join(parts)
+def internal_error() -> ApiError:
+    return ApiError(500, "Internal error in the gateway.", code="server_error")
+
+
+def log_fault(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """One traceback for a fault the safety net caught: the exception itself, not the
+    single-member group each trio nursery on its way out wrapped it in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    logger.error("unexpected error in %s", what, exc_info=exc)
 
 
 class _ClientGone(Exception):
     pass
 
 
+class _Refused(Exception):
+    """A request body that was not read to its end; ``err`` answers it (answer_and_close)."""
+
+    def __init__(self, err: ApiError) -> None:
+        super().__init__(err.message)
+        self.err = err
+
+
+async def read_body(scope: dict, receive, limit: int, timeout: float, *, keep: bool = True) -> bytes:
+    """The whole request body (``keep=False``: read to its end and dropped).
+
+    Every route reads its body before it answers: hypercorn serves the next request on a
+    keep-alive connection only once the previous body was read. A body that is too large (413)
+    or does not arrive within ``timeout`` seconds of the request's head (408) is refused."""
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _Refused(_too_large(limit))
+    parts: list[bytes] = []
+    size = 0
+    with trio.move_on_after(timeout):
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _ClientGone()
+            body = msg.get("body", b"")
+            if body:
+                size += len(body)
+                if size > limit:
+                    raise _Refused(_too_large(limit))
+                if keep:
+                    parts.append(body)
+            if not msg.get("more_body"):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+    raise _Refused(ApiError(408, f"The request body did not arrive within {timeout:g} seconds.", code="request_timeout"))
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+
+
+async def answer_and_close(receive, send, err: ApiError) -> None:
+    """Answer a request whose body was not read to its end, and close the connection: what is
+    left of the body could not be told from the next request. hypercorn queues body chunks for
+    the app (ten at most) and, as the response ends, ``http.disconnect``: a task drains that
+    queue meanwhile, or hypercorn would wait forever on a queue nobody reads."""
+
+    async def drain() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await send_json(send, err.status, err.body(), {**err.headers, "connection": "close"})
+        nursery.cancel_scope.cancel()
+
+
 class _RequestState:
-    __slots__ = ("scope", "finished")
+    __slots__ = ("scope", "started", "finished")
 
     def __init__(self) -> None:
         self.scope: trio.CancelScope
+        self.started = False
         self.finished = False
 
 
@@ -151,14 +204,42 @@ class CreateHandler:
         self.gateway = gateway
         self.auth = auth
         self.body_limit = gateway.cfg.limits.body_bytes
+        self.body_timeout = gateway.cfg.timeouts.client_body
 
     async def __call__(self, scope: dict, receive, send) -> None:
+        state = _RequestState()
+
+        async def send_tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state.started = True
+            elif not message.get("more_body"):
+                state.finished = True  # a client that leaves now has its whole answer
+            await send(message)
+
         try:
-            tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+            await self._handle(scope, receive, send_tracked, state)
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
+            log_fault(log, f"POST {scope['path']}", exc)
+            if not state.started:
+                await send_error(send, internal_error())
+            # else the response stays cut (no end of body): the client sees it failed
+
+    async def _handle(self, scope: dict, receive, send, state: _RequestState) -> None:
+        try:
+            try:
+                tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+            except ApiError as err:
+                # dropped unread, the body would leave the connection unable to serve the next request
+                await read_body(scope, receive, self.body_limit, self.body_timeout, keep=False)
+                await send_error(send, err)
+                return
             # parsed here so the raw body (Codex sends 100 KB and more) is not kept for the
             # whole life of the stream
-            req = parse_create(await read_body(scope, receive, self.body_limit))
+            req = parse_create(await read_body(scope, receive, self.body_limit, self.body_timeout))
         except _ClientGone:
+            return
+        except _Refused as refused:
+            await answer_and_close(receive, send, refused.err)
             return
         except ApiError as err:
             await send_error(send, err)
@@ -167,19 +248,12 @@ class CreateHandler:
         # its tools) for the life of the stream: _serve lets it go once the upstream answers
         request = [req]
         del req
-        state = _RequestState()
-
-        async def send_tracked(message: dict) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                state.finished = True  # a client that leaves now has its whole answer
-            await send(message)
-
         # One nursery per request holds the disconnect watcher; its scope also ends the
         # upstream read (every scope and nursery is a few hundred bytes of every open stream).
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(request, tenant, send_tracked)
+            await self._serve(request, tenant, send)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
@@ -203,7 +277,7 @@ class CreateHandler:
             return
         except Exception:  # noqa: BLE001 - never a traceback to the client
             log.exception("unexpected error before streaming")
-            await send_error(send, ApiError(500, "Internal error in the gateway.", code="server_error"))
+            await send_error(send, internal_error())
             return
         if not stream:
             response = await gw.collect(turn, upstream)
@@ -262,12 +336,24 @@ async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int
 def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
     """The ASGI application: the create handler, WebSocket mode on the same path, and a
     QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
+    from respline.adapters.frontends.websocket import _deny as deny_websocket
     from respline.adapters.frontends.websocket import serve_websocket
 
     closing = closing if closing is not None else trio.Event()
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = gateway.cfg.limits.body_bytes
+    # Quart's hidden deadlines (60 s each by default) cut a background run's follower at one
+    # minute with no terminal event. Bodies are read with [timeouts] client_body before Quart
+    # sees the request (quart_http), and a response lasts as long as what it streams.
+    app.config["BODY_TIMEOUT"] = None
+    app.config["RESPONSE_TIMEOUT"] = None
+    # no redirects (an HTML 308 for "/v1/models/" or for an id holding "%2F"): a trailing slash
+    # is the same route, and a path with an empty segment matches none (404)
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
     create = CreateHandler(gateway, auth)
+    body_limit = gateway.cfg.limits.body_bytes
+    body_timeout = gateway.cfg.timeouts.client_body
 
     def tenant() -> str:
         return auth.tenant(request.headers.get("authorization"), request.headers.get("x-api-key"))
@@ -299,7 +385,7 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
         if hasattr(exc, "code") and isinstance(getattr(exc, "code"), int) and 400 <= exc.code < 500:  # werkzeug HTTPException
             return envelope(ApiError(exc.code, str(exc), code="invalid_request"))
         log.exception("unhandled error")
-        return envelope(ApiError(500, "Internal error in the gateway.", code="server_error"))
+        return envelope(internal_error())
 
     @app.get("/health")
     async def health():
@@ -319,14 +405,54 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
     @app.post("/v1/responses/input_tokens")
     async def input_tokens():
         return await counting.input_tokens(gateway, await request.get_data(), tenant())
+    async def quart_http(scope: dict, receive, send) -> None:
+        """Every other HTTP route: its body read first (and refused when too large or late),
+        then Quart, with a safety net for what escapes it (a failing streamed body)."""
+        try:
+            body = await read_body(scope, receive, body_limit, body_timeout)
+        except _ClientGone:
+            return
+        except _Refused as refused:
+            await answer_and_close(receive, send, refused.err)
+            return
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        started = False
+
+        async def replay() -> dict:
+            return pending.pop() if pending else await receive()
+
+        async def send_shielded(message: dict) -> None:
+            nonlocal started
+            started = True
+            # hypercorn ends the response and readies the connection for its next request
+            # inside this call, and queues http.disconnect on the way, which makes quart-trio
+            # cancel the handler: cancelled halfway, the connection was left neither reading
+            # nor closed (CLOSE-WAIT). hypercorn already shields its socket writes.
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        try:
+            await app(scope, replay, send_shielded)
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
+            log_fault(log, f"{scope['method']} {scope['path']}", exc)
+            if not started:
+                await send_error(send, internal_error())
 
     async def asgi(scope: dict, receive, send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["method"] == "POST" and scope["path"].rstrip("/") in CREATE_PATHS:
-            await create(scope, receive, send)
+        if kind == "http":
+            if scope["method"] == "POST" and scope["path"].rstrip("/") in CREATE_PATHS:
+                await create(scope, receive, send)
+            else:
+                await quart_http(scope, receive, send)
             return
-        if kind == "websocket" and scope["path"].rstrip("/") in CREATE_PATHS:
-            await serve_websocket(scope, receive, send, gateway, auth, closing)
+        if kind == "websocket":
+            if scope["path"].rstrip("/") in CREATE_PATHS:
+                await serve_websocket(scope, receive, send, gateway, auth, closing)
+            elif (await receive())["type"] == "websocket.connect":
+                # Quart's error handlers need an HTTP request: they raised on an upgrade
+                err = ApiError(404, f"No WebSocket at {scope['path']}; WebSocket mode is GET /v1/responses.", code="not_found")
+                await deny_websocket(scope, send, err)
             return
         await app(scope, receive, send)
 

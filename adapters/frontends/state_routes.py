@@ -14,8 +14,9 @@ from quart import Response as QuartResponse
 from quart import request
 
 from respline.adapters.gateway import TERMINAL_STATUSES, Gateway
-from respline.engine.errors import ApiError, from_validation
+from respline.engine.errors import ApiError, decode_json
 from respline.engine.store import StoredConversation, paginate
+from respline.engine.translate import MAX_INT
 
 _json = msgspec.json.Encoder()
 
@@ -24,14 +25,19 @@ def _json_response(obj: Any, status: int = 200) -> QuartResponse:
     return QuartResponse(_json.encode(obj), status=status, content_type="application/json")
 
 
-def _int_arg(name: str, default: int | None) -> int | None:
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; anything else is a 400 naming it (a
+    number beyond 64 bits reached the SQLite store and failed there, after a 200 head)."""
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ApiError(400, f"Invalid '{name}': expected an integer, got {raw!r}.", param=name, code="invalid_type") from None
+        raise ApiError(400, f"Invalid '{name}': expected an integer, got {raw[:40]!r}.", param=name, code="invalid_type") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"Invalid '{name}': {value}. Expected a value between {low} and {high}.", param=name, code="invalid_value")
+    return value
 
 
 def _bool_arg(name: str) -> bool:
@@ -46,7 +52,7 @@ def _bool_arg(name: str) -> bool:
 def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return paginate(
         items,
-        limit=_int_arg("limit", 20) or 0,
+        limit=_int_arg("limit", 20, 1, 100),
         order=request.args.get("order", "desc"),
         after=request.args.get("after"),
         before=request.args.get("before"),
@@ -66,16 +72,17 @@ class _AddItems(msgspec.Struct):
     items: list[Any]
 
 
+_DECODERS: dict[type, msgspec.json.Decoder] = {}
+
+
 async def _body(cls: type) -> Any:
     raw = await request.get_data()
     if not raw.strip():
         raw = b"{}"
-    try:
-        return msgspec.json.decode(raw, type=cls)
-    except msgspec.ValidationError as exc:
-        raise from_validation(exc) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json") from None
+    decoder = _DECODERS.get(cls)
+    if decoder is None:
+        decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
+    return decode_json(decoder, raw)
 
 
 def _conversation_body(conv: StoredConversation) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def register(app, gateway: Gateway, tenant: Callable[[], str], sse_follow) -> No
                 param="stream",
                 code="invalid_value",
             )
-        after = _int_arg("starting_after", -1)
+        after = _int_arg("starting_after", -1, -1, MAX_INT)
         return QuartResponse(
             sse_follow(gateway, t, response_id, after),
             content_type="text/event-stream; charset=utf-8",

@@ -23,9 +23,9 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header
+from respline.adapters.frontends.http import Auth, _header, internal_error, log_fault
 from respline.adapters.gateway import Gateway
-from respline.engine.errors import ApiError
+from respline.engine.errors import ApiError, bad_utf8, decode_json
 from respline.engine.items import normalise
 from respline.engine.seal import open_items
 from respline.engine.store import expand_chain
@@ -180,22 +180,34 @@ class WebSocketSession:
                     return
                 if kind != "websocket.receive":
                     continue
-                data = msg.get("text")
-                if data is None:
-                    data = (msg.get("bytes") or b"").decode("utf-8", "replace")
-                raw = data.encode()
+                text = msg.get("text")
+                raw = text.encode() if text is not None else msg.get("bytes") or b""
                 try:
-                    ftype = _frame_type.decode(raw).type
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    await self.send_text(
-                        error_frame(ApiError(400, "Frames must be JSON objects with a 'type'.", code="invalid_json"))
-                    )
+                    if text is None:
+                        raw.decode()  # a binary frame must hold UTF-8 JSON too, skipped fields included
+                    # a peek at the type; a response.create frame is decoded whole in _turn
+                    ftype = decode_json(_frame_type, raw, depth=False).type
+                except UnicodeDecodeError:
+                    err = bad_utf8(raw)
+                    err.message = f"Frames must be UTF-8 JSON. {err.message}"
+                    await self.send_text(error_frame(err))
+                    continue
+                except ApiError as err:
+                    if err.code == "invalid_json":
+                        err.message = f"Frames must be JSON objects with a 'type'. {err.message}"
+                    await self.send_text(error_frame(err))
                     continue
                 if ftype == "response.create":
                     await frames_in.send(raw)
                 elif ftype in STEER_FRAMES:
                     # answered here, while a turn may be streaming: hypercorn serialises sends
                     await self.send_text(steer_failed(raw, self.running, self.cache))
+                elif ftype is None:
+                    await self.send_text(
+                        error_frame(
+                            ApiError(400, "Missing required parameter: 'type'.", param="type", code="missing_required_parameter")
+                        )
+                    )
                 # response.processed and other client events need no answer (SPEC 4.2)
 
     async def _watch_shutdown(self, scope: trio.CancelScope) -> None:
@@ -206,6 +218,15 @@ class WebSocketSession:
     # -- one turn ------------------------------------------------------------------------
 
     async def _frame(self, raw: bytes) -> None:
+        """One ``response.create`` frame. Whatever goes wrong, the socket stays usable: a bad
+        frame is an error frame, and so is an unexpected fault (logged), never a close."""
+        try:
+            await self._turn(raw)
+        except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback and an error frame
+            log_fault(log, "a WebSocket turn", exc)
+            await self.send_text(error_frame(internal_error()))
+
+    async def _turn(self, raw: bytes) -> None:
         prev: str | None = None
         try:
             req = decode_create(raw)

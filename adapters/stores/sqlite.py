@@ -51,6 +51,7 @@ _MIGRATIONS: list[list[str]] = [
 ]
 
 _enc = msgspec.json.Encoder()
+_MAX_SEQ = 2**63 - 1  # the largest integer SQLite stores
 
 
 @contextmanager
@@ -183,6 +184,9 @@ class SqliteStore:
         await self._run(append)
 
     async def get_events(self, tenant: str, response_id: str, after: int) -> list[StoredEvent]:
+        # SQLite integers are 64-bit: a larger ``after`` raised OverflowError when bound
+        after = min(after, _MAX_SEQ)
+
         def get():
             return self._conn().execute(
                 "SELECT seq, type, data FROM events WHERE tenant = ? AND response_id = ? AND seq > ? ORDER BY seq",

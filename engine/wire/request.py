@@ -63,6 +63,93 @@ class CreateRequest(Struct, dict=True):
     type: str | None = None  # WebSocket frames carry "type": "response.create"
 
 
+# --- shapes ------------------------------------------------------------------------------------
+# The request keeps tools, tool choices, formats and content parts as the client sent them (a
+# Responses-API upstream gets them back untouched, unknown fields included); these Structs are
+# what respline itself reads of them, so each is checked against its shape once, at decode time
+# (translate.validate / decode_item), and a wrong type is a 400 naming the field rather than a
+# crash wherever the value is first used.
+
+
+class ContentPartShape(Struct):
+    type: str
+    text: str | None = None
+    refusal: str | None = None
+    image_url: str | None = None
+    detail: str | None = None
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+class FunctionToolShape(Struct):
+    type: str
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class GrammarShape(Struct):
+    type: str
+    syntax: str | None = None
+    definition: str | None = None
+
+
+class CustomToolShape(Struct):
+    type: str
+    name: str
+    description: str | None = None
+    format: GrammarShape | None = None
+
+
+class NamespaceToolShape(Struct):
+    type: str
+    name: str
+    description: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+TOOL_SHAPES: dict[str, type] = {
+    "function": FunctionToolShape,
+    "custom": CustomToolShape,
+    "namespace": NamespaceToolShape,
+}
+
+
+class FunctionNameShape(Struct):
+    name: str | None = None
+
+
+class ToolRefShape(Struct):
+    type: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    function: FunctionNameShape | None = None
+
+
+class ToolChoiceShape(Struct):
+    type: str
+    name: str | None = None
+    namespace: str | None = None
+    function: FunctionNameShape | None = None
+    mode: str | None = None
+    tools: list[ToolRefShape] | None = None
+
+
+class TextFormatShape(Struct):
+    type: str
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ConversationRefShape(Struct):
+    id: str
+
+
 # --- input items ---------------------------------------------------------------------------
 
 
