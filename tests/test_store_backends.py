@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from respline.adapters.stores.memory import MemoryStore
-from respline.adapters.stores.sqlite import SqliteStore
+from respline.adapters.stores.sqlite import SCHEMA_VERSION, SqliteStore
 from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse, expand_chain
 
 
@@ -144,7 +144,8 @@ async def test_sqlite_migrates_a_version_1_file(tmp_path):
     await store.put_conversation(StoredConversation("t", "conv_x", 10**10, {}))
     assert (await store.get_conversation("t", "conv_x")).id == "conv_x"
     await store.aclose()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
 
 
 async def test_items_by_id_and_copies(make_store):
