@@ -54,6 +54,9 @@ class Runs:
         while self._runs:
             await next(iter(self._runs.values())).done.wait()
 
+    def live_ids(self) -> list[str]:
+        return list(self._runs)
+
     # -- starting ------------------------------------------------------------------------
 
     async def start(self, turn: Turn) -> dict:

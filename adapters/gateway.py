@@ -492,12 +492,21 @@ class Gateway:
         A process that fails midway leaves the lease to lapse again and be retried."""
         now = time.time()
         taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds)
+        if not taken:
+            return 0
+        # a lease of this very process can lapse only if its renewals stalled: its live turns
+        # go on, under the lease just taken back
+        live = {turn.pipeline.response.id for turn in self.watch.active}
+        if self.runs is not None:
+            live.update(self.runs.live_ids())
         for lease in taken:
+            if lease.response_id in live:
+                continue
             try:
                 await self._end_orphan(lease.tenant, lease.response_id)
             except Exception:  # noqa: BLE001 - one bad row must not stop the others
                 log.exception("could not end orphaned response %s", lease.response_id)
-        return len(taken)
+        return sum(1 for lease in taken if lease.response_id not in live)
 
     async def _end_orphan(self, tenant: str, response_id: str) -> None:
         stored = await self.store.get_response(tenant, response_id)

@@ -153,6 +153,12 @@ def test_background_cancelled(server, upstream):
     assert upstream.hangups, "the cancelled run kept reading its upstream"
     # cancelling again returns the same terminal response
     assert client.responses.cancel(resp.id).status == "cancelled"
+    # its output so far is kept, and a follower gets the end of its events
+    assert cancelled.output_text.startswith("w0 w1 ")
+    raw = httpx.get(f"{server.url}/responses/{resp.id}", params={"stream": "true"}, headers={"authorization": f"Bearer {KEY_A}"})
+    events = checked(parse_sse(raw.content))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == "response_cancelled"
 
 
 def test_dropped_stream_resumed_with_starting_after(server, upstream):

@@ -184,3 +184,48 @@ async def test_memory_store_keeps_responses_out_of_the_collector():
     gc.collect()
     assert len(gc.get_objects()) - before < 100  # ~14 per response as dicts
     assert (await store.get_response("a", "r1999")).response["output"][0]["content"][0]["text"] == "answer"
+
+
+async def test_leases(make_store):
+    """Leases of responses being produced: renewed by owner, taken only once they lapsed, and by
+    one taker; an ended lease is gone."""
+    store = make_store(Retention(), FakeClock())
+    await store.lease_run("t", "r1", "A", 100.0)
+    await store.lease_run("t", "r2", "B", 100.0)
+    await store.lease_run("u", "r3", "A", 100.0)
+    assert await store.take_lapsed(50.0, "C", 200.0) == []
+    await store.renew_leases("A", 300.0)
+    taken = await store.take_lapsed(150.0, "C", 400.0)
+    assert [(x.tenant, x.response_id, x.owner, x.expires_at) for x in taken] == [("t", "r2", "C", 400.0)]
+    assert await store.take_lapsed(150.0, "D", 500.0) == []  # the taker holds it now
+    await store.end_lease("t", "r1")
+    await store.lease_run("t", "r2", "B", 100.0)  # re-leased by its producer: replaced
+    assert [x.response_id for x in await store.take_lapsed(1000.0, "D", 2000.0, limit=1)] in (["r2"], ["r3"])
+    assert len(await store.take_lapsed(1000.0, "E", 3000.0)) == 1  # the other one
+    assert await store.take_lapsed(1000.0, "F", 3000.0) == []
+    await store.aclose()
+
+
+async def test_sqlite_lapsed_leases_taken_once(tmp_path):
+    """Two processes' reapers at the same moment: each lapsed lease goes to exactly one."""
+    import trio
+
+    path = str(tmp_path / "leases.db")
+    one, two = SqliteStore(path), SqliteStore(path)
+    for i in range(200):
+        await one.lease_run("t", f"r{i}", "dead", 10.0)
+    got: dict[str, list] = {}
+
+    async def reap(name: str, store: SqliteStore) -> None:
+        got[name] = []
+        while batch := await store.take_lapsed(100.0, name, 1000.0, limit=7):
+            got[name] += [x.response_id for x in batch]
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reap, "one", one)
+        nursery.start_soon(reap, "two", two)
+    assert not set(got["one"]) & set(got["two"])
+    assert sorted(got["one"] + got["two"]) == sorted(f"r{i}" for i in range(200))
+    await one.aclose()
+    await two.aclose()

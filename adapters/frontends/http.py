@@ -234,7 +234,8 @@ class CreateHandler:
         if not stream:
             response = await gw.collect(turn, upstream)
             if response.status == "failed" and response.error is not None:
-                err = ApiError(502, response.error.message, code=response.error.code, type="server_error")
+                shutting_down = turn.stop is not None and turn.stop.code == "server_shutting_down"
+                err = ApiError(503 if shutting_down else 502, response.error.message, code=response.error.code, type="server_error")
                 await send_error(send, err)
             else:
                 await send_json(send, 200, _json.encode(response))
