@@ -13,7 +13,8 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from respline.adapters import logs
 from respline.adapters.metrics import UNROUTED, Metrics
@@ -162,9 +163,23 @@ class Exchange:
 class Telemetry:
     """Logs, metrics and (optionally) traces, ended together per exchange."""
 
-    def __init__(self, metrics: Metrics | None, tracer: Any = None) -> None:
+    def __init__(self, metrics: Metrics | None, tracer: Any = None, access_log: bool = True) -> None:
         self.metrics = metrics
         self.tracer = tracer
+        self.access_log = access_log
+
+    @contextmanager
+    def streaming(self, mode: str) -> Iterator[None]:
+        """A response being produced: counted in ``respline_open_streams`` while it lasts."""
+        if self.metrics is None:
+            yield
+            return
+        gauge = self.metrics.open_streams.labels(mode)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
     def end(self, ex: Exchange) -> None:
         if ex.ended is None:
@@ -173,7 +188,7 @@ class Telemetry:
         level = logging.INFO
         if status >= 500 or (ex.error is not None and ex.error.startswith("upstream")):
             level = logging.WARNING
-        if access.isEnabledFor(level):
+        if self.access_log and access.isEnabledFor(level):
             access.log(level, "request", extra={"fields": ex.fields(), "request_id": ex.request_id})
         m = self.metrics
         if m is not None:
