@@ -317,11 +317,19 @@ async def serve(
 
     async def drain() -> None:
         await shutdown.wait()
-        log.info("shutting down: in-flight responses get %gs to finish", grace)
+        in_flight = set(watch.active)
+        log.info(
+            "shutting down: %d responses in flight get %gs to finish", len(in_flight), grace,
+            extra={"fields": {"in_flight": len(in_flight), "grace_s": grace}},
+        )
         closing.set()  # WebSockets close with 1001 between turns
         await trio.sleep(grace)
-        if watch.active:
-            log.info("shutdown: ending %d responses still in flight", len(watch.active))
+        drained, cut = len(in_flight - watch.active), len(watch.active)
+        log.info(
+            "shutdown: %d responses finished in the grace period, %d ended now (error + response.failed, stored as they stand)",
+            drained, cut,
+            extra={"fields": {"drained": drained, "cut": cut}},
+        )
         watch.cut_all(SHUTDOWN)
         await trio.sleep(CLOSE_STUCK_AFTER)
         watch.close_stuck()
