@@ -41,6 +41,10 @@ _ROUTES = [
 _FIXED = {"/health": "health", "/metrics": "metrics"}
 
 
+# errors that say what the client did, not that something failed: a request line at info
+_CLIENT_SIDE = frozenset({"client_disconnected", "client_timeout", "response_cancelled", "max_output_tokens", "content_filter"})
+
+
 def route_name(path: str) -> str:
     fixed = _FIXED.get(path)
     if fixed is not None:
@@ -117,7 +121,10 @@ class Exchange:
         if resp is None:
             return
         self.response_id = resp.id
-        if resp.error is not None and self.error is None:
+        failure = getattr(pipe.builder, "failure", None)
+        if failure is not None and self.error is None:
+            self.error = failure.code or "server_error"
+        elif resp.error is not None and self.error is None:
             self.error = resp.error.code
         elif resp.status == "incomplete" and self.error is None and resp.incomplete_details is not None:
             self.error = resp.incomplete_details.reason
@@ -186,7 +193,7 @@ class Telemetry:
             ex.ended = time.perf_counter()
         status = ex.status or 0
         level = logging.INFO
-        if status >= 500 or (ex.error is not None and ex.error.startswith("upstream")):
+        if status >= 500 or (ex.error is not None and ex.error not in _CLIENT_SIDE and ex.provider is not None and status < 400):
             level = logging.WARNING
         if self.access_log and access.isEnabledFor(level):
             access.log(level, "request", extra={"fields": ex.fields(), "request_id": ex.request_id})

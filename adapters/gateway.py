@@ -456,7 +456,12 @@ class Gateway:
                 m.timeouts.labels(timeout).inc()
 
     def _upstream_end(self, turn: Turn, failure: UpstreamError | None) -> None:
-        """An upstream call that streamed: how it ended, counted once."""
+        """An upstream call that streamed: how it ended, counted once; a fault is a warning."""
+        if failure is not None and failure.code not in ("client_timeout", "client_disconnected", "server_shutting_down", "response_cancelled"):
+            log.warning(
+                "upstream %s: the stream failed: %s (%s)", turn.provider.name, failure.message, failure.code,
+                extra={"fields": {"provider": turn.provider.name, "error": failure.code}},
+            )
         m = self.telemetry.metrics
         if m is None:
             return
@@ -580,7 +585,7 @@ class Gateway:
             raise gone
         if failure is None:
             failure = turn.stop
-        self._upstream_end(turn, failure)
+        self._upstream_end(turn, failure or getattr(pipe.builder, "failure", None))  # (or in-band)
         if first_token and failure is None:  # the whole answer came in one read, with its end
             ex.first_token = perf_counter()
         out = held + out  # (held: nothing was read)

@@ -476,3 +476,20 @@ def test_log_level_and_text_format(start_server, upstream):
         time.sleep(0.05)
     line = next(ln for ln in text.log().splitlines() if "request_id=rid-text" in ln)
     assert " INFO respline.access: request " in line and "status=200" in line and "provider=up" in line
+
+
+def test_stream_cut_midway_is_a_warning(obs_server, upstream):
+    """An upstream that stops mid-stream: the client gets error + response.failed, the log a
+    warning naming the cause, and the metrics a stream_error."""
+    s = obs_server
+    before = scrape(s.base)
+    upstream.queue(Reply([chunk({"role": "assistant", "content": ""}), chunk({"content": "half"}), b"data: {not json\n\n"]))
+    r = create(s, {"model": "obs-a", "input": "hi", "stream": True}, "rid-cut")
+    events = checked(parse_sse(r.content))
+    assert events[-1]["type"] == "response.failed"
+    ln = request_line(s, "rid-cut")
+    assert ln["error"] and ln["level"] == "warning"
+    warn = [x for x in lines(s) if x.get("request_id") == "rid-cut" and x["logger"] == "respline.gateway"]
+    assert warn and warn[0]["level"] == "warning" and "stream failed" in warn[0]["msg"]
+    after = scrape(s.base)
+    assert delta(before, after, "respline_upstream_requests_total", provider="up", outcome="stream_error") == 1
