@@ -127,6 +127,10 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
     except msgspec.ValidationError as exc:
         raise from_validation(exc, prefix) from None
     except msgspec.DecodeError as exc:
+        # bad UTF-8 inside a string: msgspec 0.23 says so with a DecodeError (older ones raised
+        # UnicodeDecodeError); either way the answer names the field that holds the bytes
+        if _not_utf8(body):
+            raise bad_utf8(body) from None
         raise invalid_json(str(exc)) from None
     except UnicodeDecodeError:
         raise bad_utf8(body) from None
@@ -135,6 +139,16 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
     if depth and deeper_than(value):
         raise nested_too_deeply()
     return value
+
+
+def _not_utf8(body: Any) -> bool:
+    if isinstance(body, str):
+        return False
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def nested_too_deeply() -> ApiError:
