@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -86,14 +85,12 @@ class Turn:
         "pipeline",
         "store",
         "conversation_id",
-        "record_dir",
         "template",
         "compact",
         "seeded",
     )
 
     def __init__(self) -> None:
-        self.record_dir: Path | None = None
         self.conversation_id: str | None = None
         self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
         self.seeded: list = []  # output items made before the upstream call (context_management)
@@ -118,7 +115,6 @@ class Gateway:
         self.ids = ids or Ids()
         self.clock = clock or Clock()
         self.dialect = cfg.server.reasoning_dialect
-        self.record_dir = Path(cfg.server.record_dir) if cfg.server.record_dir else None
         self.runs = None  # adapters.background.Runs, set by the server
 
     def model_list(self) -> list[tuple[str, str]]:
@@ -326,7 +322,7 @@ class Gateway:
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
                 continue
-            # streaming starts: what only a fallback or the recording needed can go (the parsed
+            # streaming starts: what only a fallback needed can go (the parsed
             # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
@@ -364,8 +360,6 @@ class Gateway:
             finally:
                 await resp.aclose()
             raise turn.provider.error(resp.status_code, body, resp.headers)
-        if self.record_dir is not None:
-            turn.record_dir = self._record_start(turn)
         return resp
 
     # -- streaming -----------------------------------------------------------------------
@@ -389,7 +383,6 @@ class Gateway:
         if not getattr(body, "buffered", False):
             await emit(held)
             held = []
-        recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
         out: list = []
         idle = t.idle
@@ -411,8 +404,6 @@ class Gateway:
                         moved_at = now
                         scope.deadline = min(now + idle + step, total_at)
                     got_bytes = True
-                    if recorder is not None:
-                        recorder.write(chunk)
                     frames = pipe.feed(chunk)
                     if held:
                         frames = held + frames
@@ -438,8 +429,6 @@ class Gateway:
                 code="upstream_error",
             )
         finally:
-            if recorder is not None:
-                recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
         out = held + out  # (held: nothing was read)
@@ -536,15 +525,6 @@ class Gateway:
             else:
                 await trio.sleep(0.25)
 
-    # -- recording -----------------------------------------------------------------------
-
-    def _record_start(self, turn: Turn) -> Path:
-        assert self.record_dir is not None
-        d = self.record_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{turn.pipeline.response.id}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "request.json").write_bytes(msgspec.json.format(turn.payload, indent=2))
-        return d
-
     # -- compaction ----------------------------------------------------------------------
 
     async def compact(self, body: bytes, tenant: str) -> dict[str, Any]:
@@ -605,24 +585,6 @@ class Gateway:
 
 def stored_event(event: Any) -> StoredEvent:
     return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
-
-
-class _Recorder:
-    """Tees raw upstream bytes into ``upstream.sse`` (``respline serve --record DIR``)."""
-
-    __slots__ = ("_f",)
-
-    def __init__(self, directory: Path | None) -> None:
-        self._f = open(directory / "upstream.sse", "wb") if directory is not None else None  # noqa: SIM115
-
-    def write(self, chunk: bytes) -> None:
-        if self._f is not None:
-            self._f.write(chunk)
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 def _conversation_id(conv: str | dict[str, Any]) -> str:
