@@ -160,7 +160,8 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             # 400, not 5xx: nothing retries it or falls back, and the client reads why at once
             log.warning("replay: %s", found)
             envelope = {"error": {"message": "respline replay: " + found, "type": "invalid_request_error", "param": None, "code": "cassette_mismatch"}}
-            return httpx.Response(400, headers={"content-type": "application/json"}, content=msgspec.json.encode(envelope))
+            body = httpx.ByteStream(msgspec.json.encode(envelope))  # read by the gateway like any upstream body
+            return httpx.Response(400, headers={"content-type": "application/json"}, stream=body)
         entry = found.entry
         if self.paced:
             await trio.sleep_until(start + entry.head_at)
