@@ -41,6 +41,7 @@ from respline.adapters.providers.openai_responses import ResponsesProvider
 from respline.adapters.providers.replay import DemoTransport
 from respline.adapters.state import private_file, resolve
 from respline.adapters.transport import UpstreamTransport
+from respline.adapters.watch import SHUTDOWN
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.replay import KINDS, load_recording, replay
 from respline.engine.seal import Sealer
@@ -241,13 +242,27 @@ def hyper_config(cfg: Config, listen_fd: int | None = None):
     return hc
 
 
+# At shutdown, streams still writing their last events this long after the cut have their
+# clients dropped; hypercorn cancels whatever else still runs a little later (its
+# graceful_timeout), so the process exits within shutdown_grace plus about CUT_MARGIN seconds.
+CLOSE_STUCK_AFTER = 1.0
+CUT_MARGIN = 1.5
+
+
 async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: stop accepting, give streams, WebSocket turns and
+    background runs ``shutdown_grace`` seconds, cut what still runs (each ends with ``error`` +
+    ``response.failed`` and is stored as it stands), close WebSockets with 1001 as their turns
+    end, and exit. The grace period runs once, for hypercorn's requests and the runs together."""
     from hypercorn.trio import serve as hyper_serve
 
     closing = trio.Event()
     app = build_app(gateway, build_auth(cfg), closing)
     runs = Runs(gateway)
+    watch = gateway.watch
+    grace = cfg.server.shutdown_grace
     hc = hyper_config(cfg, listen_fd)
+    hc.graceful_timeout = grace + CUT_MARGIN  # a backstop: respline ends its own streams at `grace`
     shutdown = trio.Event()
 
     async def on_signals() -> None:
@@ -267,19 +282,41 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
             if removed:
                 log.info("expired %d stored objects", removed)
 
+    async def leases() -> None:
+        """Renew this process's leases; end the responses of processes that died (at start too)."""
+        while True:
+            try:
+                await gateway.renew_leases()
+                ended = await gateway.reap()
+            except Exception:  # noqa: BLE001 - retried next interval
+                log.exception("lease renewal failed")
+            else:
+                if ended:
+                    log.info("ended %d responses left by a server process that stopped", ended)
+            await trio.sleep(cfg.store.lease_renew_seconds)
+
+    async def drain() -> None:
+        await shutdown.wait()
+        log.info("shutting down: in-flight responses get %gs to finish", grace)
+        closing.set()  # WebSockets close with 1001 between turns
+        await trio.sleep(grace)
+        if watch.active:
+            log.info("shutdown: ending %d responses still in flight", len(watch.active))
+        watch.cut_all(SHUTDOWN)
+        await trio.sleep(CLOSE_STUCK_AFTER)
+        watch.close_stuck()
+
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(on_signals)
             nursery.start_soon(sweeper)
+            nursery.start_soon(watch.run)
+            nursery.start_soon(leases)
+            nursery.start_soon(drain)
             await nursery.start(runs.serve)
             log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
-
-            async def until_shutdown() -> None:
-                await shutdown.wait()
-                closing.set()  # WebSocket sessions close with 1001 while hypercorn drains
-
-            await hyper_serve(app, hc, shutdown_trigger=until_shutdown)
-            await runs.shutdown(cfg.server.shutdown_grace)
+            await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
+            await runs.wait_all()
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

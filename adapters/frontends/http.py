@@ -26,6 +26,7 @@ from quart_trio import QuartTrio
 from respline.adapters import counting
 from respline.adapters.frontends import state_routes
 from respline.adapters.gateway import Gateway
+from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError
 from respline.engine.translate import parse_create
 
@@ -89,6 +90,30 @@ def _header(scope: dict, name: bytes) -> str | None:
     for k, v in scope.get("headers") or ():
         if k == name:
             return v.decode("latin-1")
+    return None
+
+
+def client_closer(send):
+    """A function that closes this client's connection, from any task, even mid-write; None if
+    the server is not one whose connection can be found.
+
+    hypercorn writes to the socket inside a shielded cancel scope (TCPServer.protocol_send), so
+    cancelling a task blocked on a client that stopped reading does not end the write: the task,
+    the connection and its upstream connection would be held forever. Closing the socket does end
+    it (trio wakes a task blocked on a socket closed under it, and hypercorn takes that as the
+    client leaving). The ASGI ``send`` is a bound method of hypercorn's stream object, whose
+    ``send`` is the protocol's, whose ``send`` is the TCPServer's, which holds the trio stream."""
+    fn = send
+    for _ in range(6):
+        owner = getattr(fn, "__self__", None)
+        if owner is None:
+            return None
+        stream = getattr(owner, "stream", None)
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket.close
+        fn = getattr(owner, "send", None)
     return None
 
 
@@ -216,15 +241,17 @@ class CreateHandler:
                 state.finished = True  # a client that leaves now has its whole answer
             await send(message)
 
+        # from hypercorn's own send: the wrappers around it hide its connection
+        closer = client_closer(scope.get("respline.send") or send)
         try:
-            await self._handle(scope, receive, send_tracked, state)
+            await self._handle(scope, receive, send_tracked, state, closer)
         except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
             log_fault(log, f"POST {scope['path']}", exc)
             if not state.started:
                 await send_error(send, internal_error())
             # else the response stays cut (no end of body): the client sees it failed
 
-    async def _handle(self, scope: dict, receive, send, state: _RequestState) -> None:
+    async def _handle(self, scope: dict, receive, send, state: _RequestState, closer) -> None:
         try:
             try:
                 tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
@@ -253,13 +280,13 @@ class CreateHandler:
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(request, tenant, send)
+            await self._serve(request, tenant, send, closer)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, request: list, tenant: str, send) -> None:
+    async def _serve(self, request: list, tenant: str, send, closer) -> None:
         gw = self.gateway
         req = request.pop()
         try:
@@ -268,6 +295,7 @@ class CreateHandler:
                 await self._background(req, tenant, stream, send)
                 return
             turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
+            turn.close_client = closer
             del req
             upstream = await gw.open_upstream(turn)
             if not turn.store and turn.conversation_id is None:
@@ -282,7 +310,8 @@ class CreateHandler:
         if not stream:
             response = await gw.collect(turn, upstream)
             if response.status == "failed" and response.error is not None:
-                err = ApiError(502, response.error.message, code=response.error.code, type="server_error")
+                shutting_down = turn.stop is not None and turn.stop.code == "server_shutting_down"
+                err = ApiError(503 if shutting_down else 502, response.error.message, code=response.error.code, type="server_error")
                 await send_error(send, err)
             else:
                 await send_json(send, 200, _json.encode(response))
@@ -323,7 +352,8 @@ class CreateHandler:
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await self.gateway.pump(turn, upstream, emit)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not client_dropped(turn):  # (a client dropped for not reading has no connection left)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):

@@ -23,8 +23,9 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header, internal_error, log_fault
+from respline.adapters.frontends.http import Auth, _header, client_closer, internal_error, log_fault
 from respline.adapters.gateway import Gateway
+from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError, bad_utf8, decode_json
 from respline.engine.items import normalise
 from respline.engine.seal import open_items
@@ -126,6 +127,8 @@ class WebSocketSession:
         self.closing = closing
         self.cache: OrderedDict[str, _Entry] = OrderedDict()
         self.running: str | None = None  # the id of the response being streamed (steering)
+        self.close_client = client_closer(send)  # drops a client that stops reading (watch.py)
+        self._waiting: trio.CancelScope | None = None  # the wait for the next frame, between turns
 
     async def send_text(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "text": data.decode()})
@@ -142,16 +145,27 @@ class WebSocketSession:
         frames_in, frames_out = trio.open_memory_channel[bytes](64)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, frames_in, nursery.cancel_scope)
-            nursery.start_soon(self._watch_shutdown, nursery.cancel_scope)
+            nursery.start_soon(self._watch_shutdown)
             async with frames_out:
                 while True:
-                    # the lifetime ends the connection between turns: a turn already running
+                    # shutdown ends the connection between turns: a turn running when it begins
+                    # goes on for the grace period (then is cut with its terminal event); the
+                    # socket closes with 1001 once it ended, and no new turn starts
+                    if self.closing.is_set():
+                        await self.close(1001)  # going away: the server is shutting down
+                        break
+                    # the lifetime ends the connection between turns too: a turn already running
                     # finishes (its client is owed a terminal event), the next one is refused
-                    with trio.move_on_at(self.deadline):
+                    with trio.move_on_at(self.deadline) as waiting:
+                        self._waiting = waiting
                         try:
                             frame = await frames_out.receive()
                         except trio.EndOfChannel:
                             break
+                        finally:
+                            self._waiting = None
+                    if self.closing.is_set():
+                        continue
                     if trio.current_time() < self.deadline:
                         await self._frame(frame)
                         continue
@@ -210,10 +224,11 @@ class WebSocketSession:
                     )
                 # response.processed and other client events need no answer (SPEC 4.2)
 
-    async def _watch_shutdown(self, scope: trio.CancelScope) -> None:
+    async def _watch_shutdown(self) -> None:
+        """At shutdown, a connection waiting for its next turn stops waiting (and closes)."""
         await self.closing.wait()
-        await self.close(1001)  # going away: the server is shutting down
-        scope.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     # -- one turn ------------------------------------------------------------------------
 
@@ -239,6 +254,7 @@ class WebSocketSession:
                 await self._prewarm(req, context)
                 return
             turn = await self.gateway.prepare_request(req, self.tenant, encoding="json", context=context)
+            turn.close_client = self.close_client
             upstream = await self.gateway.open_upstream(turn)
         except ApiError as err:
             if prev is not None:
@@ -250,6 +266,8 @@ class WebSocketSession:
             await self.gateway.pump(turn, upstream, self._emit)
         finally:
             self.running = None
+        if client_dropped(turn):
+            return  # its connection is closed; the reader sees the disconnect
         resp = turn.pipeline.response
         if resp.status == "failed":
             if prev is not None:
