@@ -306,17 +306,20 @@ def test_sigterm_during_a_paced_replay_ends_the_stream_like_an_upstream(start_se
     upstream.queue(Reply(text_stream(*[f"w{i} " for i in range(8)]), delay=0.1))
     httpx.post(server.url + "/responses", json={"model": "m", "input": "hi", "stream": True})
     stop(server)
-    # stretch the recording: the stream now lasts a minute
+    # stretch the recording: after its first words the stream now pauses for a minute
     chunks = json.loads((cassette / "0001" / "chunks.json").read_text())
-    (cassette / "0001" / "chunks.json").write_text(json.dumps([[t * 60, n] for t, n in chunks]))
+    assert len(chunks) > 3
+    (cassette / "0001" / "chunks.json").write_text(json.dumps([[t + 60 * (i >= 3), n] for i, (t, n) in enumerate(chunks)]))
 
     paced = start_server(["--replay", str(cassette), "--replay-pace", "recorded"])
     body = bytearray()
+    signalled = False
     with httpx.stream("POST", paced.url + "/responses", json={"model": "m", "input": "hi", "stream": True}, timeout=30) as r:
         for piece in r.iter_bytes():
             body += piece
-            if b"response.output_text.delta" in body and paced.proc.poll() is None and not paced.proc.returncode:
-                paced.proc.send_signal(signal.SIGTERM)
+            if b"response.output_text.delta" in body and not signalled:
+                paced.proc.send_signal(signal.SIGTERM)  # once: a second one is not graceful
+                signalled = True
     events = parse_sse(bytes(body))
     assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
     checked(events)
