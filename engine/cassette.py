@@ -16,7 +16,8 @@ Left out (``Ignore``, written into each cassette so that its matching never chan
 - respline's own sealed tokens (``rsp<N>.``), which carry a nonce: compared as ``<sealed>``;
 - inside text, what an agent writes that changes every run (each a regular expression and its
   replacement): the Codex CLI's environment context (``<cwd>``, ``<root>``, ``<current_date>``,
-  ``<timezone>``) and its command output header (``Chunk ID``, ``Wall time``).
+  ``<timezone>``), its skill roots (paths under ``CODEX_HOME``) and its command output header
+  (``Chunk ID``, ``Wall time``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Ignore(msgspec.Struct, forbid_unknown_fields=True):
     text: list[tuple[str, str]] = msgspec.field(
         default_factory=lambda: [
             (r"<(cwd|root|current_date|timezone)>[^<]*</\1>", r"<\1>*</\1>"),
+            (r"`(r[0-9]+)` = `[^`]*`", r"`\1` = `*`"),  # Codex's skill roots (under CODEX_HOME)
             (r"Chunk ID: [0-9A-Za-z]+", "Chunk ID: *"),
             (r"Wall time: [0-9.]+ seconds", "Wall time: * seconds"),
         ]
@@ -135,3 +137,18 @@ def shorten(value: Any, width: int = 80) -> str:
     """A value for a one-line message: JSON, cut to ``width`` characters."""
     text = value if value is MISSING else msgspec.json.encode(value).decode()
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def contrast(recorded: Any, sent: Any, width: int = 80) -> tuple[str, str, int | None]:
+    """Both values for a one-line message. Two long strings are shown around the first
+    character where they differ (returned too), since their beginnings are usually the same."""
+    if recorded is MISSING or sent is MISSING or not (isinstance(recorded, str) and isinstance(sent, str)) or max(len(recorded), len(sent)) <= width:
+        return shorten(recorded, width), shorten(sent, width), None
+    at = next((i for i, (x, y) in enumerate(zip(recorded, sent)) if x != y), min(len(recorded), len(sent)))
+    start = max(0, at - width // 4)
+
+    def around(text: str) -> str:
+        piece = msgspec.json.encode(text[start : start + width]).decode()
+        return ("..." if start else "") + piece + ("..." if start + width < len(text) else "")
+
+    return around(recorded), around(sent), at

@@ -22,7 +22,7 @@ import trio
 
 from respline.adapters.cassette import Cassette, Exchange
 from respline.adapters.config import Config, ConfigError, ProviderConfig, expand_env
-from respline.engine.cassette import MISSING, differences, shorten
+from respline.engine.cassette import contrast, differences
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.seal import Sealer, derived_nonces
 
@@ -110,9 +110,10 @@ class Player:
             if best_diffs is None or rank < (len(best_diffs), self.served[best.n - 1] > 0):
                 best, best_diffs = ex, diffs
         first = best_diffs[0]
+        recorded, sent, at = contrast(first.recorded, first.sent)
         text = (
             f"{head}); the closest is exchange {best.entry.dir} ({best.n} of {len(self.cassette.exchanges)}), "
-            f"which differs at {first.path}: recorded {_value(first.recorded)}, sent {_value(first.sent)}"
+            f"which differs at {first.path}{f' (character {at})' if at is not None else ''}: recorded {recorded}, sent {sent}"
         )
         if len(best_diffs) > 1:
             more = [d.path for d in best_diffs[1:6]]
@@ -133,10 +134,6 @@ class Player:
         if self.misses:
             out.append(f"{len(self.misses)} requests matched nothing (first: {self.misses[0]})")
         return out
-
-
-def _value(v: Any) -> str:
-    return "nothing" if v is MISSING else shorten(v)
 
 
 class CassetteTransport(httpx.AsyncBaseTransport):
