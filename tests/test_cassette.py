@@ -326,6 +326,51 @@ def test_sigterm_during_a_paced_replay_ends_the_stream_like_an_upstream(start_se
     assert paced.proc.wait(15) == 0
 
 
+# --- the other upstream kinds ----------------------------------------------------------------------
+
+
+def stateless_loop(url: str, up=None, first: list | None = None, second: list | None = None) -> list[bytes]:
+    """Codex's way: store false, reasoning sealed into encrypted_content, the whole input resent."""
+    if up is not None:
+        up.queue(Reply(first), Reply(second))
+    out = []
+    body = {"model": "m", "input": [{"role": "user", "content": "Weather in Oslo?"}], "tools": TOOLS, "stream": True,
+            "store": False, "include": ["reasoning.encrypted_content"]}
+    r = httpx.post(url + "/responses", json=body, timeout=30)
+    out.append(r.content)
+    done = checked(parse_sse(r.content))[-1]["response"]
+    call = next(o for o in done["output"] if o["type"] == "function_call")
+    body["input"] += done["output"] + [{"type": "function_call_output", "call_id": call["call_id"], "output": "4C, rain"}]
+    r = httpx.post(url + "/responses", json=body, timeout=30)
+    out.append(r.content)
+    assert text_of(checked(parse_sse(r.content))[-1]["response"]) == "Take an umbrella."
+    return out
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai-responses"])
+def test_anthropic_and_responses_upstreams_replay_too(kind, start_server, upstream, tmp_path):
+    from upstream_formats import anthropic_text, anthropic_tool, responses_text, responses_tool
+
+    if kind == "anthropic":
+        first = anthropic_tool("get_weather", '{"city": "Oslo"}', tool_id="toolu_oslo", thinking="Check it.", signature="sig-1")
+        second = anthropic_text("Take an umbrella.")
+    else:
+        first = responses_tool("get_weather", '{"city": "Oslo"}', call_id="call_oslo", reasoning="enc-upstream-1")
+        second = responses_text("Take an umbrella.")
+    cassette = tmp_path / "cassette"
+    server = start_server(["--upstream", upstream.base_url, "--upstream-kind", kind, "--record", str(cassette)])
+    stateless_loop(server.url, upstream, first, second)
+    stop(server)
+    assert {e["kind"] for e in json.loads((cassette / "cassette.json").read_text())["exchanges"]} == {kind}
+    upstream.reset()
+    runs = []
+    for _ in range(2):
+        server = start_server(["--replay", str(cassette), "--replay-strict"])
+        runs.append(stateless_loop(server.url))
+        assert stop(server) == 0
+    assert runs[0] == runs[1] and upstream.requests == []
+
+
 # --- malformed cassettes: a start-up error, one line, exit 2 -----------------------------------------
 
 
