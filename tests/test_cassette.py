@@ -185,6 +185,12 @@ def test_a_changed_request_fails_naming_the_field(start_server, upstream, tmp_pa
     assert "closest is exchange 0001" in err["message"]
     assert 'differs at messages[1].tool_calls[0].function.arguments.cmd: recorded "echo hi", sent "echo bye"' in err["message"]
     assert "more" not in err["message"]  # only that field differs
+    # over WebSocket: an error frame
+    with ws_connect(server.url.replace("http://", "ws://") + "/responses") as ws:
+        ws.send(json.dumps({"type": "response.create", "model": "m", "input": history("echo bye"), "tools": tools}))
+        frame = json.loads(ws.recv(timeout=10))
+    assert frame["type"] == "error" and frame["status"] == 400
+    assert frame["error"]["code"] == "cassette_mismatch" and "arguments.cmd" in frame["error"]["message"]
     # a background run cannot get an envelope: it fails with the same message
     r = httpx.post(server.url + "/responses", json={"model": "m", "input": history("echo bye"), "tools": tools, "background": True})
     rid = r.json()["id"]
