@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
@@ -31,7 +32,10 @@ from respline.adapters.config import (
     load,
 )
 from respline.adapters import cassette, logs
-from respline.adapters.metrics import MULTIPROC_ENV, mark_worker_dead
+from respline.adapters import tracing
+from respline.adapters.exchange import Telemetry
+from respline.adapters.frontends.observed import metrics_only
+from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
 from respline.adapters.providers import cassette_replay
@@ -249,7 +253,37 @@ CLOSE_STUCK_AFTER = 1.0
 CUT_MARGIN = 1.5
 
 
-async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
+def build_telemetry(cfg: Config, gateway: Gateway, tracer: tracing.Tracer | None = None) -> Telemetry:
+    """Metrics (unless switched off, with the store's latency), traces where OpenTelemetry is
+    set up, the access log: handed to the gateway, which every front end reaches."""
+    metrics = Metrics() if cfg.metrics.enabled else None
+    if metrics is not None:
+        gateway.store = TimedStore(gateway.store, metrics, cfg.store.backend)
+    tracer = tracer or tracing.from_environment()
+    gateway.telemetry = Telemetry(metrics, tracer, access_log=cfg.server.access_log)
+    return gateway.telemetry
+
+
+def started_fields(cfg: Config) -> dict[str, Any]:
+    """What the start-up line says besides the address: providers, store, metrics."""
+    return {
+        "host": cfg.server.host,
+        "port": cfg.server.port,
+        "providers": [f"{name}:{p.kind}" for name, p in cfg.providers.items()],
+        "store": cfg.store.backend,
+        "metrics": (cfg.metrics.address or "/metrics") if cfg.metrics.enabled else "off",
+    }
+
+
+async def serve(
+    cfg: Config,
+    gateway: Gateway,
+    clients: list[httpx.AsyncClient],
+    listen_fd: int | None = None,
+    metrics_fd: int | None = None,
+    *,
+    tracer: tracing.Tracer | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, give streams, WebSocket turns and
     background runs ``shutdown_grace`` seconds, cut what still runs (each ends with ``error`` +
     ``response.failed`` and is stored as it stands), close WebSockets with 1001 as their turns
@@ -257,7 +291,10 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
     from hypercorn.trio import serve as hyper_serve
 
     closing = trio.Event()
-    app = build_app(gateway, build_auth(cfg), closing)
+    telemetry = build_telemetry(cfg, gateway, tracer)
+    metrics_apart = cfg.metrics.enabled and bool(cfg.metrics.address)
+    metrics_key = expand_env(cfg.metrics.key, "metrics.key") if cfg.metrics.key else None
+    app = build_app(gateway, build_auth(cfg), closing, metrics_here=cfg.metrics.enabled and not metrics_apart, metrics_key=metrics_key)
     runs = Runs(gateway)
     watch = gateway.watch
     grace = cfg.server.shutdown_grace
@@ -297,11 +334,19 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
 
     async def drain() -> None:
         await shutdown.wait()
-        log.info("shutting down: in-flight responses get %gs to finish", grace)
+        in_flight = set(watch.active)
+        log.info(
+            "shutting down: %d responses in flight get %gs to finish", len(in_flight), grace,
+            extra={"fields": {"in_flight": len(in_flight), "grace_s": grace}},
+        )
         closing.set()  # WebSockets close with 1001 between turns
         await trio.sleep(grace)
-        if watch.active:
-            log.info("shutdown: ending %d responses still in flight", len(watch.active))
+        drained, cut = len(in_flight - watch.active), len(watch.active)
+        log.info(
+            "shutdown: %d responses finished in the grace period, %d ended now (error + response.failed, stored as they stand)",
+            drained, cut,
+            extra={"fields": {"drained": drained, "cut": cut}},
+        )
         watch.cut_all(SHUTDOWN)
         await trio.sleep(CLOSE_STUCK_AFTER)
         watch.close_stuck()
@@ -314,7 +359,18 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
             nursery.start_soon(leases)
             nursery.start_soon(drain)
             await nursery.start(runs.serve)
-            log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
+            if metrics_apart:
+                mc = hyper_config(cfg, metrics_fd)
+                if metrics_fd is None:
+                    mc.bind = [cfg.metrics.address]
+                mc.graceful_timeout = 1
+                nursery.start_soon(functools.partial(hyper_serve, metrics_only(telemetry, metrics_key), mc, shutdown_trigger=shutdown.wait))
+            log.info(
+                "respline listening on http://%s:%d",
+                cfg.server.host,
+                cfg.server.port,
+                extra={"fields": started_fields(cfg)},
+            )
             await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
             await runs.wait_all()
             nursery.cancel_scope.cancel()
@@ -346,6 +402,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             load_secret(cfg)  # created once here, so every worker seals with the same secret
             return supervise(args, cfg, sock)
+        metrics_fd = args.metrics_fd
+        if metrics_fd is None and cfg.metrics.enabled and cfg.metrics.address:
+            host, port = cfg.metrics.address.rsplit(":", 1)
+            metrics_sock = bind(host.strip("[]"), int(port))  # a busy address fails here too
+            metrics_fd = metrics_sock.detach()
         gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
         if sock is not None:
@@ -354,7 +415,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     sock.detach()  # hypercorn's own socket object owns the descriptor from here
     tune_gc(cfg.server.gc_thresholds)
-    trio.run(serve, cfg, gateway, clients, listen_fd)
+    trio.run(serve, cfg, gateway, clients, listen_fd, metrics_fd)
     return cassette_replay.verdict(gateway.providers)  # 3: a strict replay left exchanges over
 
 

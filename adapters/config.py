@@ -74,6 +74,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     record_dir: str | None = None
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = ""  # "json" | "text"; "" = json unless stderr is a terminal
+    access_log: bool = True  # one line per request when it ends (logger respline.access)
     # seconds in-flight streams, WebSocket turns and background runs get to finish at shutdown;
     # then each is ended with error + response.failed and stored as it stands
     shutdown_grace: float = 10.0
