@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from upstream import Reply, chunk, text_stream, tool_stream
+from conftest import Server
+from upstream import Reply, text_stream, tool_stream
 from validate import checked, parse_sse
 
 TOOLS = [
@@ -380,6 +380,19 @@ def test_anthropic_and_responses_upstreams_replay_too(kind, start_server, upstre
 # --- malformed cassettes: a start-up error, one line, exit 2 -----------------------------------------
 
 
+@pytest.fixture(scope="module")
+def one_exchange(upstream_server, tmp_path_factory) -> Path:
+    """A cassette of one exchange, recorded once for the module (tests copy it)."""
+    tmp = tmp_path_factory.mktemp("one")
+    server = Server(tmp, ["--upstream", upstream_server.base_url, "--record", str(tmp / "cassette")])
+    upstream_server.reset()
+    upstream_server.queue(Reply(text_stream("x")))
+    httpx.post(server.url + "/responses", json={"model": "m", "input": "hi"})
+    server.stop()
+    upstream_server.reset()
+    return tmp / "cassette"
+
+
 def _malformed(cassette: Path, how: str) -> None:
     if how == "no cassette.json":
         (cassette / "cassette.json").unlink()
@@ -408,12 +421,9 @@ def _malformed(cassette: Path, how: str) -> None:
         ("chunks disagree with the stream", "chunks.json lists"),
     ],
 )
-def test_a_malformed_cassette_is_a_start_up_error(upstream, start_server, tmp_path, how, says):
+def test_a_malformed_cassette_is_a_start_up_error(one_exchange, tmp_path, how, says):
     cassette = tmp_path / "cassette"
-    server = start_server(["--upstream", upstream.base_url, "--record", str(cassette)])
-    upstream.queue(Reply(text_stream("x")))
-    httpx.post(server.url + "/responses", json={"model": "m", "input": "hi"})
-    stop(server)
+    shutil.copytree(one_exchange, cassette)
     _malformed(cassette, how)
     for args in (["serve", "--port", "0", "--replay", str(cassette)], ["cassette", "check", str(cassette)]):
         out = respline(*args)
