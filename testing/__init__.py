@@ -63,12 +63,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)  # the old-style wrapper: pytest 7 loads it too
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
+    """Notes whether a test failed, so that its replay's leftovers are not reported on top."""
+    outcome = yield
+    report = outcome.get_result()
     if report.when == "call":
         item._respline_failed = report.failed  # type: ignore[attr-defined]
-    return report
 
 
 def _mode(config: pytest.Config) -> str | None:
