@@ -1,5 +1,5 @@
 """An openai-SDK agent tested the way README's "Testing your agent in CI with respline" says:
-through the pytest plug-in (``respline.testing``, loaded by its entry point) and a cassette
+through the pytest plug-in (``respline.adapters.testing``, loaded by its entry point) and a cassette
 committed with the suite (tests/cassettes/test_agent_replay/).
 
 A plain run replays the cassette with no upstream at all (``respline_replay`` is a

@@ -1,4 +1,4 @@
-"""The pytest plug-in (``respline.testing``) as a team uses it: a project of its own with an agent
+"""The pytest plug-in (``respline.adapters.testing``) as a team uses it: a project of its own with an agent
 test, run by pytest in a subprocess. Recorded once against a live upstream (the scripted one),
 replayed with none, and failing usefully when the agent changes or stops early."""
 
@@ -78,7 +78,7 @@ def test_record_once_then_replay_without_the_upstream(project, upstream):
 
     # replay with no upstream: the entry point and -p together register the plug-in once, and
     # RESPLINE_RECORD=missing records only what is missing (this cassette is kept, replayed)
-    out = pytest_run(project, "-p", "respline.testing", RESPLINE_RECORD="missing")
+    out = pytest_run(project, "-p", "respline.adapters.testing", RESPLINE_RECORD="missing")
     assert out.returncode == 0, out.stdout
     assert "2 passed" in out.stdout and upstream.requests == []
 

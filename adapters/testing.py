@@ -1,6 +1,6 @@
 """respline's pytest plug-in: test an agent against recorded provider traffic.
 
-Enabled by its entry point once respline is installed (or with ``-p respline.testing``). It
+Enabled by its entry point once respline is installed (or with ``-p respline.adapters.testing``). It
 adds one fixture, ``respline_replay``: a ``respline serve --replay`` process on a free port,
 answering from the test's cassette, and yields its base URL (``http://127.0.0.1:PORT/v1``) for
 the agent under test. The cassette is ``cassettes/<test module>/<test name>`` beside the test
