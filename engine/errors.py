@@ -127,9 +127,8 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
     except msgspec.ValidationError as exc:
         raise from_validation(exc, prefix) from None
     except msgspec.DecodeError as exc:
-        # bad UTF-8 inside a string: msgspec 0.23 says so with a DecodeError (older ones raised
-        # UnicodeDecodeError); either way the answer names the field that holds the bytes
-        if _not_utf8(body):
+        # msgspec 0.23 reports bad UTF-8 in a string as a DecodeError (0.22: UnicodeDecodeError)
+        if not _is_utf8(body):
             raise bad_utf8(body) from None
         raise invalid_json(str(exc)) from None
     except UnicodeDecodeError:
@@ -141,18 +140,16 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
     return value
 
 
-def _not_utf8(body: Any) -> bool:
-    if isinstance(body, str):
-        return False
-    try:
-        bytes(body).decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
 def nested_too_deeply() -> ApiError:
     return invalid_json(f"the JSON nests deeper than {MAX_DEPTH} levels.")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def bad_utf8(body: bytes) -> ApiError:
