@@ -775,20 +775,22 @@ class Gateway:
             if stored is None:
                 return
             if stored.response.get("status") in TERMINAL_STATUSES:
+                # the log has its end already (logged since the read above, or this follower
+                # started at or past it): what is left of it, at once
+                log_all = await self.store.get_events(tenant, response_id, -1)
+                end = next((n for n, ev in enumerate(log_all) if ev.type in TERMINAL_TYPES), None)
+                if end is not None:
+                    rest = [ev for ev in log_all[: end + 1] if ev.seq > after]
+                    if rest:
+                        yield rest
+                    return
+                # the final status is stored just before the terminal event is logged (by this
+                # process or another host): give that 2 s to land before ending the log here
                 if settle_by is None:
-                    # a follower that starts at or past the logged end (starting_after = the
-                    # last seq) is done at once, not after the settling wait below
-                    if any(ev.type in TERMINAL_TYPES for ev in await self.store.get_events(tenant, response_id, -1)):
-                        return
-                    # the final status is stored just before the terminal event is logged (by
-                    # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
                 if trio.current_time() < settle_by:
                     await self._wait_events(wait_events, response_id)
                     continue
-                log_all = await self.store.get_events(tenant, response_id, -1)
-                if any(ev.type in TERMINAL_TYPES for ev in log_all):
-                    return  # the follower started after the end
                 new, _ = self.close_log(stored, log_all, _end_of(stored.response))
                 await self.store.append_events(tenant, response_id, new)
                 yield [ev for ev in new if ev.seq > after]
