@@ -1,7 +1,7 @@
 """The PostgreSQL store where several hosts share it: writers in two processes lose nothing,
 leases are taken once by racing stores, migrations run once from several processes, one host
 sweeps at a time, count bounds hold under concurrent writers, and a follower on one host wakes
-when another host writes (LISTEN/NOTIFY). Each test has its own schema; without a server every
+when another host writes (LISTEN/NOTIFY), the host running a run when another writes its status. Each test has its own schema; without a server every
 test that needs one skips, saying why. Start-up errors (no server, no psycopg) need none."""
 
 from __future__ import annotations
@@ -258,6 +258,29 @@ async def test_follow_wakes_across_hosts(pg_schema):
             await trio.testing.wait_all_tasks_blocked()
             await there.append_events("t", "resp_other", [StoredEvent(0, "response.created", b"{}")])
     assert scope.cancelled_caught
+    await here.aclose()
+    await there.aclose()
+
+
+async def test_status_waiter_wakes_for_writes_of_the_response_only(pg_schema):
+    """``wait_status`` (what the host running a background run watches for a cancel from
+    another host) wakes when another store writes the response or deletes it, not for each
+    batch of its events (the run's own appends would wake it for nothing)."""
+    here, there = store(pg_schema.dsn), store(pg_schema.dsn)
+    await there.put_response(resp("resp_bg", background=True, status="in_progress"))
+    await here.wait_status("resp_bg", 30)  # returns once the listener is connected
+
+    async def woken_by(write) -> bool:
+        with trio.move_on_after(2) as scope:  # far below the wait's own timeout
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(here.wait_status, "resp_bg", 600)
+                await trio.testing.wait_all_tasks_blocked()
+                await write()
+        return not scope.cancelled_caught
+
+    assert not await woken_by(lambda: there.append_events("t", "resp_bg", [StoredEvent(0, "response.created", b"{}")]))
+    assert await woken_by(lambda: there.put_response(resp("resp_bg", background=True, status="cancelled")))
+    assert await woken_by(lambda: there.delete_response("t", "resp_bg"))
     await here.aclose()
     await there.aclose()
 
