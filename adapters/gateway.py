@@ -75,6 +75,10 @@ TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
 Emit = Callable[[list], Awaitable[None]]
 
+# reaping (Gateway.reap): lapsed leases taken per statement, orphans ended at once
+REAP_BATCH = 25
+REAP_PARALLEL = 8
+
 # how a response whose producing process died (its lease ran out) ends
 ORPHANED = UpstreamError(
     message="The server process producing this response stopped (it was killed or crashed) before the response finished.",
@@ -604,24 +608,35 @@ class Gateway:
         """End the responses whose producing process died: take their lapsed leases (atomically,
         so one process ends each), store each as failed with the output it had, give a
         background run's event log its end (``error`` + ``response.failed``), drop the lease.
-        A process that fails midway leaves the lease to lapse again and be retried."""
-        now = time.time()
-        taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds)
-        if not taken:
-            return 0
-        # a lease of this very process can lapse only if its renewals stalled: its live turns
-        # go on, under the lease just taken back
-        live = {turn.pipeline.response.id for turn in self.watch.active}
-        if self.runs is not None:
-            live.update(self.runs.live_ids())
-        for lease in taken:
-            if lease.response_id in live:
-                continue
+        A process that fails midway leaves the lease to lapse again and be retried.
+
+        A dead host may leave hundreds: they are taken ``REAP_BATCH`` at a time (so the other
+        hosts' reapers take their share meanwhile) and ended ``REAP_PARALLEL`` at once (each is
+        a few store round trips: one after the other, 100 took over a second)."""
+        ended = 0
+        limiter = trio.CapacityLimiter(REAP_PARALLEL)
+        while True:
+            now = time.time()
+            taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds, REAP_BATCH)
+            # a lease of this very process can lapse only if its renewals stalled: its live turns
+            # go on, under the lease just taken back
+            live = {turn.pipeline.response.id for turn in self.watch.active}
+            if self.runs is not None:
+                live.update(self.runs.live_ids())
+            orphans = [lease for lease in taken if lease.response_id not in live]
+            async with trio.open_nursery() as nursery:
+                for lease in orphans:
+                    nursery.start_soon(self._end_one, lease.tenant, lease.response_id, limiter)
+            ended += len(orphans)
+            if len(taken) < REAP_BATCH:
+                return ended
+
+    async def _end_one(self, tenant: str, response_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
             try:
-                await self._end_orphan(lease.tenant, lease.response_id)
+                await self._end_orphan(tenant, response_id)
             except Exception:  # noqa: BLE001 - one bad row must not stop the others
-                log.exception("could not end orphaned response %s", lease.response_id)
-        return sum(1 for lease in taken if lease.response_id not in live)
+                log.exception("could not end orphaned response %s", response_id)
 
     async def _end_orphan(self, tenant: str, response_id: str) -> None:
         stored = await self.store.get_response(tenant, response_id)
