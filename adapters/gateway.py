@@ -39,7 +39,7 @@ from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline, responses_pipeline
 from respline.engine.seal import Sealer, open_items
-from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
+from respline.engine.store import RunLease, Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine import tokens, tool_policy
 from respline.engine.compact_turn import CompactionPipeline, summary_turn
 from respline.engine.context import (
@@ -497,7 +497,7 @@ class Gateway:
                             break  # cut while writing
                         if durable and len(pipe.builder.output) != items:
                             items = len(pipe.builder.output)
-                            await self.record_status(turn, "in_progress")  # an item completed
+                            await self.record_status(turn, "in_progress", progress=True)  # an item completed
                         turn.since = trio.current_time()
         except trio.Cancelled as exc:  # the client left (or, past the shutdown backstop, the server)
             gone = exc
@@ -572,6 +572,7 @@ class Gateway:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
                 body["status"], body["error"] = "cancelled", None
+            # final, and its lease ended, in one write: the one round trip the terminal event waits for
             await self.store.put_response(
                 StoredResponse(
                     tenant=turn.tenant,
@@ -581,8 +582,10 @@ class Gateway:
                     previous_response_id=turn.previous_response_id,
                     created_at=resp.created_at,
                     background=turn.background,
-                )
+                ),
+                release=turn.leased,
             )
+            turn.leased = False
         await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
             await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
@@ -590,11 +593,12 @@ class Gateway:
     # -- leases: a crash never leaves a response in_progress ---------------------------------
 
     async def begin_record(self, turn: Turn, status: str = "in_progress") -> dict[str, Any]:
-        """Lease the response, then record it (in that order: a lease without its record is
-        simply dropped by the reaper, a record without a lease would never end)."""
-        await self.store.lease_run(turn.tenant, turn.pipeline.response.id, self.owner, time.time() + self.lease_seconds)
+        """Record the response under a lease of this process, both in one write (a record
+        without its lease would never end)."""
+        lease = RunLease(turn.tenant, turn.pipeline.response.id, self.owner, time.time() + self.lease_seconds)
+        body = await self.record_status(turn, status, lease=lease)
         turn.leased = True
-        return await self.record_status(turn, status)
+        return body
 
     async def end_lease(self, turn: Turn) -> None:
         if turn.leased:
@@ -694,9 +698,12 @@ class Gateway:
 
     # -- background runs -------------------------------------------------------------------
 
-    async def record_status(self, turn: Turn, status: str, **changes: Any) -> dict[str, Any]:
-        """Write the response as it stands (queued, in progress, with its output so far)."""
-        resp = msgspec.structs.replace(turn.pipeline.response, status=status, **changes)
+    async def record_status(
+        self, turn: Turn, status: str, *, lease: RunLease | None = None, progress: bool = False
+    ) -> dict[str, Any]:
+        """Write the response as it stands (queued, in progress, with its output so far), with
+        the lease it starts under (``begin_record``); ``progress``: a later write supersedes it."""
+        resp = msgspec.structs.replace(turn.pipeline.response, status=status)
         body = response_builtins(resp)
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
         await self.store.put_response(
@@ -708,7 +715,9 @@ class Gateway:
                 previous_response_id=turn.previous_response_id,
                 created_at=resp.created_at,
                 background=turn.background,
-            )
+            ),
+            lease=lease,
+            progress=progress,
         )
         return body
 

@@ -6,7 +6,9 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
   call takes a connection from a sync ``ConnectionPool`` in a worker thread
   (``trio.to_thread``), and a ``CapacityLimiter`` the size of the pool keeps threads from queueing
   on it. Pooled connections are in autocommit mode: a one-statement call is one round trip, and
-  the hot writes (``put_response``, ``append_events``) are one statement each.
+  the hot writes (``put_response``, with the lease it begins or ends, and ``append_events``) are
+  one statement each. A progress write (``put_response(progress=True)``) commits
+  asynchronously (``synchronous_commit`` off for its transaction): the next write supersedes it.
 - The schema is versioned (``schema_version``) and migrated at start inside a transaction that
   holds ``pg_advisory_xact_lock``: when several hosts start together one migrates, the others
   wait for it and then find nothing to do.
@@ -147,8 +149,10 @@ def _item_rows(items: Any) -> tuple[list[str], list[bytes]]:
 
 
 # put_response as one statement: upsert the response, drop index rows of items it no longer has,
-# index its items, count it if it is new, tell followers (background runs only). ``xmax = 0``
-# on the upserted row means it was inserted rather than updated.
+# index its items, count it if it is new, record or end its lease, tell followers (background
+# runs only); a progress write commits without waiting for the WAL to reach the disk (it is
+# superseded by the next write; an operator's synchronous_commit applies to every other one).
+# ``xmax = 0`` on the upserted row means it was inserted rather than updated.
 _PUT_RESPONSE = """
 WITH up AS (
     INSERT INTO responses AS r (tenant, id, created_at, body) VALUES (%(tenant)s, %(id)s, %(created)s, %(body)b)
@@ -162,8 +166,16 @@ WITH up AS (
     ON CONFLICT (tenant, id) DO UPDATE SET owner = EXCLUDED.owner, body = EXCLUDED.body
 ), counted AS (
     UPDATE counts SET n = n + 1 WHERE name = 'responses' AND (SELECT inserted FROM up) RETURNING n
+), leased AS (
+    INSERT INTO leases (tenant, response_id, owner, expires_at)
+    SELECT %(tenant)s, %(id)s, %(owner)s::text, %(expires)s::double precision WHERE %(owner)s::text IS NOT NULL
+    ON CONFLICT (tenant, response_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+), released AS (
+    DELETE FROM leases WHERE %(release)s AND tenant = %(tenant)s AND response_id = %(id)s
 )
-SELECT (SELECT n FROM counted), CASE WHEN %(notify)s THEN pg_notify('""" + CHANNEL + """', '""" + STATUS + """' || %(id)s::text) END
+SELECT (SELECT n FROM counted),
+    CASE WHEN %(notify)s THEN pg_notify('""" + CHANNEL + """', '""" + STATUS + """' || %(id)s::text) END,
+    CASE WHEN %(progress)s THEN set_config('synchronous_commit', 'off', true) END
 """
 
 _APPEND_EVENTS = """
@@ -259,7 +271,9 @@ class PostgresStore:
 
     # -- responses -----------------------------------------------------------------------
 
-    async def put_response(self, stored: StoredResponse) -> None:
+    async def put_response(
+        self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
+    ) -> None:
         ids, bodies = _item_rows((*stored.input_items, *(stored.response.get("output") or ())))
         params = {
             "tenant": stored.tenant,
@@ -269,6 +283,10 @@ class PostgresStore:
             "ids": ids,
             "bodies": bodies,
             "notify": stored.background,  # a follower on another host sees the status change
+            "owner": lease.owner if lease is not None else None,
+            "expires": lease.expires_at if lease is not None else None,
+            "release": release and lease is None,
+            "progress": progress,
         }
 
         def put(conn: psycopg.Connection) -> int | None:
