@@ -18,6 +18,8 @@ import logging
 
 import trio
 
+from respline.adapters import logs
+from respline.adapters.exchange import Exchange, new_request_id
 from respline.adapters.gateway import TERMINAL_STATUSES, Gateway, Turn, stored_event
 from respline.adapters.watch import CANCELLED
 from respline.engine.errors import ApiError
@@ -63,11 +65,17 @@ class Runs:
 
     # -- starting ------------------------------------------------------------------------
 
-    async def start(self, turn: Turn) -> dict:
-        """Lease and record the response as queued, and start it; returns the queued body."""
+    async def start(self, turn: Turn, request_id: str | None = None) -> dict:
+        """Lease and record the response as queued, and start it; returns the queued body.
+        The run logs a request line of its own when it ends (``request_id``, mode background)."""
         if self._nursery is None or self.gateway.watch.stopping is not None:
             raise ApiError(503, "Background runs are not available on this server now.", code="background_unavailable")
         body = await self.gateway.begin_record(turn, "queued")
+        ex = Exchange(request_id or new_request_id(None), "POST", "/v1/responses", mode="background")
+        ex.tenant = turn.tenant
+        ex.model = turn.req.model if turn.req is not None else None
+        turn.exchange = ex
+        self._state("queued", +1)
         run = _Run(turn)
         self._runs[body["id"]] = run
         self._nursery.start_soon(self._run, run)
@@ -77,32 +85,54 @@ class Runs:
         gw = self.gateway
         turn = run.turn
         rid = turn.pipeline.response.id
+        ex = turn.exchange
+        token = logs.request_id.set(ex.request_id) if ex is not None else None
+        self._state("queued", -1)
+        self._state("in_progress", +1)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_cancel, turn)
-                await gw.record_status(turn, "in_progress")
+            with gw.telemetry.streaming("background"):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_cancel, turn)
+                    await gw.record_status(turn, "in_progress")
 
-                async def emit(events: list) -> None:
-                    if events:
-                        await gw.store.append_events(turn.tenant, rid, [stored_event(e) for e in events])
-                        self._wake(rid)
+                    async def emit(events: list) -> None:
+                        if events:
+                            await gw.store.append_events(turn.tenant, rid, [stored_event(e) for e in events])
+                            self._wake(rid)
 
-                try:
-                    upstream = await gw.open_upstream(turn)
-                except ApiError as err:
-                    await gw.fail_before_stream(turn, err, emit)
-                else:
-                    await gw.pump(turn, upstream, emit)
-                nursery.cancel_scope.cancel()
+                    try:
+                        upstream = await gw.open_upstream(turn)
+                    except ApiError as err:
+                        if ex is not None:
+                            ex.error = err.code
+                        await gw.fail_before_stream(turn, err, emit)
+                    else:
+                        await gw.pump(turn, upstream, emit)
+                    nursery.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - a run's fault must not take the server down
             log.exception("background run %s failed", rid)
             with trio.CancelScope(shield=True):
                 await gw.record_status(turn, "failed")
                 await gw.end_lease(turn)
         finally:
+            self._state("in_progress", -1)
             self._runs.pop(rid, None)
             run.done.set()
             self._wake(rid)
+            if ex is not None:
+                ex.status = 200
+                ex.absorb(turn)
+                status = turn.pipeline.response.status
+                if gw.telemetry.metrics is not None:
+                    gw.telemetry.metrics.background_runs_ended.labels(status).inc()
+                gw.telemetry.end(ex)
+            if token is not None:
+                logs.request_id.reset(token)
+
+    def _state(self, state: str, change: int) -> None:
+        m = self.gateway.telemetry.metrics
+        if m is not None:
+            m.background_runs.labels(state).inc(change)
 
     async def _watch_cancel(self, turn: Turn) -> None:
         """Another process may cancel this run by writing its status. Where the store signals

@@ -21,6 +21,7 @@ import math
 import os
 import socket
 import time
+from time import perf_counter
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +29,7 @@ import httpx
 import msgspec
 import trio
 
+from respline.adapters.exchange import Exchange, Telemetry
 from respline.adapters.config import Config, ConfigError, Router, Timeouts, expand_env
 from respline.adapters.providers.common import TurnContext
 from respline.adapters.state import private_dir
@@ -107,7 +109,6 @@ class Turn:
         "pipeline",
         "store",
         "conversation_id",
-        "record_dir",
         "template",
         "compact",
         "seeded",
@@ -121,10 +122,10 @@ class Turn:
         "total_at",
         "close_client",
         "leased",  # this process holds the lease of its stored response
+        "exchange",  # the request's record (adapters/exchange.py): log line, metrics, trace
     )
 
     def __init__(self) -> None:
-        self.record_dir: Path | None = None
         self.conversation_id: str | None = None
         self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
         self.seeded: list = []  # output items made before the upstream call (context_management)
@@ -136,6 +137,7 @@ class Turn:
         self.total_at = math.inf
         self.close_client: Callable[[], None] | None = None
         self.leased = False
+        self.exchange: Exchange | None = None
 
 
 class Gateway:
@@ -157,7 +159,6 @@ class Gateway:
         self.ids = ids or Ids()
         self.clock = clock or Clock()
         self.dialect = cfg.server.reasoning_dialect
-        self.record_dir = Path(cfg.server.record_dir) if cfg.server.record_dir else None
         self.runs = None  # adapters.background.Runs, set by the server
         limits = [cfg.timeouts.client_write]
         for t in [cfg.timeouts] + [p.timeouts for p in providers.values() if getattr(p, "timeouts", None) is not None]:
@@ -166,6 +167,8 @@ class Gateway:
         # this process's lease owner id: unique per start, readable in the database
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.lease_seconds = cfg.store.lease_seconds
+        self.telemetry = Telemetry(None)  # logs only; the server adds metrics and traces
+        self.watch.on_timeout = self._timed_out
 
     def model_list(self) -> list[tuple[str, str]]:
         """Routable model names with their provider (config.Router.listed says how globs list)."""
@@ -382,11 +385,13 @@ class Gateway:
                 failed = turn.provider.name
                 turn.attempt += 1
                 self._prepare_attempt(turn)
+                if self.telemetry.metrics is not None:
+                    self.telemetry.metrics.fallbacks.labels(failed, turn.provider.name).inc()
                 log.warning(
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
                 continue
-            # streaming starts: what only a fallback or the recording needed can go (the parsed
+            # streaming starts: what only a fallback needed can go (the parsed
             # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
@@ -395,19 +400,30 @@ class Gateway:
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
         t: Timeouts = turn.provider.timeouts
+        ex = turn.exchange
+        if ex is not None and ex.upstream_start is None:
+            ex.upstream_start = perf_counter()
+        if ex is not None:
+            turn.http_request.headers["x-request-id"] = ex.request_id  # the upstream's logs too
+            if self.telemetry.tracer is not None:
+                self.telemetry.tracer.inject(ex, turn.http_request.headers)
         try:
             with trio.fail_after(t.connect + t.first_byte):
                 resp = await turn.provider.send(turn.http_request)
         except trio.TooSlowError:
+            self._upstream_fault(turn, "timeout", "", "no answer within first_byte", timeout="first_byte")
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
+            self._upstream_fault(turn, "timeout", "", "connect timed out", timeout="connect")
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
         except httpx.ConnectError as exc:
+            self._upstream_fault(turn, "connect_error", "", f"cannot connect: {exc.__class__.__name__}")
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
             # connected, but no answer: the upstream may have the request, so it is not sent again
+            self._upstream_fault(turn, "connect_error", "", f"connection failed before an answer: {exc.__class__.__name__}")
             raise ApiError(
                 502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
             ) from None
@@ -423,10 +439,46 @@ class Gateway:
                 pass
             finally:
                 await resp.aclose()
-            raise turn.provider.error(resp.status_code, body, resp.headers)
-        if self.record_dir is not None:
-            turn.record_dir = self._record_start(turn)
+            err = turn.provider.error(resp.status_code, body, resp.headers)
+            self._upstream_fault(turn, "http_error", str(resp.status_code), f"answered {resp.status_code} {err.code}")
+            raise err
         return resp
+
+    def _upstream_fault(self, turn: Turn, outcome: str, status: str, cause: str, timeout: str | None = None) -> None:
+        """An upstream refusal or fault before streaming: a warning line and its metrics."""
+        name = turn.provider.name
+        log.warning("upstream %s: %s", name, cause, extra={"fields": {"provider": name, "outcome": outcome}})
+        m = self.telemetry.metrics
+        if m is not None:
+            m.upstream_requests.labels(name, outcome, status).inc()
+            if timeout is not None:
+                m.timeouts.labels(timeout).inc()
+
+    def _upstream_end(self, turn: Turn, failure: UpstreamError | None) -> None:
+        """An upstream call that streamed: how it ended, counted once; a fault is a warning."""
+        if failure is not None and failure.code not in ("client_timeout", "client_disconnected", "server_shutting_down", "response_cancelled"):
+            log.warning(
+                "upstream %s: the stream failed: %s (%s)", turn.provider.name, failure.message, failure.code,
+                extra={"fields": {"provider": turn.provider.name, "error": failure.code}},
+            )
+        m = self.telemetry.metrics
+        if m is None:
+            return
+        if failure is None:
+            outcome = "ok"
+        elif failure.code == "upstream_timeout":
+            outcome = "timeout"
+        elif failure.code in ("client_timeout", "client_disconnected", "server_shutting_down", "response_cancelled"):
+            outcome = "cancelled"
+        else:
+            outcome = "stream_error"
+        m.upstream_requests.labels(turn.provider.name, outcome, "200").inc()
+
+    def _timed_out(self, turn: Turn, kind: str) -> None:
+        """The watch cut a turn for a deadline (first_byte, idle, total, client_write)."""
+        m = self.telemetry.metrics
+        if m is not None:
+            m.timeouts.labels(kind).inc()
 
     # -- streaming -----------------------------------------------------------------------
 
@@ -450,12 +502,13 @@ class Gateway:
         # upstream read only when its bytes came with the head, and the last read's events go
         # out with the terminal ones.
         held = pipe.start()
-        recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
         gone: BaseException | None = None
         out: list = []
         idle = t.idle
         items = 0
+        ex = turn.exchange
+        first_token = ex is not None  # the first frames read from the upstream time TTFT
         turn.since = now = trio.current_time()
         turn.read_limit = t.first_byte
         turn.total_at = now + t.total
@@ -477,8 +530,6 @@ class Gateway:
                         break  # cut as this read completed
                     turn.since = trio.current_time()
                     turn.read_limit = idle
-                    if recorder is not None:
-                        recorder.write(chunk)
                     frames = pipe.feed(chunk)
                     if held:
                         frames = held + frames
@@ -493,6 +544,9 @@ class Gateway:
                         turn.writing = True
                         await emit(frames)
                         turn.writing = False
+                        if first_token:
+                            first_token = False
+                            ex.first_token = perf_counter()
                         if turn.stop is not None:
                             break  # cut while writing
                         if durable and len(pipe.builder.output) != items:
@@ -511,13 +565,12 @@ class Gateway:
             watch.discard(turn)
             turn.scope = None
             turn.writing = False
-            if recorder is not None:
-                recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
         if gone is not None:
             # no client to tell, but what was produced is stored (a background run's followers
             # get its end too)
+            self._upstream_end(turn, CLIENT_GONE)
             with trio.CancelScope(shield=True):
                 end = pipe.fail(SHUTDOWN if watch.stopping is not None else CLIENT_GONE)
                 await self.finish(turn)
@@ -526,6 +579,9 @@ class Gateway:
             raise gone
         if failure is None:
             failure = turn.stop
+        self._upstream_end(turn, failure or getattr(pipe.builder, "failure", None))  # (or in-band)
+        if first_token and failure is None:  # the whole answer came in one read, with its end
+            ex.first_token = perf_counter()
         out = held + out  # (held: nothing was read)
         out += pipe.fail(failure) if failure is not None else pipe.close()
         if failure is not None and failure.code == "client_timeout":
@@ -769,15 +825,6 @@ class Gateway:
         else:
             await trio.sleep(0.25)
 
-    # -- recording -----------------------------------------------------------------------
-
-    def _record_start(self, turn: Turn) -> Path:
-        assert self.record_dir is not None
-        d = self.record_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{turn.pipeline.response.id}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "request.json").write_bytes(msgspec.json.format(turn.payload, indent=2))
-        return d
-
     # -- compaction ----------------------------------------------------------------------
 
     async def compact(self, body: bytes, tenant: str) -> dict[str, Any]:
@@ -854,24 +901,6 @@ def _end_of(response: dict[str, Any]) -> UpstreamError | None:
         err = response.get("error") or {}
         return UpstreamError(message=err.get("message") or "The response failed.", code=err.get("code") or "server_error")
     return None
-
-
-class _Recorder:
-    """Tees raw upstream bytes into ``upstream.sse`` (``respline serve --record DIR``)."""
-
-    __slots__ = ("_f",)
-
-    def __init__(self, directory: Path | None) -> None:
-        self._f = open(directory / "upstream.sse", "wb") if directory is not None else None  # noqa: SIM115
-
-    def write(self, chunk: bytes) -> None:
-        if self._f is not None:
-            self._f.write(chunk)
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 def _conversation_id(conv: str | dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ after each write and each read and ends the response itself with ``error`` + ``r
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import trio
 
@@ -74,6 +74,7 @@ class Watch:
         self.client_write = client_write
         self.tick = tick
         self.stopping: UpstreamError | None = None  # set by cut_all: later turns are cut at once
+        self.on_timeout: Callable[[Any, str], None] | None = None  # (turn, kind): the metrics
 
     def add(self, turn: Any) -> None:
         self.active.add(turn)
@@ -125,13 +126,30 @@ class Watch:
                         "response %s: the client accepted nothing for %gs; connection dropped",
                         turn.pipeline.response.id,
                         limit,
+                        extra=_about(turn),
                     )
+                    self._timed_out(turn, "client_write")
                     self.drop_client(turn, client_timeout(limit))
             elif turn.stop is None:
+                t = turn.provider.timeouts
                 if now >= turn.total_at:
-                    self.cut(turn, upstream_timeout(f"The request exceeded the total timeout of {turn.provider.timeouts.total:g} seconds."))
+                    self._timed_out(turn, "total")
+                    self.cut(turn, upstream_timeout(f"The request exceeded the total timeout of {t.total:g} seconds."))
                 elif now - turn.since > turn.read_limit:
+                    # before the first byte the read limit is first_byte, then idle (pump)
+                    self._timed_out(turn, "idle" if turn.read_limit == t.idle else "first_byte")
+                    log.warning("response %s: the upstream sent nothing for %gs", turn.pipeline.response.id, turn.read_limit, extra=_about(turn))
                     self.cut(turn, upstream_timeout(f"The upstream sent nothing for {turn.read_limit:g} seconds."))
+
+    def _timed_out(self, turn: Any, kind: str) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout(turn, kind)
+
+
+def _about(turn: Any) -> dict[str, Any]:
+    """The watch runs in a task of its own: its lines name the request they are about."""
+    ex = getattr(turn, "exchange", None)
+    return {"request_id": ex.request_id} if ex is not None else {}
 
 
 def upstream_timeout(message: str) -> UpstreamError:

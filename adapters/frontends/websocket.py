@@ -16,6 +16,7 @@ continuation evicts its ``previous_response_id`` from the cache (SPEC 4.4).
 from __future__ import annotations
 
 import logging
+import os
 import math
 from collections import OrderedDict
 from typing import Any
@@ -24,6 +25,8 @@ import msgspec
 import trio
 
 from respline.adapters.frontends.http import Auth, _header, client_closer, internal_error, log_fault
+from respline.adapters import logs
+from respline.adapters.exchange import Exchange
 from respline.adapters.gateway import Gateway
 from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError, bad_utf8, decode_json
@@ -127,6 +130,8 @@ class WebSocketSession:
         self.closing = closing
         self.cache: OrderedDict[str, _Entry] = OrderedDict()
         self.running: str | None = None  # the id of the response being streamed (steering)
+        self.request_id = "ws_" + os.urandom(8).hex()  # the upgrade's x-request-id, if it sent one
+        self.turns = 0
         self.close_client = client_closer(send)  # drops a client that stops reading (watch.py)
         self._waiting: trio.CancelScope | None = None  # the wait for the next frame, between turns
 
@@ -234,17 +239,30 @@ class WebSocketSession:
 
     async def _frame(self, raw: bytes) -> None:
         """One ``response.create`` frame. Whatever goes wrong, the socket stays usable: a bad
-        frame is an error frame, and so is an unexpected fault (logged), never a close."""
+        frame is an error frame, and so is an unexpected fault (logged), never a close. Each
+        turn is a request of its own in the log and the metrics: the connection's request id
+        and the turn's number."""
+        self.turns += 1
+        ex = Exchange(f"{self.request_id}.{self.turns}", "GET", "/v1/responses", mode="websocket")
+        ex.tenant = self.tenant
+        ex.status = 200
+        token = logs.request_id.set(ex.request_id)
         try:
-            await self._turn(raw)
+            await self._turn(raw, ex)
         except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback and an error frame
             log_fault(log, "a WebSocket turn", exc)
+            ex.status, ex.error = 500, "server_error"
             await self.send_text(error_frame(internal_error()))
+        finally:
+            self.gateway.telemetry.end(ex)
+            logs.request_id.reset(token)
 
-    async def _turn(self, raw: bytes) -> None:
+    async def _turn(self, raw: bytes, ex: Exchange) -> None:
         prev: str | None = None
+        turn = None
         try:
             req = decode_create(raw)
+            ex.model = req.model
             req.stream = True  # implicit over WebSocket; "stream"/"background" in a frame are ignored
             req.background = None
             prev = req.previous_response_id
@@ -255,17 +273,23 @@ class WebSocketSession:
                 return
             turn = await self.gateway.prepare_request(req, self.tenant, encoding="json", context=context)
             turn.close_client = self.close_client
+            turn.exchange = ex
             upstream = await self.gateway.open_upstream(turn)
         except ApiError as err:
+            if turn is not None:
+                ex.absorb(turn)
+            ex.status, ex.error = err.status, err.code
             if prev is not None:
                 self.cache.pop(prev, None)
             await self.send_text(error_frame(err))
             return
         self.running = turn.pipeline.response.id
         try:
-            await self.gateway.pump(turn, upstream, self._emit)
+            with self.gateway.telemetry.streaming("websocket"):
+                await self.gateway.pump(turn, upstream, self._emit)
         finally:
             self.running = None
+            ex.absorb(turn)
         if client_dropped(turn):
             return  # its connection is closed; the reader sees the disconnect
         resp = turn.pipeline.response
@@ -341,6 +365,7 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
         return
     await send({"type": "websocket.accept"})
     session = WebSocketSession(gateway, tenant, send, receive, gateway.cfg.server.websocket_max_age, closing)
+    session.request_id = scope.get("respline.request_id") or session.request_id
     try:
         await session.run()
     except Exception:  # noqa: BLE001 - one session's fault must not take the server down
