@@ -152,7 +152,9 @@ def _item_rows(items: Any) -> tuple[list[str], list[bytes]]:
 # index its items, count it if it is new, record or end its lease, tell followers (background
 # runs only); a progress write commits without waiting for the WAL to reach the disk (it is
 # superseded by the next write; an operator's synchronous_commit applies to every other one).
-# ``xmax = 0`` on the upserted row means it was inserted rather than updated.
+# Item rows that did not change (the input, at each write after the first) are left as they
+# are: no new row version, less WAL for the commit to flush. ``xmax = 0`` on the upserted row
+# means it was inserted rather than updated.
 _PUT_RESPONSE = """
 WITH up AS (
     INSERT INTO responses AS r (tenant, id, created_at, body) VALUES (%(tenant)s, %(id)s, %(created)s, %(body)b)
@@ -161,9 +163,10 @@ WITH up AS (
 ), stale AS (
     DELETE FROM items WHERE tenant = %(tenant)s AND owner = %(id)s AND NOT (id = ANY(%(ids)s::text[]))
 ), idx AS (
-    INSERT INTO items (tenant, id, owner, body)
+    INSERT INTO items AS i (tenant, id, owner, body)
     SELECT %(tenant)s, u.id, %(id)s, u.body FROM unnest(%(ids)s::text[], %(bodies)b::bytea[]) AS u(id, body)
     ON CONFLICT (tenant, id) DO UPDATE SET owner = EXCLUDED.owner, body = EXCLUDED.body
+    WHERE i.owner <> EXCLUDED.owner OR i.body <> EXCLUDED.body
 ), counted AS (
     UPDATE counts SET n = n + 1 WHERE name = 'responses' AND (SELECT inserted FROM up) RETURNING n
 ), leased AS (
