@@ -111,6 +111,8 @@ def test_chain_conversation_and_items_across_three_hosts(cluster, upstream):
         got = client.responses.retrieve(second.id)
         assert got.output_text == "About 2 million."
         validate_response(got.model_dump(mode="json"))
+        items = client.responses.input_items.list(second.id).data
+        assert [i.content[0].text for i in items] == ["Its population?"]
     # an item stored through one host is referenced through another
     upstream.queue(Reply(text_stream("ok")))
     two.responses.create(model="m", input=[{"type": "item_reference", "id": first.output[0].id}])

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,42 @@ async def test_status_waiter_wakes_for_writes_of_the_response_only(pg_schema):
     assert await woken_by(lambda: there.delete_response("t", "resp_bg"))
     await here.aclose()
     await there.aclose()
+
+
+async def test_a_waiting_call_does_not_block_the_event_loop(pg_schema):
+    """A call that waits on the database (here an append held up by another host's lock on its
+    conversation) waits in a worker thread: the event loop goes on, and other calls answer."""
+    s = store(pg_schema.dsn)
+    await s.put_conversation(StoredConversation(tenant="t", id="conv_1", created_at=10**10))
+    await s.put_response(resp("resp_other"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.conversations WHERE id = 'conv_1' FOR UPDATE")
+    # were the append to wait on the event loop's thread, nothing below would run until this
+    # lets go; then the append would be found done
+    release = threading.Timer(5, holder.execute, ["COMMIT"])
+    release.start()
+    appended = trio.Event()
+
+    async def append() -> None:
+        await s.add_conversation_items("t", "conv_1", [{"type": "message", "id": "msg_1", "role": "user", "content": []}])
+        appended.set()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append)
+            ticks = 0
+            for _ in range(20):  # the loop runs while the append waits on the lock
+                await trio.sleep(0.01)
+                ticks += 1
+            assert (await s.get_response("t", "resp_other")).id == "resp_other"
+            assert not appended.is_set() and ticks == 20
+            release.cancel()
+            await trio.to_thread.run_sync(holder.execute, "COMMIT")
+            await appended.wait()
+    holder.close()
+    assert [i["id"] for i in await s.conversation_items("t", "conv_1")] == ["msg_1"]
+    await s.aclose()
 
 
 async def test_connections_lost_while_serving(pg_schema):
