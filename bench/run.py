@@ -1218,6 +1218,16 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
         what = f"{r['ok']} non-streaming Codex-sized requests, 8 at a time (scenario 4)"
         events = r["ok"]
         cpu_spy = None
+    elif hold is None and b.args.profile_fleet:
+        n = b.args.profile_fleet
+        stream_s = PACED_TOKENS * PACED_INTERVAL
+        per = max(1, int((seconds - 2 - stream_s) / stream_s))
+        r = fleet(b, gw, {"driver": "closed", "workers": n, "per_worker": per, "stagger": stream_s, "max_seconds": seconds + 30,
+                          "source_ips": [f"127.0.0.{i}" for i in range(2, 10)], "body": gw.stream_body(PACED_MODEL), **gw.markers()}, timeout=seconds + 120)
+        what = (f"{r['ok']} paced streams of scenario 6 ({PACED_TOKENS} chunks {PACED_INTERVAL * 1000:g} ms apart), {n} at a time; "
+                f"{r['streams_over_limit']} saw a gap over 40 ms, {r['late_frames']} late frames")
+        events = r["ok"] * PACED_TOKENS
+        cpu_spy = None
     elif hold is None and b.args.profile_concurrent:
         n = b.args.profile_concurrent
         r = b.client(gw, {"workers": n, "requests": 10000000, "max_seconds": seconds - 2, "body": gw.stream_body(b.s2_model()), "timeout": 300, **gw.markers()}, timeout=seconds + 120)
@@ -1247,7 +1257,8 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
     summary = summarize(stacks)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stamp}-profile{'-paced' if paced else '-codex' if b.args.profile_codex else '-concurrent' if b.args.profile_concurrent else ''}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
+    kind = "-paced" if paced else "-codex" if b.args.profile_codex else "-fleet" if b.args.profile_fleet else "-concurrent" if b.args.profile_concurrent else ""
+    (RESULTS / f"{stamp}-profile{kind}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
     res = {"seconds": seconds, "what": what, "paced": paced, "events": events, "cpu_us_per_event": cpu / max(1, events) * 1e6, **summary}
     unit = "request" if b.args.profile_codex and not paced else "event"
     md = [f"### Profile: py-spy on respline, {what} ({seconds} s, about "
@@ -1338,11 +1349,13 @@ def summarize(stacks: list[tuple[list[str], int]]) -> dict:
 
 
 STAGES = (
-    ("write to client: hypercorn app_send and all under it (h11, send lock, trio send)", ("HTTPStream.app_send",)),
-    ("read upstream: httpx Response.aiter_raw and all under it (transport, h11 chunked decoding, trio recv)", ("Response.aiter_raw",)),
+    ("write to client: hypercorn's write path (app_send and all under it: h11 framing, send lock, shielded scope, trio send_all, the send syscall)",
+     ("HTTPStream.app_send",)),
     ("translate: engine pipeline (sse, chat_decoder, builder, sequencer, rebuilder, encoder)", ("ResponsePipeline.",)),
+    ("read upstream: the transport's body (readiness wait, read, chunked decoding)", ("_Body.__aiter__", "Response.aiter_raw", "ChunkedDecoder.")),
     ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
     ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
+    ("store and finish (the response written to the store)", ("Gateway.finish",)),
 )
 
 
@@ -1356,7 +1369,7 @@ def _stage(frames: list[str]) -> str:
     if any("adapters/" in fr and "cli.py" not in fr for fr in frames):
         return "other respline code (pump loop, handler)"
     if any("hypercorn" in fr for fr in frames):
-        return "other hypercorn (connection tasks, timers)"
+        return "other hypercorn (reading requests, connection tasks, timers)"
     return "trio run loop and task switching (no task frame on the stack)"
 
 
