@@ -90,6 +90,7 @@ class Turn:
         "template",
         "compact",
         "seeded",
+        "answer",
     )
 
     def __init__(self) -> None:
@@ -97,6 +98,7 @@ class Turn:
         self.conversation_id: str | None = None
         self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
         self.seeded: list = []  # output items made before the upstream call (context_management)
+        self.answer = None  # Prepared.answer: the upstream was asked for its whole answer
 
 
 class Gateway:
@@ -206,6 +208,7 @@ class Gateway:
             tenant,
             opened,
         )
+        turn.ctx.whole = encoding is None and not turn.background
         if threshold is not None and not triggered:
             await self._auto_compact(turn, new, threshold)
         self._prepare_attempt(turn)
@@ -292,6 +295,7 @@ class Gateway:
         turn.http_request = prepared.request
         turn.payload = prepared.payload
         turn.pipeline = prepared.pipeline
+        turn.answer = prepared.answer
 
     def _truncate(self, turn: Turn, req: Q.CreateRequest, items: list[Any]) -> list[Any]:
         """``truncation: "auto"`` where the route's context window is known: the oldest turns
@@ -331,6 +335,8 @@ class Gateway:
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
             turn.ctx.opened = None  # the opened sealed tokens, only a fallback's translation needed
+            if turn.answer is not None and b"json" in resp.headers.get("content-type", "").encode():
+                resp.stream = _WholeAnswer(resp.stream, turn.answer)  # (an upstream may stream anyway)
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -605,6 +611,26 @@ class Gateway:
 
 def stored_event(event: Any) -> StoredEvent:
     return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
+
+
+class _WholeAnswer(httpx.AsyncByteStream):
+    """A non-streamed upstream answer, read to its end and handed to the pipeline as the stream
+    it would have sent (``Prepared.answer``), in one piece: ``pump`` reads it like any body."""
+
+    __slots__ = ("_body", "_convert", "complete")
+
+    def __init__(self, body: Any, convert: Callable[[bytes], bytes]) -> None:
+        self._body = body
+        self._convert = convert
+        self.complete = False
+
+    async def __aiter__(self):
+        parts = [piece async for piece in self._body]
+        self.complete = True
+        yield self._convert(b"".join(parts))
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 class _Recorder:
