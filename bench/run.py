@@ -204,11 +204,11 @@ class Target:
     def path(self) -> str:
         return "/v1/chat/completions" if self.direct else "/v1/responses"
 
-    def stream_body(self, model: str) -> str:
+    def stream_body(self, model: str, *, store: bool = False) -> str:
         if self.direct:
             body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": True, "stream_options": {"include_usage": True}}
         else:
-            body = {"model": model, "input": PROMPT, "stream": True, "store": False}
+            body = {"model": model, "input": PROMPT, "stream": True, "store": store}
         return json.dumps(body)
 
     def plain_body(self, model: str) -> str:
@@ -968,12 +968,12 @@ def scenario6(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[
         def run_level(t: Target, level: int) -> dict:
             n = one_streams if level == 1 else per_worker
             cfg = {"driver": "closed", "workers": level, "per_worker": n, "stagger": stream_s if level > 1 else 0,
-                   "source_ips": [f"127.0.0.{i}" for i in range(2, 10)], "body": t.stream_body(PACED_MODEL), **t.markers()}
+                   "source_ips": [f"127.0.0.{i}" for i in range(2, 10)], "body": t.stream_body(PACED_MODEL, store=b.args.paced_store), **t.markers()}
             return ladder_metrics(fleet(b, t, cfg), level)
 
         if "ladder" in parts:
             ladder = climb(b, targets, levels, run_level, "streams")
-            res["ladder"] = {k: {"clean_streams": med(_highest(v, levels)), "clean_streams_repeats": _highest(v, levels), "repeats": v} for k, v in ladder.items()}
+            res["ladder"] = {k: {"clean_streams": statistics.median_low(_highest(v, levels)), "clean_streams_repeats": _highest(v, levels), "repeats": v} for k, v in ladder.items()}
             md += [*_ladder_md(res["ladder"], targets, levels), ""]
             md += [*_cpu_md(res["ladder"], targets, levels, gw), ""]
 
@@ -1008,7 +1008,7 @@ def scenario6(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[
 
         if "rps" in parts:
             rps = climb(b, targets, rates, run_rate, "requests/s")
-            res["rps"] = {k: {"held_per_s": med(_highest(v, rates)), "held_repeats": _highest(v, rates), "repeats": v} for k, v in rps.items()}
+            res["rps"] = {k: {"held_per_s": statistics.median_low(_highest(v, rates)), "held_repeats": _highest(v, rates), "repeats": v} for k, v in rps.items()}
             md += [*_rps_md(res["rps"], targets, rates), ""]
     finally:
         for t in started:
@@ -1474,6 +1474,7 @@ def main() -> int:
     p.add_argument("--paced-levels", default="", help="scenario 6 clean-stream ladder (default 1,8,16,32,64,128,256,512; quick 1,16)")
     p.add_argument("--rps-levels", default="", help="scenario 6 requests/s ladder (default 25,...,6000; quick 250,1000)")
     p.add_argument("--paced-targets", default="", help="scenario 6: only these targets besides direct (respline, respline-w2, floor, respline-noobs, litellm)")
+    p.add_argument("--paced-store", action="store_true", help="scenario 6's streams with store: true (the store grows as they run)")
     p.add_argument("--paced-parts", default="", help="scenario 6: some of ladder,one,rps (default all)")
     p.add_argument("--profile-fleet", type=int, default=0, metavar="N",
                    help="profile N concurrent paced streams of scenario 6 (64 chunks 20 ms apart) instead")
