@@ -13,7 +13,8 @@ The model name says what to send (respline routes every model upstream as-is):
     bench-n20-d20      20 tokens, the answer (head included) after 20 ms: an upstream that takes
                        20 ms, streamed or not (scenario 6's requests/s ladder)
 
-A body without ``"stream": true`` gets a whole ``chat.completion`` JSON object instead.
+A body without ``"stream": true`` gets a whole ``chat.completion`` JSON object instead (for a paced
+model, once the stream would have ended: n / rate seconds).
 Keep-alive is honoured; the server stops on SIGTERM/SIGINT.
 
     python bench/upstream.py --port 9100 [--host 127.0.0.1]
@@ -251,6 +252,8 @@ class Server:
                 if a.delay:  # an upstream that takes this long to answer
                     await trio.sleep(a.delay)
                 if not _STREAM_TRUE.search(body):  # absent means false, as at OpenAI
+                    if a.rate > 0:  # a paced model answers a non-streamed request once it is done
+                        await trio.sleep(a.n / a.rate)
                     await stream.send_all(a.whole)
                 elif a.rate <= 0:
                     await stream.send_all(a.blob)
