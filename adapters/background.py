@@ -2,9 +2,14 @@
 
 Each run is a task in a server-level nursery (nothing runs detached). Its events are stored as
 they happen, so ``GET /v1/responses/{id}`` polls it and ``?stream=true&starting_after=N`` follows
-or resumes it, from this process or another one sharing the SQLite file. A run is cancelled by
-``POST /v1/responses/{id}/cancel`` (here, or by any process through the stored status, which each
-run watches) and by shutdown after a grace period; either way its final status is recorded.
+or resumes it, from this process or another one sharing the SQLite file. Its stored response
+is kept current (status, the output items completed so far) under this process's lease, so a
+run whose process dies is ended as failed by another (``Gateway.reap``).
+
+A run is cancelled by ``POST /v1/responses/{id}/cancel`` (here, or by any process through the
+stored status, which each run watches): it is cut like a stream (adapters/watch.py), its event
+log ends with ``error`` + ``response.failed`` and it is stored ``cancelled`` with its output. At
+shutdown runs get the grace period, then are cut and stored failed with what they produced.
 """
 
 from __future__ import annotations
@@ -13,18 +18,20 @@ import logging
 
 import trio
 
+from respline.adapters import logs
+from respline.adapters.exchange import Exchange, new_request_id
 from respline.adapters.gateway import TERMINAL_STATUSES, Gateway, Turn, stored_event
+from respline.adapters.watch import CANCELLED
 from respline.engine.errors import ApiError
 
 log = logging.getLogger("respline.background")
 
 
 class _Run:
-    __slots__ = ("turn", "scope", "done")
+    __slots__ = ("turn", "done")
 
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
-        self.scope = trio.CancelScope()
         self.done = trio.Event()
 
 
@@ -38,31 +45,33 @@ class Runs:
         gateway.runs = self
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Own the nursery the runs live in; returns when every run has ended."""
+        """Own the nursery the runs live in (until cancelled by the server)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
 
-    async def shutdown(self, grace: float) -> None:
-        """Let runs finish for ``grace`` seconds, then cancel the rest (each records its status)."""
-        with trio.move_on_after(grace):
-            for run in list(self._runs.values()):
-                await run.done.wait()
-        for run in list(self._runs.values()):
-            run.scope.cancel()
-        for run in list(self._runs.values()):
-            await run.done.wait()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+    async def wait_all(self) -> None:
+        """Until every run has ended (at shutdown each ends by itself or at the cut)."""
+        while self._runs:
+            await next(iter(self._runs.values())).done.wait()
+
+    def live_ids(self) -> list[str]:
+        return list(self._runs)
 
     # -- starting ------------------------------------------------------------------------
 
-    async def start(self, turn: Turn) -> dict:
-        """Record the response as queued and start it; returns the queued Response body."""
-        if self._nursery is None:
-            raise ApiError(503, "Background runs are not available on this server.", code="background_unavailable")
-        body = await self.gateway.record_status(turn, "queued")
+    async def start(self, turn: Turn, request_id: str | None = None) -> dict:
+        """Lease and record the response as queued, and start it; returns the queued body.
+        The run logs a request line of its own when it ends (``request_id``, mode background)."""
+        if self._nursery is None or self.gateway.watch.stopping is not None:
+            raise ApiError(503, "Background runs are not available on this server now.", code="background_unavailable")
+        body = await self.gateway.begin_record(turn, "queued")
+        ex = Exchange(request_id or new_request_id(None), "POST", "/v1/responses", mode="background")
+        ex.tenant = turn.tenant
+        ex.model = turn.req.model if turn.req is not None else None
+        turn.exchange = ex
+        self._state("queued", +1)
         run = _Run(turn)
         self._runs[body["id"]] = run
         self._nursery.start_soon(self._run, run)
@@ -72,10 +81,14 @@ class Runs:
         gw = self.gateway
         turn = run.turn
         rid = turn.pipeline.response.id
+        ex = turn.exchange
+        token = logs.request_id.set(ex.request_id) if ex is not None else None
+        self._state("queued", -1)
+        self._state("in_progress", +1)
         try:
-            with run.scope:
+            with gw.telemetry.streaming("background"):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_cancel, turn, run.scope)
+                    nursery.start_soon(self._watch_cancel, turn)
                     await gw.record_status(turn, "in_progress")
 
                     async def emit(events: list) -> None:
@@ -86,31 +99,45 @@ class Runs:
                     try:
                         upstream = await gw.open_upstream(turn)
                     except ApiError as err:
+                        if ex is not None:
+                            ex.error = err.code
                         await gw.fail_before_stream(turn, err, emit)
                     else:
                         await gw.pump(turn, upstream, emit)
                     nursery.cancel_scope.cancel()
-            if run.scope.cancelled_caught:
-                with trio.CancelScope(shield=True):
-                    await gw.record_status(turn, "cancelled", completed_at=None)
-                    self._wake(rid)
         except Exception:  # noqa: BLE001 - a run's fault must not take the server down
             log.exception("background run %s failed", rid)
             with trio.CancelScope(shield=True):
                 await gw.record_status(turn, "failed")
+                await gw.end_lease(turn)
         finally:
+            self._state("in_progress", -1)
             self._runs.pop(rid, None)
             run.done.set()
             self._wake(rid)
+            if ex is not None:
+                ex.status = 200
+                ex.absorb(turn)
+                status = turn.pipeline.response.status
+                if gw.telemetry.metrics is not None:
+                    gw.telemetry.metrics.background_runs_ended.labels(status).inc()
+                gw.telemetry.end(ex)
+            if token is not None:
+                logs.request_id.reset(token)
 
-    async def _watch_cancel(self, turn: Turn, scope: trio.CancelScope) -> None:
+    def _state(self, state: str, change: int) -> None:
+        m = self.gateway.telemetry.metrics
+        if m is not None:
+            m.background_runs.labels(state).inc(change)
+
+    async def _watch_cancel(self, turn: Turn) -> None:
         """Another process may cancel this run by writing its status; look now and then."""
         rid = turn.pipeline.response.id
         while True:
             await trio.sleep(self.watch_interval)
             stored = await self.gateway.store.get_response(turn.tenant, rid)
             if stored is None or stored.response.get("status") == "cancelled":
-                scope.cancel()
+                self.gateway.watch.cut(turn, CANCELLED)
                 return
 
     # -- cancelling and following --------------------------------------------------------
@@ -118,14 +145,29 @@ class Runs:
     async def cancel(self, tenant: str, response_id: str) -> None:
         run = self._runs.get(response_id)
         if run is not None and run.turn.tenant == tenant:
-            run.scope.cancel()
+            self.gateway.watch.cut(run.turn, CANCELLED)
             await run.done.wait()
             return
-        # not ours: mark it; the process running it sees the status and stops
-        stored = await self.gateway.store.get_response(tenant, response_id)
-        if stored is not None and stored.response.get("status") not in TERMINAL_STATUSES:
-            stored.response["status"] = "cancelled"
-            await self.gateway.store.put_response(stored)
+        # not ours: mark it; the process running it sees the status and stops. Until it does, its
+        # progress writes (one per completed output item) may put the status back: mark it again
+        store = self.gateway.store
+        with trio.move_on_after(5 * self.watch_interval + 1):
+            while True:
+                stored = await store.get_response(tenant, response_id)
+                status = stored.response.get("status") if stored is not None else None
+                if status is None or (status in TERMINAL_STATUSES and status != "cancelled"):
+                    return
+                if status != "cancelled":
+                    stored.response["status"] = "cancelled"
+                    await store.put_response(stored)
+                elif await self._ended(tenant, response_id):
+                    return
+                await trio.sleep(self.watch_interval / 2)
+
+    async def _ended(self, tenant: str, response_id: str) -> bool:
+        """The run's own process logged its end (it stored ``cancelled`` before that)."""
+        events = await self.gateway.store.get_events(tenant, response_id, -1)
+        return bool(events) and events[-1].type in ("response.failed", "response.completed", "response.incomplete")
 
     def _wake(self, response_id: str) -> None:
         ev = self._wakeups.pop(response_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
@@ -31,7 +32,10 @@ from respline.adapters.config import (
     load,
 )
 from respline.adapters import logs
-from respline.adapters.metrics import MULTIPROC_ENV, mark_worker_dead
+from respline.adapters import tracing
+from respline.adapters.exchange import Telemetry
+from respline.adapters.frontends.observed import metrics_only
+from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
 from respline.adapters.providers.anthropic import AnthropicProvider
@@ -40,6 +44,7 @@ from respline.adapters.providers.openai_responses import ResponsesProvider
 from respline.adapters.providers.replay import DemoTransport
 from respline.adapters.state import private_file, resolve
 from respline.adapters.transport import UpstreamTransport
+from respline.adapters.watch import SHUTDOWN
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.replay import KINDS, load_recording, replay
 from respline.engine.seal import Sealer
@@ -224,13 +229,60 @@ def hyper_config(cfg: Config, listen_fd: int | None = None):
     return hc
 
 
-async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient], listen_fd: int | None = None) -> None:
+# At shutdown, streams still writing their last events this long after the cut have their
+# clients dropped; hypercorn cancels whatever else still runs a little later (its
+# graceful_timeout), so the process exits within shutdown_grace plus about CUT_MARGIN seconds.
+CLOSE_STUCK_AFTER = 1.0
+CUT_MARGIN = 1.5
+
+
+def build_telemetry(cfg: Config, gateway: Gateway, tracer: tracing.Tracer | None = None) -> Telemetry:
+    """Metrics (unless switched off, with the store's latency), traces where OpenTelemetry is
+    set up, the access log: handed to the gateway, which every front end reaches."""
+    metrics = Metrics() if cfg.metrics.enabled else None
+    if metrics is not None:
+        gateway.store = TimedStore(gateway.store, metrics, cfg.store.backend)
+    tracer = tracer or tracing.from_environment()
+    gateway.telemetry = Telemetry(metrics, tracer, access_log=cfg.server.access_log)
+    return gateway.telemetry
+
+
+def started_fields(cfg: Config) -> dict[str, Any]:
+    """What the start-up line says besides the address: providers, store, metrics."""
+    return {
+        "host": cfg.server.host,
+        "port": cfg.server.port,
+        "providers": [f"{name}:{p.kind}" for name, p in cfg.providers.items()],
+        "store": cfg.store.backend,
+        "metrics": (cfg.metrics.address or "/metrics") if cfg.metrics.enabled else "off",
+    }
+
+
+async def serve(
+    cfg: Config,
+    gateway: Gateway,
+    clients: list[httpx.AsyncClient],
+    listen_fd: int | None = None,
+    metrics_fd: int | None = None,
+    *,
+    tracer: tracing.Tracer | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: stop accepting, give streams, WebSocket turns and
+    background runs ``shutdown_grace`` seconds, cut what still runs (each ends with ``error`` +
+    ``response.failed`` and is stored as it stands), close WebSockets with 1001 as their turns
+    end, and exit. The grace period runs once, for hypercorn's requests and the runs together."""
     from hypercorn.trio import serve as hyper_serve
 
     closing = trio.Event()
-    app = build_app(gateway, build_auth(cfg), closing)
+    telemetry = build_telemetry(cfg, gateway, tracer)
+    metrics_apart = cfg.metrics.enabled and bool(cfg.metrics.address)
+    metrics_key = expand_env(cfg.metrics.key, "metrics.key") if cfg.metrics.key else None
+    app = build_app(gateway, build_auth(cfg), closing, metrics_here=cfg.metrics.enabled and not metrics_apart, metrics_key=metrics_key)
     runs = Runs(gateway)
+    watch = gateway.watch
+    grace = cfg.server.shutdown_grace
     hc = hyper_config(cfg, listen_fd)
+    hc.graceful_timeout = grace + CUT_MARGIN  # a backstop: respline ends its own streams at `grace`
     shutdown = trio.Event()
 
     async def on_signals() -> None:
@@ -250,19 +302,60 @@ async def serve(cfg: Config, gateway: Gateway, clients: list[httpx.AsyncClient],
             if removed:
                 log.info("expired %d stored objects", removed)
 
+    async def leases() -> None:
+        """Renew this process's leases; end the responses of processes that died (at start too)."""
+        while True:
+            try:
+                await gateway.renew_leases()
+                ended = await gateway.reap()
+            except Exception:  # noqa: BLE001 - retried next interval
+                log.exception("lease renewal failed")
+            else:
+                if ended:
+                    log.info("ended %d responses left by a server process that stopped", ended)
+            await trio.sleep(cfg.store.lease_renew_seconds)
+
+    async def drain() -> None:
+        await shutdown.wait()
+        in_flight = set(watch.active)
+        log.info(
+            "shutting down: %d responses in flight get %gs to finish", len(in_flight), grace,
+            extra={"fields": {"in_flight": len(in_flight), "grace_s": grace}},
+        )
+        closing.set()  # WebSockets close with 1001 between turns
+        await trio.sleep(grace)
+        drained, cut = len(in_flight - watch.active), len(watch.active)
+        log.info(
+            "shutdown: %d responses finished in the grace period, %d ended now (error + response.failed, stored as they stand)",
+            drained, cut,
+            extra={"fields": {"drained": drained, "cut": cut}},
+        )
+        watch.cut_all(SHUTDOWN)
+        await trio.sleep(CLOSE_STUCK_AFTER)
+        watch.close_stuck()
+
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(on_signals)
             nursery.start_soon(sweeper)
+            nursery.start_soon(watch.run)
+            nursery.start_soon(leases)
+            nursery.start_soon(drain)
             await nursery.start(runs.serve)
-            log.info("respline listening on http://%s:%d", cfg.server.host, cfg.server.port)
-
-            async def until_shutdown() -> None:
-                await shutdown.wait()
-                closing.set()  # WebSocket sessions close with 1001 while hypercorn drains
-
-            await hyper_serve(app, hc, shutdown_trigger=until_shutdown)
-            await runs.shutdown(cfg.server.shutdown_grace)
+            if metrics_apart:
+                mc = hyper_config(cfg, metrics_fd)
+                if metrics_fd is None:
+                    mc.bind = [cfg.metrics.address]
+                mc.graceful_timeout = 1
+                nursery.start_soon(functools.partial(hyper_serve, metrics_only(telemetry, metrics_key), mc, shutdown_trigger=shutdown.wait))
+            log.info(
+                "respline listening on http://%s:%d",
+                cfg.server.host,
+                cfg.server.port,
+                extra={"fields": started_fields(cfg)},
+            )
+            await hyper_serve(app, hc, shutdown_trigger=shutdown.wait)
+            await runs.wait_all()
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -290,6 +383,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             load_secret(cfg)  # created once here, so every worker seals with the same secret
             return supervise(args, cfg, sock)
+        metrics_fd = args.metrics_fd
+        if metrics_fd is None and cfg.metrics.enabled and cfg.metrics.address:
+            host, port = cfg.metrics.address.rsplit(":", 1)
+            metrics_sock = bind(host.strip("[]"), int(port))  # a busy address fails here too
+            metrics_fd = metrics_sock.detach()
         gateway, clients = build_gateway(cfg)  # env keys, secret, store: fail here, not mid-serve
     except ConfigError as exc:
         if sock is not None:
@@ -298,7 +396,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     sock.detach()  # hypercorn's own socket object owns the descriptor from here
     tune_gc(cfg.server.gc_thresholds)
-    trio.run(serve, cfg, gateway, clients, listen_fd)
+    trio.run(serve, cfg, gateway, clients, listen_fd, metrics_fd)
     return 0
 
 

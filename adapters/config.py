@@ -50,6 +50,10 @@ class Timeouts(Struct, forbid_unknown_fields=True):
     # server-wide, read from [timeouts] only: a client's request body must arrive within this
     # many seconds of its head (then 408 and the connection closes)
     client_body: float = 30.0
+    # one write to the client (server-wide; ignored under providers.*.timeouts): a client that
+    # takes longer to accept one write is dropped and its upstream request cancelled. The
+    # upstream limits above count only time spent waiting on the upstream, never on the client.
+    client_write: float = 60.0
 
 
 class Limits(Struct, forbid_unknown_fields=True):
@@ -69,7 +73,10 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     record_dir: str | None = None
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = ""  # "json" | "text"; "" = json unless stderr is a terminal
-    shutdown_grace: float = 10.0  # seconds background runs get to finish at shutdown
+    access_log: bool = True  # one line per request when it ends (logger respline.access)
+    # seconds in-flight streams, WebSocket turns and background runs get to finish at shutdown;
+    # then each is ended with error + response.failed and stored as it stands
+    shutdown_grace: float = 10.0
     websocket_max_age: float = 3600.0  # a WebSocket connection's lifetime (OpenAI: 60 minutes)
     # CPython's cyclic GC thresholds (gen0, gen1, gen2). The default (700, 10, 10) scans the
     # whole heap ever more often as thousands of open streams grow it: at 3,000 paced streams
@@ -86,6 +93,11 @@ class StoreConfig(Struct, forbid_unknown_fields=True):
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
     sweep_interval: float = 60.0  # seconds between expiry sweeps
+    # A response being produced (background run, store: true stream) is held under a lease its
+    # server process renews every lease_renew_seconds; one that ran out (its process died) is
+    # ended as failed by whichever process notices (engine/store.py).
+    lease_seconds: float = 30.0
+    lease_renew_seconds: float = 10.0
 
 
 class ProviderConfig(Struct, forbid_unknown_fields=True):
@@ -234,6 +246,13 @@ def check(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: timeouts.client_body must be > 0")
     if cfg.store.sweep_interval <= 0:
         raise ConfigError(f"{where}: store.sweep_interval must be > 0")
+    if not 0 < cfg.store.lease_renew_seconds < cfg.store.lease_seconds:
+        raise ConfigError(f"{where}: store.lease_renew_seconds must be > 0 and below store.lease_seconds")
+    if cfg.server.shutdown_grace < 0:
+        raise ConfigError(f"{where}: server.shutdown_grace must be >= 0")
+    for name, t in [("timeouts", cfg.timeouts)] + [(f"providers.{n}.timeouts", p.timeouts) for n, p in cfg.providers.items()]:
+        if t is not None and min(t.connect, t.first_byte, t.idle, t.total, t.client_write) <= 0:
+            raise ConfigError(f"{where}: {name}: every timeout must be > 0 seconds")
     seen: dict[str, str] = {}
     for tname, keys in cfg.tenants.items():
         for key in keys:

@@ -13,7 +13,8 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from respline.adapters import logs
 from respline.adapters.metrics import UNROUTED, Metrics
@@ -38,6 +39,10 @@ _ROUTES = [
     (re.compile(r"^/models$"), "models"),
 ]
 _FIXED = {"/health": "health", "/metrics": "metrics"}
+
+
+# errors that say what the client did, not that something failed: a request line at info
+_CLIENT_SIDE = frozenset({"client_disconnected", "client_timeout", "response_cancelled", "max_output_tokens", "content_filter"})
 
 
 def route_name(path: str) -> str:
@@ -116,7 +121,10 @@ class Exchange:
         if resp is None:
             return
         self.response_id = resp.id
-        if resp.error is not None and self.error is None:
+        failure = getattr(pipe.builder, "failure", None)
+        if failure is not None and self.error is None:
+            self.error = failure.code or "server_error"
+        elif resp.error is not None and self.error is None:
             self.error = resp.error.code
         elif resp.status == "incomplete" and self.error is None and resp.incomplete_details is not None:
             self.error = resp.incomplete_details.reason
@@ -162,18 +170,32 @@ class Exchange:
 class Telemetry:
     """Logs, metrics and (optionally) traces, ended together per exchange."""
 
-    def __init__(self, metrics: Metrics | None, tracer: Any = None) -> None:
+    def __init__(self, metrics: Metrics | None, tracer: Any = None, access_log: bool = True) -> None:
         self.metrics = metrics
         self.tracer = tracer
+        self.access_log = access_log
+
+    @contextmanager
+    def streaming(self, mode: str) -> Iterator[None]:
+        """A response being produced: counted in ``respline_open_streams`` while it lasts."""
+        if self.metrics is None:
+            yield
+            return
+        gauge = self.metrics.open_streams.labels(mode)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
     def end(self, ex: Exchange) -> None:
         if ex.ended is None:
             ex.ended = time.perf_counter()
         status = ex.status or 0
         level = logging.INFO
-        if status >= 500 or (ex.error is not None and ex.error.startswith("upstream")):
+        if status >= 500 or (ex.error is not None and ex.error not in _CLIENT_SIDE and ex.provider is not None and status < 400):
             level = logging.WARNING
-        if access.isEnabledFor(level):
+        if self.access_log and access.isEnabledFor(level):
             access.log(level, "request", extra={"fields": ex.fields(), "request_id": ex.request_id})
         m = self.metrics
         if m is not None:

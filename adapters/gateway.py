@@ -5,14 +5,23 @@ can fail with an error envelope before a byte is sent (validation, routing, reso
 context); ``open_upstream`` adds the upstream's own refusals (status, connect errors, timeouts);
 ``pump`` streams the rest, where a failure can only be an ``error`` event and ``response.failed``.
 State (stored responses, conversations, background runs) goes through the Store protocol.
+
+A response being produced with ``store: true`` (a background run, or a foreground stream) is
+durable: it is recorded ``in_progress`` under a lease of this process (``owner``) when it
+starts, its stored output is brought up to date as each output item completes, and it is stored
+final before its client hears the end. A process that dies leaves leases that run out; ``reap``
+(any process, periodically) ends those responses as failed with what they had produced.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
+import socket
 import time
+from time import perf_counter
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -20,15 +29,17 @@ import httpx
 import msgspec
 import trio
 
+from respline.adapters.exchange import Exchange, Telemetry
 from respline.adapters.config import Config, ConfigError, Router, Timeouts, expand_env
 from respline.adapters.providers.common import TurnContext
 from respline.adapters.state import private_dir
+from respline.adapters.watch import CANCELLED, CLIENT_GONE, SHUTDOWN, Watch, tick_for
 from respline.engine.deltas import UpstreamError
 from respline.engine import compaction
 from respline.engine.errors import ApiError, decode_json
 from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
-from respline.engine.pipeline import ResponsePipeline
+from respline.engine.pipeline import ResponsePipeline, responses_pipeline
 from respline.engine.seal import Sealer, open_items
 from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine import tokens, tool_policy
@@ -52,6 +63,7 @@ from respline.engine.translate import (
     translate_tools,
 )
 from respline.engine.wire import request as Q
+from respline.engine.wire import responses as R
 from respline.engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
 
 log = logging.getLogger("respline.gateway")
@@ -64,6 +76,13 @@ TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"}
 TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
 Emit = Callable[[list], Awaitable[None]]
+
+# how a response whose producing process died (its lease ran out) ends
+ORPHANED = UpstreamError(
+    message="The server process producing this response stopped (it was killed or crashed) before the response finished.",
+    type="server_error",
+    code="server_error",
+)
 
 
 class Turn:
@@ -90,6 +109,17 @@ class Turn:
         "template",
         "compact",
         "seeded",
+        # in flight (adapters/watch.py): why it was cut, the scope a cut cancels, whether it is
+        # writing to its client and since when, its upstream read limits, how to drop its client
+        "stop",
+        "scope",
+        "writing",
+        "since",
+        "read_limit",
+        "total_at",
+        "close_client",
+        "leased",  # this process holds the lease of its stored response
+        "exchange",  # the request's record (adapters/exchange.py): log line, metrics, trace
         "answer",
     )
 
@@ -98,6 +128,15 @@ class Turn:
         self.conversation_id: str | None = None
         self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
         self.seeded: list = []  # output items made before the upstream call (context_management)
+        self.stop: UpstreamError | None = None
+        self.scope: trio.CancelScope | None = None
+        self.writing = False
+        self.since = 0.0
+        self.read_limit = math.inf
+        self.total_at = math.inf
+        self.close_client: Callable[[], None] | None = None
+        self.leased = False
+        self.exchange: Exchange | None = None
         self.answer = None  # Prepared.answer: the upstream was asked for its whole answer
 
 
@@ -122,6 +161,15 @@ class Gateway:
         self.dialect = cfg.server.reasoning_dialect
         self.record_dir = Path(cfg.server.record_dir) if cfg.server.record_dir else None
         self.runs = None  # adapters.background.Runs, set by the server
+        limits = [cfg.timeouts.client_write]
+        for t in [cfg.timeouts] + [p.timeouts for p in providers.values() if getattr(p, "timeouts", None) is not None]:
+            limits += [t.first_byte, t.idle, t.total]
+        self.watch = Watch(cfg.timeouts.client_write, tick_for(limits))
+        # this process's lease owner id: unique per start, readable in the database
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.lease_seconds = cfg.store.lease_seconds
+        self.telemetry = Telemetry(None)  # logs only; the server adds metrics and traces
+        self.watch.on_timeout = self._timed_out
 
     def model_list(self) -> list[tuple[str, str]]:
         """Routable model names with their provider (config.Router.listed says how globs list)."""
@@ -313,8 +361,22 @@ class Gateway:
 
     async def open_upstream(self, turn: Turn) -> httpx.Response:
         """Send the upstream request and wait for its status line; refusals become ApiErrors.
+        A turn cut meanwhile (shutdown, a cancelled run) ends with a 503 naming why."""
+        watch = self.watch
+        if turn.stop is None:
+            with trio.CancelScope() as scope:
+                turn.scope = scope
+                watch.add(turn)
+                try:
+                    return await self._open_with_fallbacks(turn)
+                finally:
+                    watch.discard(turn)
+                    turn.scope = None
+        why = turn.stop or SHUTDOWN
+        raise ApiError(503, why.message, code=why.code, type="server_error")
 
-        A route's fallbacks are tried in order while nothing has reached the client: after a
+    async def _open_with_fallbacks(self, turn: Turn) -> httpx.Response:
+        """A route's fallbacks are tried in order while nothing has reached the client: after a
         connect error, a timeout, a 429 or a 5xx from one provider, the next gets the request
         (translated for its kind). Once streaming began there is no retry (``pump``)."""
         while True:
@@ -326,6 +388,8 @@ class Gateway:
                 failed = turn.provider.name
                 turn.attempt += 1
                 self._prepare_attempt(turn)
+                if self.telemetry.metrics is not None:
+                    self.telemetry.metrics.fallbacks.labels(failed, turn.provider.name).inc()
                 log.warning(
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
@@ -341,19 +405,30 @@ class Gateway:
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
         t: Timeouts = turn.provider.timeouts
+        ex = turn.exchange
+        if ex is not None and ex.upstream_start is None:
+            ex.upstream_start = perf_counter()
+        if ex is not None:
+            turn.http_request.headers["x-request-id"] = ex.request_id  # the upstream's logs too
+            if self.telemetry.tracer is not None:
+                self.telemetry.tracer.inject(ex, turn.http_request.headers)
         try:
             with trio.fail_after(t.connect + t.first_byte):
                 resp = await turn.provider.send(turn.http_request)
         except trio.TooSlowError:
+            self._upstream_fault(turn, "timeout", "", "no answer within first_byte", timeout="first_byte")
             raise ApiError(504, "The upstream did not answer in time.", code="upstream_timeout", type="server_error") from None
         except httpx.TimeoutException:
+            self._upstream_fault(turn, "timeout", "", "connect timed out", timeout="connect")
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
         except httpx.ConnectError as exc:
+            self._upstream_fault(turn, "connect_error", "", f"cannot connect: {exc.__class__.__name__}")
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
             # connected, but no answer: the upstream may have the request, so it is not sent again
+            self._upstream_fault(turn, "connect_error", "", f"connection failed before an answer: {exc.__class__.__name__}")
             raise ApiError(
                 502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
             ) from None
@@ -369,54 +444,100 @@ class Gateway:
                 pass
             finally:
                 await resp.aclose()
-            raise turn.provider.error(resp.status_code, body, resp.headers)
+            err = turn.provider.error(resp.status_code, body, resp.headers)
+            self._upstream_fault(turn, "http_error", str(resp.status_code), f"answered {resp.status_code} {err.code}")
+            raise err
         if self.record_dir is not None:
             turn.record_dir = self._record_start(turn)
         return resp
+
+    def _upstream_fault(self, turn: Turn, outcome: str, status: str, cause: str, timeout: str | None = None) -> None:
+        """An upstream refusal or fault before streaming: a warning line and its metrics."""
+        name = turn.provider.name
+        log.warning("upstream %s: %s", name, cause, extra={"fields": {"provider": name, "outcome": outcome}})
+        m = self.telemetry.metrics
+        if m is not None:
+            m.upstream_requests.labels(name, outcome, status).inc()
+            if timeout is not None:
+                m.timeouts.labels(timeout).inc()
+
+    def _upstream_end(self, turn: Turn, failure: UpstreamError | None) -> None:
+        """An upstream call that streamed: how it ended, counted once; a fault is a warning."""
+        if failure is not None and failure.code not in ("client_timeout", "client_disconnected", "server_shutting_down", "response_cancelled"):
+            log.warning(
+                "upstream %s: the stream failed: %s (%s)", turn.provider.name, failure.message, failure.code,
+                extra={"fields": {"provider": turn.provider.name, "error": failure.code}},
+            )
+        m = self.telemetry.metrics
+        if m is None:
+            return
+        if failure is None:
+            outcome = "ok"
+        elif failure.code == "upstream_timeout":
+            outcome = "timeout"
+        elif failure.code in ("client_timeout", "client_disconnected", "server_shutting_down", "response_cancelled"):
+            outcome = "cancelled"
+        else:
+            outcome = "stream_error"
+        m.upstream_requests.labels(turn.provider.name, outcome, "200").inc()
+
+    def _timed_out(self, turn: Turn, kind: str) -> None:
+        """The watch cut a turn for a deadline (first_byte, idle, total, client_write)."""
+        m = self.telemetry.metrics
+        if m is not None:
+            m.timeouts.labels(kind).inc()
 
     # -- streaming -----------------------------------------------------------------------
 
     async def pump(self, turn: Turn, resp: httpx.Response, emit: Emit) -> None:
         """Upstream body -> pipeline -> ``emit(frames)``; always ends with a terminal event.
 
-        Timeouts are one cancel scope whose deadline is the nearer of the whole-request limit
-        and the read limit (first byte, then idle between reads), moved forward after reads;
-        moving a deadline costs less than a new scope per read on this per-chunk path.
-        The stored response is written before the frames that carry the terminal event go out.
+        Time limits are the watch's (adapters/watch.py): this loop only marks when it waits on
+        the upstream and when it writes to the client (``turn.writing``, ``turn.since``), and
+        looks at ``turn.stop`` after each read and each write; a cut cancels ``turn.scope``
+        while it waits on the upstream, never mid-write. A ``store: true`` response is recorded
+        when it starts, brought up to date as each output item completes, and stored final
+        before the frames that carry its terminal event go out.
         """
         pipe: ResponsePipeline = turn.pipeline
         t: Timeouts = turn.provider.timeouts
         body = resp.stream
+        watch = self.watch
+        durable = turn.store
         # Each write to the client costs ~0.1 ms of fixed server overhead (bench/README.md), so
         # events that are ready together go out together: the opening events wait for the first
         # upstream read only when its bytes came with the head, and the last read's events go
         # out with the terminal ones.
         held = pipe.start()
-        if not getattr(body, "buffered", False):
-            await emit(held)
-            held = []
         recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
+        gone: BaseException | None = None
         out: list = []
         idle = t.idle
-        step = idle / 10
-        moved_at = float("-inf")
-        got_bytes = False
-        total_at = trio.current_time() + t.total
+        items = 0
+        ex = turn.exchange
+        first_token = ex is not None  # the first frames read from the upstream time TTFT
+        turn.since = now = trio.current_time()
+        turn.read_limit = t.first_byte
+        turn.total_at = now + t.total
+        turn.writing = False
         try:
-            # One scope for both limits (a scope is a few hundred bytes of every open stream):
-            # its deadline is the nearer of the whole-request limit and the read limit (first
-            # byte, then idle between reads), which moves forward after reads.
-            with trio.CancelScope(deadline=min(trio.current_time() + t.first_byte, total_at)) as scope:
+            with trio.CancelScope() as scope:
+                turn.scope = scope
+                watch.add(turn)
+                if durable and not turn.leased:
+                    await self.begin_record(turn)
+                if not getattr(body, "buffered", False):
+                    turn.writing = True
+                    await emit(held)
+                    turn.writing = False
+                    held = []
+                    turn.since = trio.current_time()
                 async for chunk in body:  # the transport's body itself: no chunker layer
-                    # the idle deadline moves in steps of a tenth of it (so it fires between
-                    # idle and 1.1 x idle after the last read): moving a deadline re-sorts
-                    # trio's timer heap, and a paced stream reads once per token
-                    now = trio.current_time()
-                    if now > moved_at + step:
-                        moved_at = now
-                        scope.deadline = min(now + idle + step, total_at)
-                    got_bytes = True
+                    if turn.stop is not None:
+                        break  # cut as this read completed
+                    turn.since = trio.current_time()
+                    turn.read_limit = idle
                     if recorder is not None:
                         recorder.write(chunk)
                     frames = pipe.feed(chunk)
@@ -430,13 +551,20 @@ class Gateway:
                         if getattr(body, "complete", False):
                             out = frames  # the loop ends next, without a read
                             continue
+                        turn.writing = True
                         await emit(frames)
-            if scope.cancelled_caught:
-                if trio.current_time() >= total_at:
-                    message = f"The request exceeded the total timeout of {t.total:g} seconds."
-                else:
-                    message = f"The upstream sent nothing for {idle if got_bytes else t.first_byte:g} seconds."
-                failure = UpstreamError(message=message, type="server_error", code="upstream_timeout")
+                        turn.writing = False
+                        if first_token:
+                            first_token = False
+                            ex.first_token = perf_counter()
+                        if turn.stop is not None:
+                            break  # cut while writing
+                        if durable and len(pipe.builder.output) != items:
+                            items = len(pipe.builder.output)
+                            await self.record_status(turn, "in_progress")  # an item completed
+                        turn.since = trio.current_time()
+        except trio.Cancelled as exc:  # the client left (or, past the shutdown backstop, the server)
+            gone = exc
         except httpx.HTTPError as exc:
             failure = UpstreamError(
                 message=f"The upstream connection failed mid-stream: {exc.__class__.__name__}.",
@@ -444,13 +572,45 @@ class Gateway:
                 code="upstream_error",
             )
         finally:
+            watch.discard(turn)
+            turn.scope = None
+            turn.writing = False
             if recorder is not None:
                 recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
+        if gone is not None:
+            # no client to tell, but what was produced is stored (a background run's followers
+            # get its end too)
+            self._upstream_end(turn, CLIENT_GONE)
+            with trio.CancelScope(shield=True):
+                end = pipe.fail(SHUTDOWN if watch.stopping is not None else CLIENT_GONE)
+                await self.finish(turn)
+                if turn.background:
+                    await emit(end)
+            raise gone
+        if failure is None:
+            failure = turn.stop
+        self._upstream_end(turn, failure or getattr(pipe.builder, "failure", None))  # (or in-band)
+        if first_token and failure is None:  # the whole answer came in one read, with its end
+            ex.first_token = perf_counter()
         out = held + out  # (held: nothing was read)
         out += pipe.fail(failure) if failure is not None else pipe.close()
-        await self.finish(turn)
+        if failure is not None and failure.code == "client_timeout":
+            with trio.CancelScope(shield=True):  # its connection is closed: store, tell nobody
+                await self.finish(turn)
+            return
+        if turn.background:
+            # the event log is the client: all but the terminal event (and the error before it)
+            # go in before the final status is stored, so a crash between the two leaves a log
+            # that lacks only its end, which follow() adds from the stored status
+            cut = len(out) - 1
+            if cut > 0 and type(out[cut - 1]) is R.ErrorEvent:
+                cut -= 1
+            await emit(out[:cut])
+            out = out[cut:]
+        with trio.CancelScope(shield=True):
+            await self.finish(turn)
         await emit(out)
 
     async def fail_before_stream(self, turn: Turn, err: ApiError, emit: Emit) -> None:
@@ -458,7 +618,8 @@ class Gateway:
         pipe = turn.pipeline
         await emit(pipe.start())
         out = pipe.fail(UpstreamError(message=err.message, type=err.type, code=err.code, param=err.param))
-        await self.finish(turn)
+        with trio.CancelScope(shield=True):
+            await self.finish(turn)
         await emit(out)
 
     async def collect(self, turn: Turn, resp: httpx.Response) -> Response:
@@ -471,28 +632,127 @@ class Gateway:
         return turn.pipeline.response
 
     async def finish(self, turn: Turn) -> None:
-        """Persist what the client is about to be told exists: the response and conversation."""
+        """Persist what the client is about to be told exists: the response and conversation.
+        A cancelled run is stored ``cancelled`` (its events end in ``response.failed``)."""
         resp = turn.pipeline.response
         output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
         if turn.store:
+            body = response_builtins(resp)
+            if turn.stop is CANCELLED:
+                body["status"], body["error"] = "cancelled", None
             await self.store.put_response(
                 StoredResponse(
                     tenant=turn.tenant,
                     id=resp.id,
-                    response=response_builtins(resp),
+                    response=body,
                     input_items=turn.stored_input,
                     previous_response_id=turn.previous_response_id,
                     created_at=resp.created_at,
                     background=turn.background,
                 )
             )
+        await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
             await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
+
+    # -- leases: a crash never leaves a response in_progress ---------------------------------
+
+    async def begin_record(self, turn: Turn, status: str = "in_progress") -> dict[str, Any]:
+        """Lease the response, then record it (in that order: a lease without its record is
+        simply dropped by the reaper, a record without a lease would never end)."""
+        await self.store.lease_run(turn.tenant, turn.pipeline.response.id, self.owner, time.time() + self.lease_seconds)
+        turn.leased = True
+        return await self.record_status(turn, status)
+
+    async def end_lease(self, turn: Turn) -> None:
+        if turn.leased:
+            turn.leased = False
+            await self.store.end_lease(turn.tenant, turn.pipeline.response.id)
+
+    async def renew_leases(self) -> None:
+        await self.store.renew_leases(self.owner, time.time() + self.lease_seconds)
+
+    async def reap(self) -> int:
+        """End the responses whose producing process died: take their lapsed leases (atomically,
+        so one process ends each), store each as failed with the output it had, give a
+        background run's event log its end (``error`` + ``response.failed``), drop the lease.
+        A process that fails midway leaves the lease to lapse again and be retried."""
+        now = time.time()
+        taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds)
+        if not taken:
+            return 0
+        # a lease of this very process can lapse only if its renewals stalled: its live turns
+        # go on, under the lease just taken back
+        live = {turn.pipeline.response.id for turn in self.watch.active}
+        if self.runs is not None:
+            live.update(self.runs.live_ids())
+        for lease in taken:
+            if lease.response_id in live:
+                continue
+            try:
+                await self._end_orphan(lease.tenant, lease.response_id)
+            except Exception:  # noqa: BLE001 - one bad row must not stop the others
+                log.exception("could not end orphaned response %s", lease.response_id)
+        return sum(1 for lease in taken if lease.response_id not in live)
+
+    async def _end_orphan(self, tenant: str, response_id: str) -> None:
+        stored = await self.store.get_response(tenant, response_id)
+        if stored is not None and stored.response.get("status") not in TERMINAL_STATUSES:
+            log.warning("response %s: the server process producing it stopped; ending it as failed", response_id)
+            if stored.background:
+                events = await self.store.get_events(tenant, response_id, -1)
+                ended = [ev for ev in events if ev.type in TERMINAL_TYPES]
+                if ended:  # the log has its end: the stored status had not caught up
+                    stored.response = msgspec.json.decode(ended[0].data)["response"]
+                    await self.store.put_response(stored)
+                else:
+                    new, final = self.close_log(stored, events, ORPHANED)
+                    stored.response = final
+                    await self.store.put_response(stored)
+                    await self.store.append_events(tenant, response_id, new)
+            else:
+                stored.response.update(
+                    status="failed", error={"code": ORPHANED.code, "message": ORPHANED.message}, completed_at=None
+                )
+                await self.store.put_response(stored)
+        await self.store.end_lease(tenant, response_id)
+
+    def close_log(
+        self, stored: StoredResponse, events: list[StoredEvent], end: UpstreamError | None
+    ) -> tuple[list[StoredEvent], dict[str, Any]]:
+        """What a run's event log lacks to be a whole stream, and the Response it ends with.
+
+        The log is replayed through a Responses-API normaliser (the stage that takes a Responses
+        stream from an upstream), which closes whatever the log left open; then it is ended:
+        ``end`` None ends it as stored (completed or incomplete), else ``error`` +
+        ``response.failed``. The new events are numbered after the log."""
+        base = {k: v for k, v in stored.response.items() if k not in _FINAL_KEYS}
+        template = msgspec.convert(base, Response)
+        pipe = responses_pipeline(template, self.ids, self.clock, encoding=None, reasoning_dialect=self.dialect)
+        opening = pipe.start()
+        replay = b"".join(
+            b"event: " + ev.type.encode() + b"\ndata: " + ev.data + b"\n\n"
+            for ev in events
+            if ev.type not in TERMINAL_TYPES and ev.type != "error"
+        )
+        pipe.feed(replay)
+        if end is not None:
+            tail = pipe.fail(end)
+        else:
+            kind = "response.incomplete" if stored.response.get("status") == "incomplete" else "response.completed"
+            terminal = _json.encode({"type": kind, "response": stored.response})
+            tail = pipe.feed(b"event: " + kind.encode() + b"\ndata: " + terminal + b"\n\n") + pipe.close()
+        new = tail if events else opening + tail
+        seq = events[-1].seq if events else -1
+        for ev in new:
+            seq += 1
+            ev.sequence_number = seq
+        return [stored_event(ev) for ev in new], response_builtins(pipe.response)
 
     # -- background runs -------------------------------------------------------------------
 
     async def record_status(self, turn: Turn, status: str, **changes: Any) -> dict[str, Any]:
-        """Write the response as it stands (queued, in progress, cancelled) to the store."""
+        """Write the response as it stands (queued, in progress, with its output so far)."""
         resp = msgspec.structs.replace(turn.pipeline.response, status=status, **changes)
         body = response_builtins(resp)
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
@@ -504,14 +764,17 @@ class Gateway:
                 input_items=turn.stored_input,
                 previous_response_id=turn.previous_response_id,
                 created_at=resp.created_at,
-                background=True,
+                background=turn.background,
             )
         )
         return body
 
     async def follow(self, tenant: str, response_id: str, after: int):
-        """Batches of a background run's stored events after ``after``, live until it ends."""
-        runs = self.runs
+        """Batches of a background run's stored events after ``after``, live until it ends.
+
+        A run whose stored status is final but whose log has no terminal event (it was cancelled
+        by another process, or its process died between storing the end and logging it) gets
+        its end from the stored status (``close_log``), logged for the next follower too."""
         wait_events = getattr(self.store, "wait_events", None)
         settle_by = None
         while True:
@@ -525,22 +788,34 @@ class Gateway:
                 after = events[-1].seq
                 continue
             stored = await self.store.get_response(tenant, response_id)
-            status = stored.response.get("status") if stored is not None else None
-            if status in ("completed", "incomplete", "failed") and (settle_by is None or trio.current_time() < settle_by):
-                # the final status is stored just before the terminal event: give it 2 s to land
-                settle_by = settle_by or trio.current_time() + 2.0
-            elif stored is None or status in TERMINAL_STATUSES:
-                # ended without a terminal event (cancelled): pick up any last rows, then stop
-                last = await self.store.get_events(tenant, response_id, after)
-                if last:
-                    yield last
+            if stored is None:
                 return
-            if wait_events is not None:  # the store tells when any host wrote (postgres)
-                await wait_events(response_id, 0.5)
-            elif runs is not None:
-                await runs.wait_for_events(response_id, 0.25)
-            else:
-                await trio.sleep(0.25)
+            if stored.response.get("status") in TERMINAL_STATUSES:
+                # the final status is stored just before the terminal event is logged (by this
+                # process or another host): give that 2 s to land before ending the log here
+                if settle_by is None:
+                    settle_by = trio.current_time() + 2.0
+                if trio.current_time() < settle_by:
+                    await self._wait_events(wait_events, response_id)
+                    continue
+                log_all = await self.store.get_events(tenant, response_id, -1)
+                if any(ev.type in TERMINAL_TYPES for ev in log_all):
+                    return  # the follower started after the end
+                new, _ = self.close_log(stored, log_all, _end_of(stored.response))
+                await self.store.append_events(tenant, response_id, new)
+                yield [ev for ev in new if ev.seq > after]
+                return
+            await self._wait_events(wait_events, response_id)
+
+    async def _wait_events(self, wait_events, response_id: str) -> None:
+        """Until events of the response may have arrived: the store's own signal where it has
+        one (PostgreSQL: any host's write), else this process's wakeups, else a short sleep."""
+        if wait_events is not None:
+            await wait_events(response_id, 0.5)
+        elif self.runs is not None:
+            await self.runs.wait_for_events(response_id, 0.25)
+        else:
+            await trio.sleep(0.25)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -613,6 +888,20 @@ def stored_event(event: Any) -> StoredEvent:
     return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
 
 
+# the keys of a Response that only its end sets (close_log's template leaves them out)
+_FINAL_KEYS = frozenset({"output", "status", "error", "incomplete_details", "completed_at", "usage"})
+
+
+def _end_of(response: dict[str, Any]) -> UpstreamError | None:
+    """How a response stored as final ends its stream: None (completed, incomplete: as stored),
+    or the error of a failed or cancelled one."""
+    status = response.get("status")
+    if status == "cancelled":
+        return CANCELLED
+    if status == "failed":
+        err = response.get("error") or {}
+        return UpstreamError(message=err.get("message") or "The response failed.", code=err.get("code") or "server_error")
+    return None
 class _WholeAnswer(httpx.AsyncByteStream):
     """A non-streamed upstream answer, read to its end and handed to the pipeline as the stream
     it would have sent (``Prepared.answer``), in one piece: ``pump`` reads it like any body."""

@@ -239,15 +239,6 @@ def test_workers_share_postgres(start_server, upstream, tmp_path):
         schema.drop()
 
 
-def _runs_have_leases() -> bool:
-    """The crash test needs the runs work (leases renewed by the running host, a reaper on
-    every host that ends lapsed runs); it runs by itself once that has landed."""
-    from respline.adapters import background
-
-    return "take_lapsed" in Path(background.__file__).read_text()
-
-
-@pytest.mark.skipif(not _runs_have_leases(), reason="needs the runs work: leases and the reaper (issue 14)")
 def test_host_killed_mid_run_is_ended_by_another(upstream_server, tmp_path):
     """kill -9 the host producing a background run: another host takes the lapsed lease and
     ends the run as failed; a follower on a third host sees the stream end."""

@@ -93,6 +93,7 @@ CONFIG = f"""
 api_keys = ["{TEST_KEY}"]
 
 [timeouts]
+connect = 0.5
 first_byte = 1
 
 [providers.up]
@@ -131,7 +132,7 @@ def test_good_stream_line_and_metrics(obs_server, upstream):
     r = create(s, {"model": "obs-a", "input": "secret prompt words", "stream": True}, "rid-good-1")
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "rid-good-1"
-    events = checked(parse_sse(r.text))
+    events = checked(parse_sse(r.content))
     assert events[-1]["type"] == "response.completed"
     # the request id went upstream
     assert upstream.last["headers"].get("x-request-id") == "rid-good-1"
@@ -374,3 +375,121 @@ def test_dashboard_queries_name_exported_metrics(obs_server, upstream):
     assert named, "the dashboard queries respline metrics"
     missing = {n for n in named if n not in exported and n not in families}
     assert not missing, missing
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+
+async def test_trace_spans_in_memory(upstream, tmp_path):
+    """A real server in this process (so its spans reach the SDK's in-memory exporter): one span
+    per request, the upstream call its child, GenAI attributes, the client's trace continued and
+    passed upstream."""
+    import functools
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from respline.adapters import cli
+    from respline.adapters.tracing import Tracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    args = cli.parser().parse_args(
+        ["serve", "--port", "0", "--upstream", upstream.base_url, "--state-dir", str(tmp_path), "--log-format", "json"]
+    )
+    cfg = cli.build_config(args)
+    sock = cli.bind("127.0.0.1", 0)
+    cfg.server.port = port = sock.getsockname()[1]
+    gateway, clients = cli.build_gateway(cfg)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    upstream.queue(Reply(text_stream("traced")))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(cli.serve, cfg, gateway, clients, sock.detach(), tracer=Tracer(provider)))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(200):
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.02)
+            r = await client.post(
+                "/v1/responses",
+                json={"model": "m-traced", "input": "hi"},
+                headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+            )
+            assert r.status_code == 200
+        nursery.cancel_scope.cancel()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server = spans["POST responses"]
+    child = spans["chat m-traced"]
+    assert server.kind == SpanKind.SERVER and child.kind == SpanKind.CLIENT
+    assert format(server.context.trace_id, "032x") == trace_id  # the client's trace, continued
+    assert server.parent.span_id == 0x00F067AA0BA902B7
+    assert child.parent.span_id == server.context.span_id
+    assert server.attributes["gen_ai.request.model"] == "m-traced"
+    assert server.attributes["gen_ai.usage.input_tokens"] == USAGE["prompt_tokens"]
+    assert child.attributes["gen_ai.provider.name"] == "upstream"
+    assert child.attributes["gen_ai.usage.output_tokens"] == USAGE["completion_tokens"]
+    assert child.start_time >= server.start_time and child.end_time <= server.end_time
+    sent = upstream.last["headers"].get("traceparent", "")
+    assert sent.split("-")[1] == trace_id, sent  # passed upstream
+
+
+def test_nothing_of_opentelemetry_without_its_endpoint(tmp_path):
+    """Traces are opt-in: with no OTLP endpoint set, a whole server start imports nothing of it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from respline.adapters import cli\n"
+        f"args = cli.parser().parse_args(['serve', '--port', '0', '--state-dir', {str(tmp_path)!r}])\n"
+        "cfg = cli.build_config(args)\n"
+        "gateway, _ = cli.build_gateway(cfg)\n"
+        "telemetry = cli.build_telemetry(cfg, gateway)\n"
+        "print(telemetry.tracer is None, any(m.startswith('opentelemetry') for m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+def test_log_level_and_text_format(start_server, upstream):
+    quiet = start_server(["--log-format", "json"], config=CONFIG.replace("UPSTREAM", upstream.base_url).replace(
+        "[server]\n", '[server]\nlog_level = "warning"\n'))
+    upstream.queue(Reply(text_stream("x")))
+    assert create(quiet, {"model": "obs-a", "input": "hi"}, "rid-quiet").status_code == 200
+    upstream.queue(Reply(status=500, body=b'{"error": {"message": "boom"}}'))
+    assert create(quiet, {"model": "obs-a", "input": "hi"}, "rid-loud").status_code == 500
+    assert request_line(quiet, "rid-loud")["level"] == "warning"  # a failure still shows
+    assert not [x for x in lines(quiet) if x.get("request_id") == "rid-quiet"]  # info filtered
+    text = start_server(["--log-format", "text"], config=CONFIG.replace("UPSTREAM", upstream.base_url))
+    upstream.queue(Reply(text_stream("x")))
+    assert create(text, {"model": "obs-a", "input": "hi"}, "rid-text").status_code == 200
+    deadline = time.monotonic() + 5
+    while "request_id=rid-text" not in text.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(ln for ln in text.log().splitlines() if "request_id=rid-text" in ln)
+    assert " INFO respline.access: request " in line and "status=200" in line and "provider=up" in line
+
+
+def test_stream_cut_midway_is_a_warning(obs_server, upstream):
+    """An upstream that stops mid-stream: the client gets error + response.failed, the log a
+    warning naming the cause, and the metrics a stream_error."""
+    s = obs_server
+    before = scrape(s.base)
+    upstream.queue(Reply([chunk({"role": "assistant", "content": ""}), chunk({"content": "half"}), b"data: {not json\n\n"]))
+    r = create(s, {"model": "obs-a", "input": "hi", "stream": True}, "rid-cut")
+    events = checked(parse_sse(r.content))
+    assert events[-1]["type"] == "response.failed"
+    ln = request_line(s, "rid-cut")
+    assert ln["error"] and ln["level"] == "warning"
+    warn = [x for x in lines(s) if x.get("request_id") == "rid-cut" and x["logger"] == "respline.gateway"]
+    assert warn and warn[0]["level"] == "warning" and "stream failed" in warn[0]["msg"]
+    after = scrape(s.base)
+    assert delta(before, after, "respline_upstream_requests_total", provider="up", outcome="stream_error") == 1

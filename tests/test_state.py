@@ -13,7 +13,7 @@ import pytest
 import pgtest
 from conftest import Server
 from upstream import DONE, USAGE, Reply, chunk, text_stream
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
 
 KEY_A = "sk-tenant-a"
 KEY_B = "sk-tenant-b"
@@ -186,6 +186,12 @@ def test_background_cancelled(server, upstream):
     assert upstream.hangups, "the cancelled run kept reading its upstream"
     # cancelling again returns the same terminal response
     assert client.responses.cancel(resp.id).status == "cancelled"
+    # its output so far is kept, and a follower gets the end of its events
+    assert cancelled.output_text.startswith("w0 w1 ")
+    raw = httpx.get(f"{server.url}/responses/{resp.id}", params={"stream": "true"}, headers={"authorization": f"Bearer {KEY_A}"})
+    events = checked(parse_sse(raw.content))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == "response_cancelled"
 
 
 def test_dropped_stream_resumed_with_starting_after(server, upstream):
@@ -346,7 +352,7 @@ def durable(request, tmp_path):
 
 def test_chain_survives_restart_and_shutdown_records_runs(upstream_server, tmp_path, durable):
     """Stop the server, start it again on the same database: the chain continues. A background
-    run still going at shutdown is cancelled after the grace period and its status recorded."""
+    run still going at shutdown is ended after the grace period: failed, its output kept."""
     upstream = upstream_server
     upstream.reset()
     config = f"""
@@ -386,7 +392,16 @@ provider = "up"
         ]
         assert client.responses.retrieve(first.id).output_text == "Remember 42."
         assert client.conversations.items.list(conv.id).data[0].content[0].text == "kept"
-        assert client.responses.retrieve(running.id).status == "cancelled"
+        # cut by shutdown: stored failed with what it had produced, its log ended with a
+        # terminal event that a resumed stream gets before [DONE]
+        cut = client.responses.retrieve(running.id)
+        assert cut.status == "failed" and "shutting down" in cut.error.message
+        assert cut.output_text.startswith("w0 w1 ")
+        raw = httpx.get(f"{second_server.url}/responses/{running.id}", params={"stream": "true"})
+        events = checked(parse_sse(raw.content))
+        assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+        assert events[-2]["code"] == "server_shutting_down"
+        assert events[-1]["response"]["output"] == httpx.get(f"{second_server.url}/responses/{running.id}").json()["output"]
     finally:
         second_server.stop()
     upstream.reset()

@@ -11,7 +11,7 @@ import pytest
 import pgtest
 from pgtest import pg_schema  # noqa: F401 - a fixture
 from respline.adapters.stores.memory import MemoryStore
-from respline.adapters.stores.sqlite import SqliteStore
+from respline.adapters.stores.sqlite import SCHEMA_VERSION, SqliteStore
 from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse, expand_chain
 
 
@@ -159,7 +159,8 @@ async def test_sqlite_migrates_a_version_1_file(tmp_path):
     await store.put_conversation(StoredConversation("t", "conv_x", 10**10, {}))
     assert (await store.get_conversation("t", "conv_x")).id == "conv_x"
     await store.aclose()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
 
 
 async def test_items_by_id_and_copies(make_store):
@@ -206,9 +207,6 @@ async def test_leases(make_store):
     from respline.engine.store import RunLease
 
     store = make_store(Retention(), FakeClock())
-    if not hasattr(store, "take_lapsed"):
-        await store.aclose()
-        pytest.skip("this backend's lease methods land with the runs work (issue 14)")
     await store.lease_run("a", "r1", "host1", 100.0)
     await store.lease_run("a", "r2", "host1", 100.0)
     await store.lease_run("b", "r3", "host2", 50.0)
@@ -226,3 +224,48 @@ async def test_leases(make_store):
     await store.lease_run("a", "r1", "host5", 10.0)  # replaced, not added
     assert await store.take_lapsed(1500.0, "host6", 3000.0) == [RunLease("a", "r1", "host6", 3000.0)]
     await store.aclose()
+
+
+async def test_leases_renewed_taken_once_ended(make_store):
+    """Leases of responses being produced: renewed by owner, taken only once they lapsed, and by
+    one taker; an ended lease is gone."""
+    store = make_store(Retention(), FakeClock())
+    await store.lease_run("t", "r1", "A", 100.0)
+    await store.lease_run("t", "r2", "B", 100.0)
+    await store.lease_run("u", "r3", "A", 100.0)
+    assert await store.take_lapsed(50.0, "C", 200.0) == []
+    await store.renew_leases("A", 300.0)
+    taken = await store.take_lapsed(150.0, "C", 400.0)
+    assert [(x.tenant, x.response_id, x.owner, x.expires_at) for x in taken] == [("t", "r2", "C", 400.0)]
+    assert await store.take_lapsed(150.0, "D", 500.0) == []  # the taker holds it now
+    await store.end_lease("t", "r1")
+    await store.lease_run("t", "r2", "B", 100.0)  # re-leased by its producer: replaced
+    assert [x.response_id for x in await store.take_lapsed(1000.0, "D", 2000.0, limit=1)] in (["r2"], ["r3"])
+    assert len(await store.take_lapsed(1000.0, "E", 3000.0)) == 1  # the other one
+    assert await store.take_lapsed(1000.0, "F", 3000.0) == []
+    await store.aclose()
+
+
+async def test_sqlite_lapsed_leases_taken_once(tmp_path):
+    """Two processes' reapers at the same moment: each lapsed lease goes to exactly one."""
+    import trio
+
+    path = str(tmp_path / "leases.db")
+    one, two = SqliteStore(path), SqliteStore(path)
+    for i in range(200):
+        await one.lease_run("t", f"r{i}", "dead", 10.0)
+    got: dict[str, list] = {}
+
+    async def reap(name: str, store: SqliteStore) -> None:
+        got[name] = []
+        while batch := await store.take_lapsed(100.0, name, 1000.0, limit=7):
+            got[name] += [x.response_id for x in batch]
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reap, "one", one)
+        nursery.start_soon(reap, "two", two)
+    assert not set(got["one"]) & set(got["two"])
+    assert sorted(got["one"] + got["two"]) == sorted(f"r{i}" for i in range(200))
+    await one.aclose()
+    await two.aclose()

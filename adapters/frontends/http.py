@@ -25,7 +25,10 @@ from quart_trio import QuartTrio
 
 from respline.adapters import counting
 from respline.adapters.frontends import state_routes
+from respline.adapters.exchange import Exchange
+from respline.adapters.frontends.observed import observed
 from respline.adapters.gateway import Gateway
+from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError
 from respline.engine.translate import parse_create
 
@@ -89,6 +92,30 @@ def _header(scope: dict, name: bytes) -> str | None:
     for k, v in scope.get("headers") or ():
         if k == name:
             return v.decode("latin-1")
+    return None
+
+
+def client_closer(send):
+    """A function that closes this client's connection, from any task, even mid-write; None if
+    the server is not one whose connection can be found.
+
+    hypercorn writes to the socket inside a shielded cancel scope (TCPServer.protocol_send), so
+    cancelling a task blocked on a client that stopped reading does not end the write: the task,
+    the connection and its upstream connection would be held forever. Closing the socket does end
+    it (trio wakes a task blocked on a socket closed under it, and hypercorn takes that as the
+    client leaving). The ASGI ``send`` is a bound method of hypercorn's stream object, whose
+    ``send`` is the protocol's, whose ``send`` is the TCPServer's, which holds the trio stream."""
+    fn = send
+    for _ in range(6):
+        owner = getattr(fn, "__self__", None)
+        if owner is None:
+            return None
+        stream = getattr(owner, "stream", None)
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket.close
+        fn = getattr(owner, "send", None)
     return None
 
 
@@ -216,15 +243,18 @@ class CreateHandler:
                 state.finished = True  # a client that leaves now has its whole answer
             await send(message)
 
+        # from hypercorn's own send: the wrappers around it hide its connection
+        closer = client_closer(scope.get("respline.send") or send)
+        ex = scope.get("respline.exchange")
         try:
-            await self._handle(scope, receive, send_tracked, state)
+            await self._handle(scope, receive, send_tracked, state, closer, ex)
         except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
             log_fault(log, f"POST {scope['path']}", exc)
             if not state.started:
                 await send_error(send, internal_error())
             # else the response stays cut (no end of body): the client sees it failed
 
-    async def _handle(self, scope: dict, receive, send, state: _RequestState) -> None:
+    async def _handle(self, scope: dict, receive, send, state: _RequestState, closer, ex: Exchange | None) -> None:
         try:
             try:
                 tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
@@ -235,7 +265,12 @@ class CreateHandler:
                 return
             # parsed here so the raw body (Codex sends 100 KB and more) is not kept for the
             # whole life of the stream
+            if ex is not None:
+                ex.tenant = tenant
             req = parse_create(await read_body(scope, receive, self.body_limit, self.body_timeout))
+            if ex is not None:
+                ex.model = req.model
+                ex.mode = "sse" if req.stream else "json"
         except _ClientGone:
             return
         except _Refused as refused:
@@ -253,50 +288,64 @@ class CreateHandler:
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(request, tenant, send)
+            await self._serve(request, tenant, send, closer, ex)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
+            if ex is not None:
+                ex.client_gone = True
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, request: list, tenant: str, send) -> None:
+    async def _serve(self, request: list, tenant: str, send, closer, ex: Exchange | None) -> None:
         gw = self.gateway
         req = request.pop()
+        turn = None
         try:
-            stream = bool(req.stream)
-            if req.background:
-                await self._background(req, tenant, stream, send)
-                return
-            turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
-            del req
-            upstream = await gw.open_upstream(turn)
-            if not turn.store and turn.conversation_id is None:
-                turn.stored_input = []  # nothing will store it (Codex sends store: false)
-        except ApiError as err:
-            await send_error(send, err)
-            return
-        except Exception:  # noqa: BLE001 - never a traceback to the client
-            log.exception("unexpected error before streaming")
-            await send_error(send, internal_error())
-            return
-        if not stream:
-            response = await gw.collect(turn, upstream)
-            if response.status == "failed" and response.error is not None:
-                err = ApiError(502, response.error.message, code=response.error.code, type="server_error")
+            try:
+                stream = bool(req.stream)
+                if req.background:
+                    await self._background(req, tenant, stream, send, ex)
+                    return
+                turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
+                turn.close_client = closer
+                turn.exchange = ex
+                del req
+                upstream = await gw.open_upstream(turn)
+                if not turn.store and turn.conversation_id is None:
+                    turn.stored_input = []  # nothing will store it (Codex sends store: false)
+            except ApiError as err:
                 await send_error(send, err)
-            else:
-                await send_json(send, 200, _json.encode(response))
-            return
-        await self._stream(turn, upstream, send)
+                return
+            except Exception:  # noqa: BLE001 - never a traceback to the client
+                log.exception("unexpected error before streaming")
+                await send_error(send, internal_error())
+                return
+            with gw.telemetry.streaming("sse" if stream else "json"):
+                if not stream:
+                    response = await gw.collect(turn, upstream)
+                    if response.status == "failed" and response.error is not None:
+                        shutting_down = turn.stop is not None and turn.stop.code == "server_shutting_down"
+                        err = ApiError(503 if shutting_down else 502, response.error.message, code=response.error.code, type="server_error")
+                        await send_error(send, err)
+                    else:
+                        await send_json(send, 200, _json.encode(response))
+                    return
+                await self._stream(turn, upstream, send)
+        finally:
+            if ex is not None and turn is not None:
+                ex.absorb(turn)
 
-    async def _background(self, req, tenant: str, stream: bool, send) -> None:
+    async def _background(self, req, tenant: str, stream: bool, send, ex: Exchange | None) -> None:
         """Start a background run; answer at once (queued) or follow its events as SSE.
         Either way the run continues if this client goes away."""
         if req.store is False:
             raise ApiError(400, "Background responses must be stored; remove 'store: false'.", param="background", code="invalid_value")
         gw = self.gateway
         turn = await gw.prepare_request(req, tenant, encoding=None)
-        body = await gw.runs.start(turn)
+        if ex is not None:
+            ex.absorb(turn)
+            ex.mode = "background"
+        body = await gw.runs.start(turn, ex.request_id + ".run" if ex is not None else None)
         if not stream:
             await send_json(send, 200, _json.encode(body))
             return
@@ -323,7 +372,8 @@ class CreateHandler:
 
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await self.gateway.pump(turn, upstream, emit)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not client_dropped(turn):  # (a client dropped for not reading has no connection left)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
@@ -333,7 +383,14 @@ async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int
     yield b"data: [DONE]\n\n"
 
 
-def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
+def build_app(
+    gateway: Gateway,
+    auth: Auth,
+    closing: trio.Event | None = None,
+    *,
+    metrics_here: bool = False,
+    metrics_key: str | None = None,
+):
     """The ASGI application: the create handler, WebSocket mode on the same path, and a
     QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
     from respline.adapters.frontends.websocket import _deny as deny_websocket
@@ -456,8 +513,9 @@ def build_app(gateway: Gateway, auth: Auth, closing: trio.Event | None = None):
             return
         await app(scope, receive, send)
 
-    asgi.quart_app = app  # type: ignore[attr-defined]
-    return asgi
+    outer = observed(asgi, gateway.telemetry, metrics_here=metrics_here, metrics_key=metrics_key)
+    outer.quart_app = app  # type: ignore[attr-defined]
+    return outer
 
 
 __all__ = ["build_app", "Auth", "CreateHandler"]

@@ -17,6 +17,8 @@ import hmac
 from time import perf_counter
 from typing import Any
 
+import msgspec
+
 from respline.adapters import logs
 from respline.adapters.exchange import Exchange, Telemetry, new_request_id
 from respline.engine.errors import ApiError
@@ -54,6 +56,23 @@ class MetricsEndpoint:
         body = self.metrics.exposition()
         await _send(send, 200, body, self.metrics.content_type.encode())
         return 200
+
+
+class _Envelope(msgspec.Struct):
+    error: dict[str, Any] | None = None
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+
+
+def _error_code(body: bytes) -> str | None:
+    """The code of an error envelope being sent (the request line's ``error``)."""
+    try:
+        err = _envelope.decode(body).error
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+    code = err.get("code") if err else None
+    return code if isinstance(code, str) else (err.get("type") if err else None)
 
 
 async def _drain(receive) -> None:
@@ -96,6 +115,7 @@ def observed(app, telemetry: Telemetry, *, metrics_here: bool, metrics_key: str 
         if tracer is not None:
             tracer.start(ex, {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()})
         scope["respline.exchange"] = ex
+        scope["respline.send"] = send  # hypercorn's own: what finds the client's connection
         rid_header = (_REQUEST_ID, ex.request_id.encode())
 
         async def send_observed(message: dict[str, Any]) -> None:
@@ -104,6 +124,8 @@ def observed(app, telemetry: Telemetry, *, metrics_here: bool, metrics_key: str 
                 message["headers"] = [*message.get("headers", ()), rid_header]
             elif ex.first_byte is None and message.get("body"):
                 ex.first_byte = perf_counter()
+                if ex.status is not None and ex.status >= 400 and ex.error is None:
+                    ex.error = _error_code(message["body"])
             await send(message)
 
         try:
@@ -123,6 +145,12 @@ def metrics_only(telemetry: Telemetry, key: str | None):
     endpoint = MetricsEndpoint(telemetry, key)
 
     async def asgi(scope: dict, receive, send) -> None:
+        if scope["type"] == "lifespan":  # nothing to start or stop; hypercorn waits for the answers
+            while True:
+                msg = await receive()
+                await send({"type": msg["type"] + ".complete"})
+                if msg["type"] == "lifespan.shutdown":
+                    return
         if scope["type"] != "http":
             return
         if scope["path"] != "/metrics":

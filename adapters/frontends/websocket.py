@@ -16,6 +16,7 @@ continuation evicts its ``previous_response_id`` from the cache (SPEC 4.4).
 from __future__ import annotations
 
 import logging
+import os
 import math
 from collections import OrderedDict
 from typing import Any
@@ -23,8 +24,11 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header, internal_error, log_fault
+from respline.adapters.frontends.http import Auth, _header, client_closer, internal_error, log_fault
+from respline.adapters import logs
+from respline.adapters.exchange import Exchange
 from respline.adapters.gateway import Gateway
+from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError, bad_utf8, decode_json
 from respline.engine.items import normalise
 from respline.engine.seal import open_items
@@ -126,6 +130,10 @@ class WebSocketSession:
         self.closing = closing
         self.cache: OrderedDict[str, _Entry] = OrderedDict()
         self.running: str | None = None  # the id of the response being streamed (steering)
+        self.request_id = "ws_" + os.urandom(8).hex()  # the upgrade's x-request-id, if it sent one
+        self.turns = 0
+        self.close_client = client_closer(send)  # drops a client that stops reading (watch.py)
+        self._waiting: trio.CancelScope | None = None  # the wait for the next frame, between turns
 
     async def send_text(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "text": data.decode()})
@@ -142,16 +150,27 @@ class WebSocketSession:
         frames_in, frames_out = trio.open_memory_channel[bytes](64)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, frames_in, nursery.cancel_scope)
-            nursery.start_soon(self._watch_shutdown, nursery.cancel_scope)
+            nursery.start_soon(self._watch_shutdown)
             async with frames_out:
                 while True:
-                    # the lifetime ends the connection between turns: a turn already running
+                    # shutdown ends the connection between turns: a turn running when it begins
+                    # goes on for the grace period (then is cut with its terminal event); the
+                    # socket closes with 1001 once it ended, and no new turn starts
+                    if self.closing.is_set():
+                        await self.close(1001)  # going away: the server is shutting down
+                        break
+                    # the lifetime ends the connection between turns too: a turn already running
                     # finishes (its client is owed a terminal event), the next one is refused
-                    with trio.move_on_at(self.deadline):
+                    with trio.move_on_at(self.deadline) as waiting:
+                        self._waiting = waiting
                         try:
                             frame = await frames_out.receive()
                         except trio.EndOfChannel:
                             break
+                        finally:
+                            self._waiting = None
+                    if self.closing.is_set():
+                        continue
                     if trio.current_time() < self.deadline:
                         await self._frame(frame)
                         continue
@@ -210,26 +229,40 @@ class WebSocketSession:
                     )
                 # response.processed and other client events need no answer (SPEC 4.2)
 
-    async def _watch_shutdown(self, scope: trio.CancelScope) -> None:
+    async def _watch_shutdown(self) -> None:
+        """At shutdown, a connection waiting for its next turn stops waiting (and closes)."""
         await self.closing.wait()
-        await self.close(1001)  # going away: the server is shutting down
-        scope.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     # -- one turn ------------------------------------------------------------------------
 
     async def _frame(self, raw: bytes) -> None:
         """One ``response.create`` frame. Whatever goes wrong, the socket stays usable: a bad
-        frame is an error frame, and so is an unexpected fault (logged), never a close."""
+        frame is an error frame, and so is an unexpected fault (logged), never a close. Each
+        turn is a request of its own in the log and the metrics: the connection's request id
+        and the turn's number."""
+        self.turns += 1
+        ex = Exchange(f"{self.request_id}.{self.turns}", "GET", "/v1/responses", mode="websocket")
+        ex.tenant = self.tenant
+        ex.status = 200
+        token = logs.request_id.set(ex.request_id)
         try:
-            await self._turn(raw)
+            await self._turn(raw, ex)
         except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback and an error frame
             log_fault(log, "a WebSocket turn", exc)
+            ex.status, ex.error = 500, "server_error"
             await self.send_text(error_frame(internal_error()))
+        finally:
+            self.gateway.telemetry.end(ex)
+            logs.request_id.reset(token)
 
-    async def _turn(self, raw: bytes) -> None:
+    async def _turn(self, raw: bytes, ex: Exchange) -> None:
         prev: str | None = None
+        turn = None
         try:
             req = decode_create(raw)
+            ex.model = req.model
             req.stream = True  # implicit over WebSocket; "stream"/"background" in a frame are ignored
             req.background = None
             prev = req.previous_response_id
@@ -239,17 +272,26 @@ class WebSocketSession:
                 await self._prewarm(req, context)
                 return
             turn = await self.gateway.prepare_request(req, self.tenant, encoding="json", context=context)
+            turn.close_client = self.close_client
+            turn.exchange = ex
             upstream = await self.gateway.open_upstream(turn)
         except ApiError as err:
+            if turn is not None:
+                ex.absorb(turn)
+            ex.status, ex.error = err.status, err.code
             if prev is not None:
                 self.cache.pop(prev, None)
             await self.send_text(error_frame(err))
             return
         self.running = turn.pipeline.response.id
         try:
-            await self.gateway.pump(turn, upstream, self._emit)
+            with self.gateway.telemetry.streaming("websocket"):
+                await self.gateway.pump(turn, upstream, self._emit)
         finally:
             self.running = None
+            ex.absorb(turn)
+        if client_dropped(turn):
+            return  # its connection is closed; the reader sees the disconnect
         resp = turn.pipeline.response
         if resp.status == "failed":
             if prev is not None:
@@ -323,6 +365,7 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
         return
     await send({"type": "websocket.accept"})
     session = WebSocketSession(gateway, tenant, send, receive, gateway.cfg.server.websocket_max_age, closing)
+    session.request_id = scope.get("respline.request_id") or session.request_id
     try:
         await session.run()
     except Exception:  # noqa: BLE001 - one session's fault must not take the server down

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
+from respline.engine.store import Retention, RunLease, StoredConversation, StoredEvent, StoredResponse
 
 _enc = msgspec.json.Encoder()
 _dec_response = msgspec.json.Decoder(StoredResponse)
@@ -49,6 +49,7 @@ class MemoryStore:
         self._items: dict[tuple[str, str], str] = {}
         self._events: dict[tuple[str, str], list[StoredEvent]] = {}
         self._convs: OrderedDict[tuple[str, str], _Conv] = OrderedDict()
+        self._leases: dict[tuple[str, str], RunLease] = {}
 
     # -- responses -----------------------------------------------------------------------
 
@@ -156,6 +157,30 @@ class MemoryStore:
         before = len(entry.items)
         entry.items = [i for i in entry.items if i[0] != item_id]
         return len(entry.items) != before
+
+    # -- leases (one process shares this store with nobody: they only lapse if renewal stops) --
+
+    async def lease_run(self, tenant: str, response_id: str, owner: str, expires_at: float) -> None:
+        self._leases[(tenant, response_id)] = RunLease(tenant, response_id, owner, expires_at)
+
+    async def renew_leases(self, owner: str, expires_at: float) -> None:
+        for key, lease in self._leases.items():
+            if lease.owner == owner:
+                self._leases[key] = RunLease(lease.tenant, lease.response_id, owner, expires_at)
+
+    async def end_lease(self, tenant: str, response_id: str) -> None:
+        self._leases.pop((tenant, response_id), None)
+
+    async def take_lapsed(self, now: float, owner: str, expires_at: float, limit: int = 100) -> list[RunLease]:
+        taken = []
+        for key, lease in self._leases.items():
+            if len(taken) >= limit:
+                break
+            if lease.expires_at < now:
+                taken.append(RunLease(lease.tenant, lease.response_id, owner, expires_at))
+        for lease in taken:
+            self._leases[(lease.tenant, lease.response_id)] = lease
+        return taken
 
     # -- retention -----------------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from typing import Any, Callable, Iterator
 import msgspec
 import trio
 
-from respline.engine.store import Retention, StoredConversation, StoredEvent, StoredResponse
+from respline.engine.store import Retention, RunLease, StoredConversation, StoredEvent, StoredResponse
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# Migrations from version N-1 to N, in order. Version 1 had only the responses table.
+# Migrations from version N-1 to N, in order. Version 1 had only the responses table; version 3
+# added the leases of responses being produced (engine/store.py).
 _MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE IF NOT EXISTS responses (
@@ -47,6 +48,13 @@ _MIGRATIONS: list[list[str]] = [
             pos INTEGER PRIMARY KEY AUTOINCREMENT,
             tenant TEXT NOT NULL, conv_id TEXT NOT NULL, item_id TEXT NOT NULL, body BLOB NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS conversation_items_conv ON conversation_items (tenant, conv_id, pos)",
+    ],
+    [
+        """CREATE TABLE IF NOT EXISTS leases (
+            tenant TEXT NOT NULL, response_id TEXT NOT NULL, owner TEXT NOT NULL, expires_at REAL NOT NULL,
+            PRIMARY KEY (tenant, response_id))""",
+        "CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner)",
+        "CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expires_at)",
     ],
 ]
 
@@ -277,6 +285,46 @@ class SqliteStore:
             return cur.rowcount > 0
 
         return await self._run(delete)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def lease_run(self, tenant: str, response_id: str, owner: str, expires_at: float) -> None:
+        def lease() -> None:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO leases (tenant, response_id, owner, expires_at) VALUES (?, ?, ?, ?)",
+                (tenant, response_id, owner, expires_at),
+            )
+
+        await self._run(lease)
+
+    async def renew_leases(self, owner: str, expires_at: float) -> None:
+        def renew() -> None:
+            self._conn().execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (expires_at, owner))
+
+        await self._run(renew)
+
+    async def end_lease(self, tenant: str, response_id: str) -> None:
+        def end() -> None:
+            self._conn().execute("DELETE FROM leases WHERE tenant = ? AND response_id = ?", (tenant, response_id))
+
+        await self._run(end)
+
+    async def take_lapsed(self, now: float, owner: str, expires_at: float, limit: int = 100) -> list[RunLease]:
+        def take() -> list[RunLease]:
+            conn = self._conn()
+            # the write lock is taken before the read: two processes never take the same lease
+            with _transaction(conn):
+                rows = conn.execute(
+                    "SELECT tenant, response_id FROM leases WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE leases SET owner = ?, expires_at = ? WHERE tenant = ? AND response_id = ?",
+                    [(owner, expires_at, tenant, rid) for tenant, rid in rows],
+                )
+            return [RunLease(tenant, rid, owner, expires_at) for tenant, rid in rows]
+
+        return await self._run(take)
 
     # -- retention -----------------------------------------------------------------------
 

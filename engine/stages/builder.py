@@ -212,6 +212,12 @@ class ResponseBuilder:
         self._terminal(out)
         return out
 
+    @property
+    def failure(self) -> UpstreamError | None:
+        """Why the response failed, with the upstream's own code (``response.failed`` carries
+        one from the SDK's closed set): the request line's ``error``."""
+        return self._error
+
     def fail(self, err: UpstreamError) -> list[R.Event]:
         """An I/O-level fault (timeout, dropped connection): error + response.failed."""
         if self._ended:

@@ -142,6 +142,7 @@ class ResponsesNormaliser:
         self._open: _Item | None = None
         self._closed_up: set[int] = set()  # upstream output_index values already closed
         self._ended = False
+        self.failure: UpstreamError | None = None  # why it failed, with the upstream's own code
         self.output: list = []
 
     @property
@@ -211,6 +212,7 @@ class ResponsesNormaliser:
         return self._fail(err)
 
     def _fail(self, err: UpstreamError) -> list:
+        self.failure = err
         out: list = []
         self._close_open(out, "incomplete")
         out.append(error_event(err))
