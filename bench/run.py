@@ -930,6 +930,8 @@ def climb(b: Bench, targets: list[Target], steps: list, run, what: str) -> dict:
                 m = run(t, step)
                 out[t.kind][-1][str(step)] = m
                 failed[t.kind] = 0 if (m.get("clean") or m.get("held")) else failed.get(t.kind, 0) + 1
+                if failed[t.kind]:
+                    time.sleep(3)  # an overloaded server drains what it was left with before the next run
                 if failed[t.kind] >= 2:
                     climbing.remove(t)
             log(f"scenario 6 {what} {step} repeat {i + 1}/{b.args.repeats}: " + ", ".join(
