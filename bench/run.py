@@ -506,7 +506,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def verdict(ok: bool | None) -> str:
-    return "- (direct itself stalled)" if ok is None else ("**met**" if ok else "**missed**")
+    return "-" if ok is None else ("**met**" if ok else "**missed**")
 
 
 # --- scenarios -------------------------------------------------------------------------------
@@ -1152,7 +1152,8 @@ def _verdict_md(v: dict) -> list[str]:
     names = {"clean_streams": "clean streams (best respline target)", "cpu_minus_floor_us": "CPU per paced token, respline minus floor, us (median over levels >= 8)",
              "added_ttft_p99_ms": "added TTFT p99 at concurrency 1, ms", "added_gap_p99_ms": "added gap p99 at concurrency 1, ms",
              "added_plain_p99_ms": "non-streaming added p99 at concurrency 1, ms", "requests_per_s": "requests/s held (best respline target)"}
-    rows = [[names.get(k, k), fmt(x["value"], 2) if isinstance(x["value"], float) else fmt(x["value"]), x["target"], verdict(x["met"])] for k, x in v.items()]
+    rows = [[names.get(k, k), fmt(x["value"], 2) if isinstance(x["value"], float) else fmt(x["value"]), x["target"],
+             "no verdict: direct itself stalled" if x["met"] is None else verdict(x["met"])] for k, x in v.items()]
     return ["Issue 17's targets:", "", table(["figure", "value", "target", ""], rows)] if rows else []
 
 
