@@ -804,7 +804,7 @@ def scenario4(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[
     md = [f"### Scenario 4: non-streaming Codex-sized requests ({workers} concurrent, {n_req} per repeat, median of {repeats})", ""]
     md.append(table(["target", "request body", "requests/s", "/ direct", "latency p50 ms", "latency p99 ms", "server CPU ms/request", "errors"], rows))
     md += ["", "Direct sends the same conversation as a Chat Completions body (non-streamed answer); a gateway gets the "
-           "Responses body (~100 KB of input items, 20 tools, `stream: false`), translates it and collects a 20-token upstream stream."]
+           "Responses body (~100 KB of input items, 20 tools, `stream: false`), translates it and asks the upstream for its whole 20-token answer (a non-streaming request does since `9801e0b`)."]
     return res, "\n".join(md)
 
 
