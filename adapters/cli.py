@@ -31,13 +31,14 @@ from respline.adapters.config import (
     expand_env,
     load,
 )
-from respline.adapters import logs
+from respline.adapters import cassette, logs
 from respline.adapters import tracing
 from respline.adapters.exchange import Telemetry
 from respline.adapters.frontends.observed import metrics_only
 from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
+from respline.adapters.providers import cassette_replay
 from respline.adapters.providers.anthropic import AnthropicProvider
 from respline.adapters.providers.openai_chat import ChatProvider
 from respline.adapters.providers.openai_responses import ResponsesProvider
@@ -67,6 +68,12 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.api_keys = list(cfg.server.api_keys) + list(args.api_key)
     if args.record:
         cfg.server.record_dir = args.record
+    if args.replay:  # the cassette's providers (each replayed) and routes
+        if args.upstream or cfg.server.record_dir:
+            raise ConfigError("--replay serves a cassette: it does not go with --upstream or --record")
+        cassette_replay.configure(cfg, args.replay, args.replay_pace, args.replay_strict)
+    elif args.replay_strict or args.replay_pace != "fast":
+        raise ConfigError("--replay-pace and --replay-strict go with --replay DIR")
     if args.reasoning_dialect:
         cfg.server.reasoning_dialect = args.reasoning_dialect
     if args.secret_file:  # a path on the command line is relative to the current directory
@@ -159,17 +166,25 @@ PROVIDER_CLASSES = {
 def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient]]:
     providers: dict[str, Any] = {}
     clients: list[httpx.AsyncClient] = []
+    # --record: every provider's transport is teed into one cassette (adapters/cassette.py)
+    recorder = cassette.Recorder(cfg, cfg.server.record_dir) if cfg.server.record_dir else None
+    replays = cassette_replay.Replays(cfg, PROVIDER_CLASSES)
     for name, p in cfg.providers.items():
         t = p.timeouts or cfg.timeouts
         timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-        if p.kind == "demo":
+        if p.kind == "replay":
+            provider, client = replays.provider(name, p)
+        elif p.kind == "demo":
             demo = DemoTransport()
-            client = httpx.AsyncClient(transport=demo, timeout=timeout)
+            transport = recorder.wrap(demo, name, ChatProvider.kind) if recorder else demo
+            client = httpx.AsyncClient(transport=transport, timeout=timeout)
             demo_cfg = ProviderConfig(kind="demo", base_url="http://demo.invalid/v1")
-            provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
+            provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=transport)
         else:
             # trust_env=False: a proxy variable in the environment must not reroute upstream calls
             transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
+            if recorder is not None:
+                transport = recorder.wrap(transport, name, p.kind)
             client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
             provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
         providers[name] = provider
@@ -179,8 +194,10 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
 
 def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     providers, clients = build_providers(cfg)
-    sealer = Sealer(load_secret(cfg))
-    gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, Ids(), Clock())
+    # replay mode: seeded ids, a fixed clock, derived sealing nonces (adapters/providers/cassette_replay.py)
+    fixed = cassette_replay.determinism(cfg)
+    ids, clock, sealer = fixed or (Ids(), Clock(), Sealer(load_secret(cfg)))
+    gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, ids, clock)
     return gateway, clients
 
 
@@ -372,6 +389,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError("--workers must be at least 1")
         if args.workers > 1 and cfg.store.backend not in ("sqlite", "postgres"):
             raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH or postgresql://...")
+        if args.workers > 1 and (cfg.server.record_dir or cassette_replay.in_use(cfg)):
+            raise ConfigError("recording and replaying a cassette run in one process: drop --workers")
         if args.listen_fd is None:
             sock = bind(cfg.server.host, cfg.server.port)
             listen_fd = sock.fileno()
@@ -397,7 +416,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock.detach()  # hypercorn's own socket object owns the descriptor from here
     tune_gc(cfg.server.gc_thresholds)
     trio.run(serve, cfg, gateway, clients, listen_fd, metrics_fd)
-    return 0
+    return cassette_replay.verdict(gateway.providers)  # 3: a strict replay left exchanges over
 
 
 def setup_logging(cfg: Config) -> None:
@@ -517,7 +536,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
     s.add_argument("--store", default=None, metavar="memory|sqlite:PATH|postgresql://...", help="where responses are stored")
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
-    s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
+    s.add_argument("--record", default=None, metavar="DIR", help="record every upstream exchange into a cassette directory")
+    s.add_argument("--replay", default=None, metavar="DIR", help="answer upstream requests from a recorded cassette (no upstream)")
+    s.add_argument("--replay-pace", default="fast", choices=cassette_replay.PACES, help="replay streams at once (fast) or as recorded")
+    s.add_argument("--replay-strict", action="store_true", help="exit 3 at shutdown if an exchange was never requested or requested twice")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
     s.add_argument("--log-format", default=None, choices=("json", "text"), help="log lines as JSON objects or text (default: json unless stderr is a terminal)")
     s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
@@ -537,16 +559,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--reasoning-dialect", default="openai", choices=REASONING_DIALECTS)
     r.add_argument("--think-tags", action="store_true", help="treat <think>...</think> in content as reasoning")
     r.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("cassette", help="inspect a cassette recorded with serve --record")
+    csub = c.add_subparsers(dest="action", required=True)
+    show = csub.add_parser("show", help="what was recorded: turns, tools called, tokens")
+    show.add_argument("dir", metavar="DIR")
+    show.set_defaults(func=cassette.cmd_show)
+    chk = csub.add_parser("check", help="whether it still replays, and which respline made it")
+    chk.add_argument("dir", metavar="DIR")
+    chk.set_defaults(func=cassette.cmd_check)
     return p
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("respline")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+    return cassette.respline_version()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,9 @@ from respline.engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINK
 
 # "openai-chat": Chat Completions (POST {base_url}/chat/completions); "anthropic": Messages
 # (POST {base_url}/messages); "openai-responses": the Responses API itself, passed through
-# (POST {base_url}/responses); "demo": the built-in demo model.
-PROVIDER_KINDS = ("openai-chat", "anthropic", "openai-responses", "demo")
+# (POST {base_url}/responses); "demo": the built-in demo model; "replay": a recorded session
+# served back (adapters/providers/cassette_replay.py).
+PROVIDER_KINDS = ("openai-chat", "anthropic", "openai-responses", "demo", "replay")
 
 
 class ConfigError(Exception):
@@ -122,6 +123,11 @@ class ProviderConfig(Struct, forbid_unknown_fields=True):
     thinking_budgets: dict[str, int] = {}  # reasoning.effort -> budget_tokens, over the defaults; 0 = off
     # openai-responses
     drop_fields: list[str] = []  # request fields this upstream refuses ("include", "reasoning.summary")
+    # replay: the cassette directory, "fast" or "recorded" pace, and whether shutdown fails
+    # (exit 3) on exchanges never served or served twice
+    cassette: str = ""
+    replay_pace: str = "fast"
+    replay_strict: bool = False
 
     def anthropic_dialect(self) -> AnthropicDialect:
         return AnthropicDialect(
@@ -264,8 +270,12 @@ def check(cfg: Config, where: str = "config") -> None:
             raise ConfigError(
                 f"{where}: providers.{name}.kind: {p.kind!r} is not one of {', '.join(PROVIDER_KINDS)}"
             )
-        if p.kind != "demo" and not p.base_url:
+        if p.kind not in ("demo", "replay") and not p.base_url:
             raise ConfigError(f"{where}: providers.{name}.base_url is required")
+        if p.kind == "replay" and not p.cassette:
+            raise ConfigError(f"{where}: providers.{name}.cassette is required with kind 'replay'")
+        if p.replay_pace not in ("fast", "recorded"):
+            raise ConfigError(f"{where}: providers.{name}.replay_pace must be 'fast' or 'recorded'")
         if p.max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise ConfigError(
                 f"{where}: providers.{name}.max_tokens_param must be max_tokens or max_completion_tokens"
