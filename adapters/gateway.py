@@ -135,7 +135,7 @@ class Turn:
         self.close_client: Callable[[], None] | None = None
         self.leased = False
         self.exchange: Exchange | None = None
-        self.answer = None  # Prepared.answer: the upstream was asked for its whole answer
+        self.answer = None  # Prepared.answer: reads an upstream's whole JSON answer as a stream
 
 
 class Gateway:

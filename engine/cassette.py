@@ -10,7 +10,8 @@ Left out (``Ignore``, written into each cassette so that its matching never chan
 
 - top-level fields that name a caller or a session rather than the conversation:
   ``stream_options``, ``prompt_cache_key``, ``client_metadata``, ``metadata``, ``user``,
-  ``safety_identifier``;
+  ``safety_identifier``; and ``stream`` (a non-streaming request asks a Chat upstream for its
+  whole answer, a streaming one for a stream: respline reads either recorded answer);
 - at any depth, the keys of ids respline or the client make up: ``id``, ``call_id``,
   ``tool_call_id``, ``tool_use_id``;
 - respline's own sealed tokens (``rsp<N>.``), which carry a nonce: compared as ``<sealed>``;
@@ -40,7 +41,7 @@ class Ignore(msgspec.Struct, forbid_unknown_fields=True):
     """What a cassette's matching leaves out of a request (module docstring)."""
 
     top_level: list[str] = msgspec.field(
-        default_factory=lambda: ["stream_options", "prompt_cache_key", "client_metadata", "metadata", "user", "safety_identifier"]
+        default_factory=lambda: ["stream", "stream_options", "prompt_cache_key", "client_metadata", "metadata", "user", "safety_identifier"]
     )
     keys: list[str] = msgspec.field(default_factory=lambda: ["id", "call_id", "tool_call_id", "tool_use_id"])
     # [pattern, replacement] pairs, applied to every string in the body (re.sub)

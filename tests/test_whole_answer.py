@@ -119,3 +119,15 @@ def test_readers_of_events_still_get_a_stream(respline, upstream, background):
         events = parse_sse(data)
     assert events[-1]["type"] == "response.completed"
     assert upstream.last["body"]["stream"] is True
+
+
+def test_a_stream_request_answered_whole_is_read(respline, upstream):
+    """An upstream (or a cassette recorded from a non-streaming request) that answers a stream
+    request with a whole completion: the client still gets its events."""
+    upstream.queue(completion({"role": "assistant", "content": "All at once."}))
+    with httpx.stream("POST", f"{respline.url}/responses", json={"model": "m1", "input": "hi", "stream": True, "store": False},
+                      headers=HEADERS, timeout=30) as r:
+        events = parse_sse(r.read())
+    assert events[-1]["type"] == "response.completed"
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == ["All at once."]
+    assert upstream.last["body"]["stream"] is True

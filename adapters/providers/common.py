@@ -74,8 +74,8 @@ class Prepared:
         self.payload = payload
         self.body = body
         self.pipeline = pipeline
-        # a non-streamed upstream call: turns the upstream's whole JSON answer into the stream
-        # bytes the pipeline reads (None: the upstream was asked for a stream)
+        # turns an upstream's whole JSON answer (asked for when nobody reads the events as they
+        # come) into the stream bytes the pipeline reads; None: the kind has none
         self.answer: Callable[[bytes], bytes] | None = None
 
 

@@ -47,8 +47,9 @@ class ChatProvider(HttpProvider):
             max_tool_calls=req.max_tool_calls,
         )
         prepared = Prepared(request, payload, body, pipeline)
-        if whole:
-            prepared.answer = completion_as_sse
+        # a JSON answer is read as one chunk whether asked for (whole) or not (an upstream, or a
+        # cassette recorded from a non-streaming request, may answer a stream request whole)
+        prepared.answer = completion_as_sse
         return prepared
 
     def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
