@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q $(ARGS)
 
 # bench/README.md: upstream, respline and a load client on loopback; markdown on stdout,
-# raw numbers in bench/results/. BENCH_QUICK=1: a small version of every scenario (~1 min).
+# raw numbers in bench/results/. BENCH_QUICK=1: a small version of every scenario (~2-3 min).
 BENCH_QUICK ?=
 BENCH_ARGS ?=
 BENCH_FLAGS = $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
@@ -29,7 +29,7 @@ BENCH_FLAGS = $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
 bench: install
 	$(PY) bench/run.py $(BENCH_FLAGS)
 
-# LiteLLM's proxy side by side (installs litellm[proxy] into bench/.venv-litellm on first use)
+# LiteLLM's proxy side by side in scenarios 2, 4 and 6 (installs litellm[proxy] into bench/.venv-litellm on first use)
 bench-peers: install
 	$(PY) bench/run.py --peers $(BENCH_FLAGS)
 

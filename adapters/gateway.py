@@ -123,6 +123,7 @@ class Turn:
         "close_client",
         "leased",  # this process holds the lease of its stored response
         "exchange",  # the request's record (adapters/exchange.py): log line, metrics, trace
+        "answer",
     )
 
     def __init__(self) -> None:
@@ -138,6 +139,7 @@ class Turn:
         self.close_client: Callable[[], None] | None = None
         self.leased = False
         self.exchange: Exchange | None = None
+        self.answer = None  # Prepared.answer: reads an upstream's whole JSON answer as a stream
 
 
 class Gateway:
@@ -255,6 +257,7 @@ class Gateway:
             tenant,
             opened,
         )
+        turn.ctx.whole = encoding is None and not turn.background
         if threshold is not None and not triggered:
             await self._auto_compact(turn, new, threshold)
         self._prepare_attempt(turn)
@@ -341,6 +344,7 @@ class Gateway:
         turn.http_request = prepared.request
         turn.payload = prepared.payload
         turn.pipeline = prepared.pipeline
+        turn.answer = prepared.answer
 
     def _truncate(self, turn: Turn, req: Q.CreateRequest, items: list[Any]) -> list[Any]:
         """``truncation: "auto"`` where the route's context window is known: the oldest turns
@@ -396,6 +400,8 @@ class Gateway:
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
             turn.ctx.opened = None  # the opened sealed tokens, only a fallback's translation needed
+            if turn.answer is not None and b"json" in resp.headers.get("content-type", "").encode():
+                resp.stream = _WholeAnswer(resp.stream, turn.answer)  # (an upstream may stream anyway)
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -907,6 +913,24 @@ def _end_of(response: dict[str, Any]) -> UpstreamError | None:
         err = response.get("error") or {}
         return UpstreamError(message=err.get("message") or "The response failed.", code=err.get("code") or "server_error")
     return None
+class _WholeAnswer(httpx.AsyncByteStream):
+    """A non-streamed upstream answer, read to its end and handed to the pipeline as the stream
+    it would have sent (``Prepared.answer``), in one piece: ``pump`` reads it like any body."""
+
+    __slots__ = ("_body", "_convert", "complete")
+
+    def __init__(self, body: Any, convert: Callable[[bytes], bytes]) -> None:
+        self._body = body
+        self._convert = convert
+        self.complete = False
+
+    async def __aiter__(self):
+        parts = [piece async for piece in self._body]
+        self.complete = True
+        yield self._convert(b"".join(parts))
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 def _conversation_id(conv: str | dict[str, Any]) -> str:
