@@ -127,6 +127,9 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
     except msgspec.ValidationError as exc:
         raise from_validation(exc, prefix) from None
     except msgspec.DecodeError as exc:
+        # msgspec 0.23 reports bad UTF-8 in a string as a DecodeError (0.22: UnicodeDecodeError)
+        if not _is_utf8(body):
+            raise bad_utf8(body) from None
         raise invalid_json(str(exc)) from None
     except UnicodeDecodeError:
         raise bad_utf8(body) from None
@@ -139,6 +142,14 @@ def decode_json(decoder: msgspec.json.Decoder, body: bytes, prefix: str = "", *,
 
 def nested_too_deeply() -> ApiError:
     return invalid_json(f"the JSON nests deeper than {MAX_DEPTH} levels.")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def bad_utf8(body: bytes) -> ApiError:
