@@ -24,7 +24,6 @@ from respline.adapters.background import Runs
 from respline.adapters.config import (
     Config,
     ConfigError,
-    ProviderConfig,
     RouteConfig,
     Router,
     check,
@@ -38,15 +37,12 @@ from respline.adapters.frontends.observed import metrics_only
 from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
-from respline.adapters.providers.anthropic import AnthropicProvider
-from respline.adapters.providers.openai_chat import ChatProvider
-from respline.adapters.providers.openai_responses import ResponsesProvider
-from respline.adapters.providers.replay import DemoTransport
+from respline.adapters.providers.common import build_provider
 from respline.adapters.state import private_file, resolve
-from respline.adapters.transport import UpstreamTransport
 from respline.adapters.watch import SHUTDOWN
 from respline.engine.ids import Clock, Ids, deterministic
-from respline.engine.replay import KINDS, load_recording, replay
+from respline.engine import registry
+from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
 from respline.engine.store import Retention
 from respline.engine.stages.builder import REASONING_DIALECTS
@@ -91,13 +87,14 @@ def build_config(args: argparse.Namespace) -> Config:
         if args.upstream_key_env:
             key = "$" + args.upstream_key_env
         cfg.providers = dict(cfg.providers)
-        cfg.providers["upstream"] = ProviderConfig(kind=args.upstream_kind, base_url=args.upstream, api_key=key)
+        cfg.providers["upstream"] = registry.get(args.upstream_kind).config(base_url=args.upstream, api_key=key)
         # every model is routed there as-is; routes from a config file still win where exact
         cfg.routes = list(cfg.routes) + [RouteConfig(model="*", provider="upstream")]
     if not cfg.providers:
         # Nothing configured: the built-in demo model answers from the project's own fixtures.
-        cfg.providers = {"demo": ProviderConfig(kind="demo")}
-        cfg.routes = [RouteConfig(model="demo", provider="demo"), RouteConfig(model="*", provider="demo")]
+        demo = registry.get("demo")
+        cfg.providers = {"demo": demo.config()}
+        cfg.routes = [*(RouteConfig(model=m, provider="demo") for m in demo.models), RouteConfig(model="*", provider="demo")]
     check(cfg, args.config or "command line")
     resolve(cfg, args.state_dir)
     return cfg
@@ -149,29 +146,14 @@ def build_auth(cfg: Config) -> Auth:
     return Auth(keys, {k: "tenant:" + n for k, n in tenants.items()})
 
 
-PROVIDER_CLASSES = {
-    "openai-chat": ChatProvider,
-    "anthropic": AnthropicProvider,
-    "openai-responses": ResponsesProvider,
-}
-
-
 def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient]]:
+    """One provider (and its client) per configured provider, built as its kind says
+    (engine/registry.py)."""
     providers: dict[str, Any] = {}
     clients: list[httpx.AsyncClient] = []
     for name, p in cfg.providers.items():
-        t = p.timeouts or cfg.timeouts
-        timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-        if p.kind == "demo":
-            demo = DemoTransport()
-            client = httpx.AsyncClient(transport=demo, timeout=timeout)
-            demo_cfg = ProviderConfig(kind="demo", base_url="http://demo.invalid/v1")
-            provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=demo)
-        else:
-            # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
-            client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
-            provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
+        kind = registry.get(p.kind)
+        provider, client = (kind.build or build_provider)(kind, name, p, cfg)
         providers[name] = provider
         clients.append(client)
     return providers, clients
@@ -511,7 +493,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--upstream-kind",
         default="openai-chat",
-        choices=list(PROVIDER_CLASSES),
+        choices=registry.names(upstream=True),
         help="upstream protocol: Chat Completions, Anthropic Messages, or the Responses API passed through",
     )
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
@@ -530,7 +512,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")
     r.add_argument("file", help="a recorded upstream stream (.sse raw bytes or .chunks.jsonl)")
-    r.add_argument("--kind", default="openai-chat", choices=KINDS)
+    r.add_argument("--kind", default="openai-chat", choices=registry.names(upstream=True))
     r.add_argument("--deterministic", action="store_true", help="seeded ids and a fixed clock")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--model", default="replay")

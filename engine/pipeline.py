@@ -13,15 +13,12 @@ import msgspec
 
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.stages.anthropic_decoder import AnthropicDecoder
 from respline.engine.stages.builder import OPENAI, ResponseBuilder
-from respline.engine.stages.chat_decoder import ChatDecoder
 from respline.engine.stages.encoder import JsonEncoder, SseEncoder
 from respline.engine.stages.rebuilder import CompletionRebuilder
 from respline.engine.stages.responses_normaliser import ResponsesNormaliser
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.stages.sse import SseDecoder
-from respline.engine.stages.tool_calls import ToolCallAccumulator
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire import responses as R
 from respline.engine.wire.responses import Response
@@ -160,25 +157,6 @@ def builder_pipeline(
     )
     encoder = ENCODERS[encoding]() if encoding else None
     return ResponsePipeline(head, builder, encoder)
-
-
-def chat_pipeline(
-    template: Response,
-    ids: Ids,
-    clock: Clock,
-    *,
-    think_tags: bool = False,
-    **options: Any,
-) -> ResponsePipeline:
-    """A Chat Completions upstream: SSE framing, chunk decoding, tool-call accumulation."""
-    head: list[Stage] = [SseDecoder(), ChatDecoder(think_tags=think_tags), ToolCallAccumulator(ids)]
-    return builder_pipeline(head, template, ids, clock, **options)
-
-
-def anthropic_pipeline(template: Response, ids: Ids, clock: Clock, **options: Any) -> ResponsePipeline:
-    """An Anthropic Messages upstream: its own decoder, no tool-call accumulator (Anthropic's
-    blocks never interleave), then the same builder and tail as Chat."""
-    return builder_pipeline([SseDecoder(), AnthropicDecoder(ids)], template, ids, clock, **options)
 
 
 def responses_pipeline(
