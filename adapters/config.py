@@ -203,7 +203,10 @@ def provider_config(name: str, entry: Any, where: str) -> ProviderConfig:
     try:
         return msgspec.convert(entry, Union[configs])  # type: ignore[valid-type]
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: " + str(exc).replace("`$", f"`$.providers.{name}", 1)) from None
+        message = str(exc)
+        # msgspec names no path for a fault at the table itself (an unknown key)
+        at = message.replace("`$", f"`$.providers.{name}", 1) if "`$" in message else f"{message} - at `$.providers.{name}`"
+        raise ConfigError(f"{where}: {at}") from None
 
 
 def check(cfg: Config, where: str = "config") -> None:
