@@ -197,6 +197,8 @@ def provider_config(name: str, entry: Any, where: str) -> ProviderConfig:
     if isinstance(entry, dict):
         entry = {"kind": DEFAULT_KIND, **entry}
         kind = entry["kind"]
+        if isinstance(kind, str) and kind in registry.broken():
+            raise ConfigError(f"{where}: providers.{name}.kind: the provider kind {kind!r} is installed but failed to load: {registry.broken()[kind]}")
         if isinstance(kind, str) and kind not in registry.kinds():
             raise ConfigError(f"{where}: providers.{name}.kind: {kind!r} is not one of {', '.join(registry.names())}")
     configs = tuple(k.config for k in registry.kinds().values())

@@ -15,10 +15,13 @@ The engine never imports an adapter: the entry points are loaded on first use, b
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
 GROUP = "respline.providers"
+
+log = logging.getLogger("respline.registry")
 
 
 class RegistryError(Exception):
@@ -76,15 +79,24 @@ class ProviderKind:
 
 
 _kinds: dict[str, ProviderKind] | None = None
+_broken: dict[str, str] = {}  # kind -> why its entry point did not load
 
 
 def kinds() -> dict[str, ProviderKind]:
-    """Every registered kind by name, sorted by name; loaded once per process."""
+    """Every registered kind by name, sorted by name; loaded once per process. A plug-in whose
+    entry point does not load (its module missing, an import error) is left out with a warning,
+    so a broken third-party package cannot stop respline serving its other kinds; a config that
+    names it is refused with the reason (``broken``)."""
     global _kinds
     if _kinds is None:
         found: dict[str, ProviderKind] = {}
         for ep in entry_points(group=GROUP):
-            kind = ep.load()
+            try:
+                kind = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any failure of a plug-in's import
+                _broken[ep.name] = f"{ep.value}: {exc.__class__.__name__}: {exc}"
+                log.warning("provider kind %r not loaded (%s)", ep.name, _broken[ep.name])
+                continue
             if not isinstance(kind, ProviderKind) or kind.name != ep.name:
                 raise RegistryError(f"entry point {GROUP}:{ep.name} ({ep.value}) is not a ProviderKind named {ep.name!r}")
             if ep.name in found and found[ep.name] is not kind:
@@ -94,11 +106,18 @@ def kinds() -> dict[str, ProviderKind]:
     return _kinds
 
 
+def broken() -> dict[str, str]:
+    """Kinds whose entry point failed to load, with the reason."""
+    kinds()
+    return _broken
+
+
 def get(name: str) -> ProviderKind:
     try:
         return kinds()[name]
     except KeyError:
-        raise RegistryError(f"no provider kind {name!r} (registered: {', '.join(kinds())})") from None
+        why = f": it failed to load ({_broken[name]})" if name in _broken else f" (registered: {', '.join(kinds())})"
+        raise RegistryError(f"no provider kind {name!r}{why}") from None
 
 
 def names(upstream: bool = False) -> list[str]:

@@ -178,3 +178,24 @@ def test_upstream_refusal_and_stream_error_end_to_end(client, ndjson_server, ups
         events = checked(parse_sse(r.read()))
     assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
     assert events[-1]["response"]["error"]["message"].endswith("overloaded")
+
+
+def test_a_plugin_that_fails_to_load_is_left_out(tmp_path):
+    """A registered kind whose module cannot be imported: respline still starts and serves its
+    other kinds; a config naming it is refused with the reason."""
+    dist = tmp_path / "respline_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: respline-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text('[respline.providers]\nbroken = no_such_module:KIND\n')
+    (tmp_path / "c.toml").write_text('[providers.b]\nkind = "broken"\nbase_url = "x"\n')
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from respline.engine import registry\n"
+        "from respline.adapters.config import ConfigError, load\n"
+        "assert 'broken' not in registry.kinds() and 'openai-chat' in registry.kinds()\n"
+        "try:\n    load(sys.argv[1] + '/c.toml')\nexcept ConfigError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "providers.b.kind: the provider kind 'broken' is installed but failed to load: no_such_module:KIND" in out.stdout
+    assert "provider kind 'broken' not loaded" in out.stderr
