@@ -19,6 +19,8 @@ from respline.adapters.providers.gemini.translate import to_gemini_request
 from respline.engine.translate import input_items, parse_create
 from upstream import Reply
 from validate import checked, parse_sse
+from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
+from test_codex import items as codex_items
 
 SIG = "CiQBcsjafEXAMPLE+sig/with+slashes=="
 TOOL = {"type": "function", "name": "get_weather", "description": "weather", "parameters": {
@@ -200,3 +202,42 @@ def test_safety_block_is_incomplete(client, upstream):
     upstream.queue(Reply(sse({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}})))
     r = client.responses.create(model="g", input="something blocked")
     assert r.status == "incomplete" and r.incomplete_details.reason == "content_filter" and r.output == []
+
+
+# --- Codex through Gemini ------------------------------------------------------------------------
+
+
+def test_codex_tool_loop_and_apply_patch(codex, gemini_server, upstream, tmp_path):
+    """The real Codex CLI: an exec_command call carrying a thought signature, then an
+    apply_patch call (a custom tool, sent to Gemini as a function with one ``input`` string),
+    then the answer; each turn sends the signed call back as Gemini made it."""
+    patch = "*** Begin Patch\n*** Add File: hello.txt\n+hello from gemini\n*** End Patch\n"
+    upstream.queue(
+        Reply(sse(chunk({"text": "I will run it.", "thought": True}),
+                  chunk({"functionCall": {"name": "exec_command", "args": {"cmd": "echo hi-from-gemini"}}, "thoughtSignature": SIG},
+                        finish="STOP", usage=(900, 10, 30)))),
+        Reply(sse(chunk({"functionCall": {"name": "apply_patch", "args": {"input": patch}}, "thoughtSignature": SIG + "2"}, finish="STOP"))),
+        Reply(sse(chunk({"text": "Ran it and created hello.txt."}, finish="STOP"))),
+    )
+    events, work = run_codex(codex, gemini_server.url, tmp_path, "Run echo hi-from-gemini, then create hello.txt")
+    commands = codex_items(events, "command_execution")
+    assert commands and "hi-from-gemini" in commands[0]["aggregated_output"]
+    assert (work / "hello.txt").read_text() == "hello from gemini\n"
+    assert codex_items(events, "agent_message")[-1]["text"] == "Ran it and created hello.txt."
+    assert events[-1]["type"] == "turn.completed"
+
+    assert len(upstream.requests) == 3
+    assert all(":streamGenerateContent?alt=sse" in r["path"] for r in upstream.requests)
+    first, second, third = (r["body"] for r in upstream.requests)
+    assert first["systemInstruction"]["parts"][0]["text"]
+    names = {d["name"] for d in first["tools"][0]["functionDeclarations"]}
+    assert {"exec_command", "apply_patch"} <= names
+    # the second turn: the call back with its signature, then its output by name
+    model_turn = [c for c in second["contents"] if c["role"] == "model"][-1]
+    assert model_turn["parts"] == [{"functionCall": {"name": "exec_command", "args": {"cmd": "echo hi-from-gemini"}}, "thoughtSignature": SIG}]
+    answer = second["contents"][second["contents"].index(model_turn) + 1]["parts"][0]["functionResponse"]
+    assert answer["name"] == "exec_command" and "hi-from-gemini" in json.dumps(answer["response"])
+    # the third: both signed calls, each with its own signature, apply_patch's input whole
+    calls = [p for c in third["contents"] if c["role"] == "model" for p in c["parts"] if "functionCall" in p]
+    assert [(p["functionCall"]["name"], p["thoughtSignature"]) for p in calls] == [("exec_command", SIG), ("apply_patch", SIG + "2")]
+    assert calls[1]["functionCall"]["args"] == {"input": patch}
