@@ -204,6 +204,17 @@ def test_safety_block_is_incomplete(client, upstream):
     assert r.status == "incomplete" and r.incomplete_details.reason == "content_filter" and r.output == []
 
 
+def test_input_tokens_asks_gemini(gemini_server, upstream):
+    upstream.queue(Reply(body=b'{"totalTokens": 42, "promptTokensDetails": []}'))
+    r = httpx.post(gemini_server.url + "/responses/input_tokens", headers={"authorization": f"Bearer {TEST_KEY}"},
+                   json={"model": "gemini-2.5-flash", "input": "count me", "instructions": "Be brief."}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"object": "response.input_tokens", "input_tokens": 42}
+    sent = upstream.last
+    assert sent["path"] == "/v1beta/models/gemini-2.5-flash:countTokens"
+    assert sent["body"] == {"generateContentRequest": {"model": "models/gemini-2.5-flash", "contents": [{"role": "user", "parts": [{"text": "count me"}]}],
+                                                       "systemInstruction": {"parts": [{"text": "Be brief."}]}}}
+
+
 # --- Codex through Gemini ------------------------------------------------------------------------
 
 

@@ -52,8 +52,7 @@ class GeminiProvider(HttpProvider):
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         body, tools = to_gemini_request(req, items, self.budgets, ctx.unseal)
         payload = _json.encode(body)
-        url = self._url_template.replace("%7Bmodel%7D", "{model}").replace("{model}", quote(upstream_model, safe=""))
-        request = httpx.Request("POST", url, headers=self.headers, content=payload, extensions={"timeout": self._timeout})
+        request = httpx.Request("POST", self._url(upstream_model, "streamGenerateContent"), headers=self.headers, content=payload, extensions={"timeout": self._timeout})
         pipeline = gemini_pipeline(
             ctx.template,
             ctx.ids,
@@ -65,6 +64,15 @@ class GeminiProvider(HttpProvider):
             max_tool_calls=req.max_tool_calls,
         )
         return Prepared(request, payload, body, pipeline)
+
+    def _url(self, model: str, method: str) -> str:
+        url = self._url_template.replace("%7Bmodel%7D", "{model}").replace("{model}", quote(model, safe=""))
+        return url if method == "streamGenerateContent" else url.split(":streamGenerateContent", 1)[0] + ":" + method
+
+    def count_request(self, body: dict[str, Any], model: str) -> tuple[str, dict[str, Any], str]:
+        """``POST /v1/responses/input_tokens`` (adapters/counting.py): Gemini's own
+        ``countTokens`` over the request as it would be sent; it answers ``totalTokens``."""
+        return self._url(model, "countTokens"), {"generateContentRequest": {"model": f"models/{model}", **body}}, "totalTokens"
 
     def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
         return gemini_error(status, body, headers)
