@@ -30,7 +30,7 @@ from respline.adapters.config import (
     expand_env,
     load,
 )
-from respline.adapters import logs
+from respline.adapters import cassette, logs
 from respline.adapters import tracing
 from respline.adapters.exchange import Telemetry
 from respline.adapters.frontends.observed import metrics_only
@@ -38,6 +38,7 @@ from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_w
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
 from respline.adapters.providers.common import build_provider
+from respline.adapters.providers.replay_cassette import player as cassette_replay
 from respline.adapters.state import private_file, resolve
 from respline.adapters.watch import SHUTDOWN
 from respline.engine.ids import Clock, Ids, deterministic
@@ -63,6 +64,12 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.server.api_keys = list(cfg.server.api_keys) + list(args.api_key)
     if args.record:
         cfg.server.record_dir = args.record
+    if args.replay:  # the cassette's providers (each replayed) and routes
+        if args.upstream or cfg.server.record_dir:
+            raise ConfigError("--replay serves a cassette: it does not go with --upstream or --record")
+        cassette_replay.configure(cfg, args.replay, args.replay_pace, args.replay_strict)
+    elif args.replay_strict or args.replay_pace != "fast":
+        raise ConfigError("--replay-pace and --replay-strict go with --replay DIR")
     if args.reasoning_dialect:
         cfg.server.reasoning_dialect = args.reasoning_dialect
     if args.secret_file:  # a path on the command line is relative to the current directory
@@ -151,9 +158,19 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
     (engine/registry.py)."""
     providers: dict[str, Any] = {}
     clients: list[httpx.AsyncClient] = []
+    # --record: every provider's transport is teed into one cassette (adapters/cassette.py)
+    recorder = cassette.Recorder(cfg, cfg.server.record_dir) if cfg.server.record_dir else None
+    shared: dict[str, Any] = {}  # what a kind's build keeps across this server's providers
     for name, p in cfg.providers.items():
         kind = registry.get(p.kind)
-        provider, client = (kind.build or build_provider)(kind, name, p, cfg)
+        wrap = None
+        if recorder is not None:
+            # the kind a recording is read back as: the kind's own, or the one its build says
+            # (the demo records as openai-chat)
+            def wrap(transport: httpx.AsyncBaseTransport, as_kind: str = p.kind, name: str = name) -> httpx.AsyncBaseTransport:
+                return recorder.wrap(transport, name, as_kind)
+
+        provider, client = (kind.build or build_provider)(kind, name, p, cfg, wrap=wrap, shared=shared)
         providers[name] = provider
         clients.append(client)
     return providers, clients
@@ -161,8 +178,10 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
 
 def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     providers, clients = build_providers(cfg)
-    sealer = Sealer(load_secret(cfg))
-    gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, Ids(), Clock())
+    # replay mode: seeded ids, a fixed clock, derived sealing nonces (adapters/providers/replay_cassette/)
+    fixed = cassette_replay.determinism(cfg)
+    ids, clock, sealer = fixed or (Ids(), Clock(), Sealer(load_secret(cfg)))
+    gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, ids, clock)
     return gateway, clients
 
 
@@ -354,6 +373,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError("--workers must be at least 1")
         if args.workers > 1 and cfg.store.backend not in ("sqlite", "postgres"):
             raise ConfigError("--workers > 1 needs a store the workers share: use --store sqlite:PATH or postgresql://...")
+        if args.workers > 1 and (cfg.server.record_dir or cassette_replay.in_use(cfg)):
+            raise ConfigError("recording and replaying a cassette run in one process: drop --workers")
         if args.listen_fd is None:
             sock = bind(cfg.server.host, cfg.server.port)
             listen_fd = sock.fileno()
@@ -379,7 +400,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock.detach()  # hypercorn's own socket object owns the descriptor from here
     tune_gc(cfg.server.gc_thresholds)
     trio.run(serve, cfg, gateway, clients, listen_fd, metrics_fd)
-    return 0
+    return cassette_replay.verdict(gateway.providers)  # 3: a strict replay left exchanges over
 
 
 def setup_logging(cfg: Config) -> None:
@@ -499,7 +520,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
     s.add_argument("--store", default=None, metavar="memory|sqlite:PATH|postgresql://...", help="where responses are stored")
     s.add_argument("--api-key", action="append", default=[], metavar="KEY", help="accepted client key (repeatable)")
-    s.add_argument("--record", default=None, metavar="DIR", help="save upstream requests and raw streams as fixtures")
+    s.add_argument("--record", default=None, metavar="DIR", help="record every upstream exchange into a cassette directory")
+    s.add_argument("--replay", default=None, metavar="DIR", help="answer upstream requests from a recorded cassette (no upstream)")
+    s.add_argument("--replay-pace", default="fast", choices=cassette_replay.PACES, help="replay streams at once (fast) or as recorded")
+    s.add_argument("--replay-strict", action="store_true", help="exit 3 at shutdown if an exchange was never requested or requested twice")
     s.add_argument("--reasoning-dialect", default=None, choices=REASONING_DIALECTS, help="reasoning event names")
     s.add_argument("--log-format", default=None, choices=("json", "text"), help="log lines as JSON objects or text (default: json unless stderr is a terminal)")
     s.add_argument("--state-dir", default=None, metavar="DIR", help="where respline keeps its secret and default database (owner-only)")
@@ -519,16 +543,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--reasoning-dialect", default="openai", choices=REASONING_DIALECTS)
     r.add_argument("--think-tags", action="store_true", help="treat <think>...</think> in content as reasoning")
     r.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("cassette", help="inspect a cassette recorded with serve --record")
+    csub = c.add_subparsers(dest="action", required=True)
+    show = csub.add_parser("show", help="what was recorded: turns, tools called, tokens")
+    show.add_argument("dir", metavar="DIR")
+    show.set_defaults(func=cassette.cmd_show)
+    chk = csub.add_parser("check", help="whether it still replays, and which respline made it")
+    chk.add_argument("dir", metavar="DIR")
+    chk.set_defaults(func=cassette.cmd_check)
     return p
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("respline")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+    return cassette.respline_version()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,7 +105,6 @@ class Turn:
         "pipeline",
         "store",
         "conversation_id",
-        "record_dir",
         "template",
         "compact",
         "seeded",
@@ -123,7 +122,6 @@ class Turn:
     )
 
     def __init__(self) -> None:
-        self.record_dir: Path | None = None
         self.conversation_id: str | None = None
         self.compact = False  # the input ends with compaction_trigger (engine/compact_turn.py)
         self.seeded: list = []  # output items made before the upstream call (context_management)
@@ -157,7 +155,6 @@ class Gateway:
         self.ids = ids or Ids()
         self.clock = clock or Clock()
         self.dialect = cfg.server.reasoning_dialect
-        self.record_dir = Path(cfg.server.record_dir) if cfg.server.record_dir else None
         self.runs = None  # adapters.background.Runs, set by the server
         limits = [cfg.timeouts.client_write]
         for t in [cfg.timeouts] + [p.timeouts for p in providers.values() if getattr(p, "timeouts", None) is not None]:
@@ -390,7 +387,7 @@ class Gateway:
                     "provider %s failed (%d %s); falling back to %s", failed, err.status, err.code, turn.provider.name
                 )
                 continue
-            # streaming starts: what only a fallback or the recording needed can go (the parsed
+            # streaming starts: what only a fallback needed can go (the parsed
             # request and the encoded upstream body: ~100 KB each for a Codex turn, held for as
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
@@ -441,8 +438,6 @@ class Gateway:
             err = turn.provider.error(resp.status_code, body, resp.headers)
             self._upstream_fault(turn, "http_error", str(resp.status_code), f"answered {resp.status_code} {err.code}")
             raise err
-        if self.record_dir is not None:
-            turn.record_dir = self._record_start(turn)
         return resp
 
     def _upstream_fault(self, turn: Turn, outcome: str, status: str, cause: str, timeout: str | None = None) -> None:
@@ -503,7 +498,6 @@ class Gateway:
         # upstream read only when its bytes came with the head, and the last read's events go
         # out with the terminal ones.
         held = pipe.start()
-        recorder = _Recorder(turn.record_dir) if turn.record_dir is not None else None
         failure: UpstreamError | None = None
         gone: BaseException | None = None
         out: list = []
@@ -532,8 +526,6 @@ class Gateway:
                         break  # cut as this read completed
                     turn.since = trio.current_time()
                     turn.read_limit = idle
-                    if recorder is not None:
-                        recorder.write(chunk)
                     frames = pipe.feed(chunk)
                     if held:
                         frames = held + frames
@@ -569,8 +561,6 @@ class Gateway:
             watch.discard(turn)
             turn.scope = None
             turn.writing = False
-            if recorder is not None:
-                recorder.close()
             with trio.CancelScope(shield=True):
                 await resp.aclose()
         if gone is not None:
@@ -811,15 +801,6 @@ class Gateway:
         else:
             await trio.sleep(0.25)
 
-    # -- recording -----------------------------------------------------------------------
-
-    def _record_start(self, turn: Turn) -> Path:
-        assert self.record_dir is not None
-        d = self.record_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{turn.pipeline.response.id}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "request.json").write_bytes(msgspec.json.format(turn.payload, indent=2))
-        return d
-
     # -- compaction ----------------------------------------------------------------------
 
     async def compact(self, body: bytes, tenant: str) -> dict[str, Any]:
@@ -896,24 +877,6 @@ def _end_of(response: dict[str, Any]) -> UpstreamError | None:
         err = response.get("error") or {}
         return UpstreamError(message=err.get("message") or "The response failed.", code=err.get("code") or "server_error")
     return None
-
-
-class _Recorder:
-    """Tees raw upstream bytes into ``upstream.sse`` (``respline serve --record DIR``)."""
-
-    __slots__ = ("_f",)
-
-    def __init__(self, directory: Path | None) -> None:
-        self._f = open(directory / "upstream.sse", "wb") if directory is not None else None  # noqa: SIM115
-
-    def write(self, chunk: bytes) -> None:
-        if self._f is not None:
-            self._f.write(chunk)
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 def _conversation_id(conv: str | dict[str, Any]) -> str:

@@ -41,8 +41,11 @@ class ProviderKind:
       think_tags, max_tool_calls) -> ResponsePipeline``: its head stages in front of the builder
       (``respline replay`` and the fixtures use it without a provider);
     - ``error``: ``(status, body, headers) -> ApiError``, the upstream's refusal read;
-    - ``build``: optional ``(kind, name, cfg, config) -> (provider, client)``, for a kind that
-      makes its own transport (the demo); by default an HTTP provider over the upstream pool;
+    - ``build``: optional ``(kind, name, provider_config, config, *, wrap, shared) -> (provider,
+      client)``, for a kind that makes its own transport (the demo, the cassette replay); by
+      default an HTTP provider over the upstream pool. ``wrap``, when not None (``serve
+      --record``), is ``wrap(transport[, as_kind])``: the transport to use instead, recorded;
+      ``shared`` is one dict per server, for what the kind's providers share;
     - ``upstream``: False for a kind that needs no upstream (the demo): not offered by
       ``--upstream-kind`` nor ``respline replay --kind``;
     - ``models``: the model names a provider of this kind serves with no route configured;

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from typing import Any, Callable
 
@@ -58,6 +59,19 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 def _random_nonce(_aad: bytes, _plaintext: bytes) -> bytes:
     return os.urandom(NONCE_SIZE)
+
+
+def derived_nonces(key: bytes) -> NonceSource:
+    """Nonces derived from what is sealed, for replay mode (adapters/cassette.py), where the
+    same run must seal to the same bytes: HMAC-SHA256 under ``key`` (the secret and a seed)
+    over the length-prefixed associated data and the plaintext, cut to 12 bytes. A nonce then
+    repeats only for the very same content, which gives the very same token."""
+
+    def nonce(aad: bytes, plaintext: bytes) -> bytes:
+        mac = hmac.new(key, len(aad).to_bytes(4, "big") + aad + plaintext, hashlib.sha256)
+        return mac.digest()[:NONCE_SIZE]
+
+    return nonce
 
 
 def _decode(body: str) -> bytes:

@@ -120,13 +120,13 @@ def test_record_saves_request_and_raw_stream(start_server, upstream, tmp_path):
     upstream.queue(Reply(pieces))
     r = httpx.post(server.url + "/responses", json={"model": "m", "input": "hi", "stream": True})
     live = parse_sse(r.content)
-    dirs = list(rec.iterdir())
-    assert len(dirs) == 1
-    request = json.loads((dirs[0] / "request.json").read_text())
+    # one cassette (tests/test_cassette.py): cassette.json and a folder per exchange
+    assert sorted(p.name for p in rec.iterdir()) == ["0001", "cassette.json"]
+    request = json.loads((rec / "0001" / "request.json").read_text())
     assert request["messages"] == [{"role": "user", "content": "hi"}]
-    assert (dirs[0] / "upstream.sse").read_bytes() == b"".join(pieces)
+    assert (rec / "0001" / "upstream.sse").read_bytes() == b"".join(pieces)
     # the recording replays to the same events the client saw, ids aside
-    replayed = parse_sse(respline("replay", str(dirs[0] / "upstream.sse")).stdout)
+    replayed = parse_sse(respline("replay", str(rec / "0001" / "upstream.sse")).stdout)
     assert [e["type"] for e in replayed] == [e["type"] for e in live]
 
 

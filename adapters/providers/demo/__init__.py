@@ -21,13 +21,17 @@ class DemoConfig(ProviderConfig, tag="demo"):
     needs_base_url: ClassVar[bool] = False
 
 
-def build(kind: ProviderKind, name: str, p: ProviderConfig, cfg: Any) -> tuple[ChatProvider, httpx.AsyncClient]:
+def build(
+    kind: ProviderKind, name: str, p: ProviderConfig, cfg: Any, *, wrap: Any = None, shared: dict | None = None
+) -> tuple[ChatProvider, httpx.AsyncClient]:
     t = p.timeouts or cfg.timeouts
     timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-    demo = DemoTransport()
-    client = httpx.AsyncClient(transport=demo, timeout=timeout)
+    transport: httpx.AsyncBaseTransport = DemoTransport()
+    if wrap is not None:  # recorded as what it is: a Chat Completions upstream
+        transport = wrap(transport, "openai-chat")
+    client = httpx.AsyncClient(transport=transport, timeout=timeout)
     chat_cfg = ChatConfig(base_url="http://demo.invalid/v1")
-    return ChatProvider(name, chat_cfg, client, cfg.timeouts, transport=demo), client
+    return ChatProvider(name, chat_cfg, client, cfg.timeouts, transport=transport), client
 
 
 KIND = ProviderKind(
