@@ -775,9 +775,13 @@ class Gateway:
             if stored is None:
                 return
             if stored.response.get("status") in TERMINAL_STATUSES:
-                # the final status is stored just before the terminal event is logged (by this
-                # process or another host): give that 2 s to land before ending the log here
                 if settle_by is None:
+                    # a follower that starts at or past the logged end (starting_after = the
+                    # last seq) is done at once, not after the settling wait below
+                    if any(ev.type in TERMINAL_TYPES for ev in await self.store.get_events(tenant, response_id, -1)):
+                        return
+                    # the final status is stored just before the terminal event is logged (by
+                    # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
                 if trio.current_time() < settle_by:
                     await self._wait_events(wait_events, response_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -61,24 +62,47 @@ class TextFormatter(logging.Formatter):
     """``TIME LEVEL logger: message key=value ... [request_id]`` for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_utc(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{_utc(record.created)} {record.levelname} {record.name}: {_escaped(record.getMessage())}"
         fields = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None and v != [])
         rid = getattr(record, "request_id", None)
         if rid is not None and not (fields and "request_id" in fields):
-            line += f" request_id={rid}"
+            line += f" request_id={_text(rid)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+# Field values come from clients too (the model name, the path with its %0A decoded): a value
+# that is not one plain printable word is quoted, with every character that could end the line
+# (CR, LF, U+2028, ...) or fake a field escaped, so each record stays one line of its own.
+_PLAIN = re.compile(r'[^\s"=\\]+')
 
 
 def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        value = ",".join(str(v) for v in value)
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.isprintable():
+        return text
+    return '"' + _escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each character that is not printable as an escape (``\\n``, ``\\u2028``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+_ESCAPE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    return _ESCAPE.get(c) or (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
 
 
 def default_format() -> str:

@@ -159,7 +159,9 @@ def with_discovered(req: Q.CreateRequest, items: list[Any]) -> Q.CreateRequest:
 
 
 def _tool_key(tool: dict[str, Any]) -> tuple[Any, Any]:
-    return tool.get("type"), tool.get("name")
+    # the name of a tool of a type respline does not read is not checked: it may be a list
+    name = tool.get("name")
+    return tool.get("type"), name if isinstance(name, str) else None
 
 
 # --- the search call and its output as Chat / Anthropic history ----------------------------

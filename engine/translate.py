@@ -212,6 +212,10 @@ def input_items(req: Q.CreateRequest) -> list[Any]:
 
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 
+# items whose ``tools`` the context makes available from their point on
+_TOOL_ITEMS = frozenset({"tool_search_output", "additional_tools"})
+_TOOL_LIST = list[dict[str, Any]]
+
 # the fields of each input item that hold content parts, checked against ContentPartShape
 _PART_LISTS: dict[type, tuple[str, ...]] = {
     Q.MessageIn: ("content",),
@@ -234,6 +238,11 @@ def decode_item(item: Any, where: str) -> Any:
         item_id = item.get("id")
         if item_id is not None and not isinstance(item_id, str):  # stored items are keyed by it
             raise ApiError(400, f"Invalid '{where}.id': expected a string.", param=f"{where}.id", code="invalid_type")
+        if kind in _TOOL_ITEMS and item.get("tools") is not None:
+            # their tools are offered to Chat and Anthropic upstreams from here on, read like the
+            # request's own (engine/tool_policy.py): the same shapes, checked here, named here
+            check_shape(item["tools"], _TOOL_LIST, f"{where}.tools")
+            _check_tools(item["tools"], f"{where}.tools")
         return Q.HostedItemIn(raw=item, id=item_id)
     cls = _ITEM_TYPES.get(kind) if kind is not None else None
     if cls is None:

@@ -160,3 +160,160 @@ async def test_websocket_bad_frames_keep_the_socket(respline, upstream):
                     events.append(json.loads(await ws.get_message()))
             checked(events)
     no_traceback(respline)
+
+
+# --- what the fuzzer found once it covered the newer routes, items, frames and headers ----------
+
+
+@pytest.mark.parametrize(
+    "item, param",
+    [
+        # a tool whose type is a list reached a set lookup (TypeError: unhashable, a 500)
+        ({"type": "additional_tools", "tools": [{"type": ["function"], "name": "f"}]}, "input[1].tools[0].type"),
+        ({"type": "additional_tools", "tools": {"type": "function", "name": "f"}}, "input[1].tools"),
+        ({"type": "additional_tools", "tools": ["f"]}, "input[1].tools[0]"),
+        ({"type": "additional_tools", "tools": [{"type": "function", "name": ["f"]}]}, "input[1].tools[0].name"),
+        ({"type": "tool_search_output", "call_id": "c", "execution": "client",
+          "tools": [{"type": "namespace", "name": "ns", "tools": 5}]}, "input[1].tools[0].tools"),
+        ({"type": "tool_search_output", "call_id": "c", "execution": "client",
+          "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": {}, "name": "g"}]}]}, "input[1].tools[0].tools[0].type"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/responses", "/responses/input_tokens", "/responses/compact"])
+def test_tools_made_available_by_items_are_checked(respline, upstream, item, param, path):
+    body = {"model": "m1", "input": [{"role": "user", "content": "x"}, item]}
+    envelope(post(respline, path, body), 400, param=param)
+    assert upstream.requests == []  # refused before any upstream call
+    no_traceback(respline)
+
+
+def test_a_tool_of_another_type_with_an_odd_name_is_offered_once(respline, upstream):
+    """A tool of a type respline does not read keeps its name unchecked (a list here, which
+    reached a set: a 500): the tools offered from the items are still listed, and that one is
+    left out for a Chat upstream."""
+    upstream.queue(Reply(text_stream("ok")))
+    extra = {"type": "additional_tools", "tools": [{"type": "future_tool", "name": ["x"]}, {"type": "function", "name": "g"}]}
+    r = post(respline, "/responses", {"model": "m1", "input": [{"role": "user", "content": "x"}, extra]})
+    assert r.status_code == 200, r.text
+    assert [t["function"]["name"] for t in upstream.last["body"]["tools"]] == ["g"]
+    no_traceback(respline)
+
+
+async def test_steer_input_of_another_type_is_invalid_input(respline, upstream):
+    """A steer whose input is not a string or a list (or nests too deep to hand back) is
+    ``invalid_input``, and its answer still has the shape openai's ResponseSteerFailedEvent reads
+    (it echoed ``"input": 5`` and objects 100 levels deep)."""
+    from openai.types.responses import ResponseSteerFailedEvent
+
+    url = respline.url.replace("http://", "ws://") + "/responses"
+    deep = '{"a":' * 100 + "1" + "}" * 100  # decodes; deeper than a frame may be kept (64)
+    frames = [  # (frame, the previous_response_id the answer names: none from a frame not read)
+        ('{"type": "response.steer", "previous_response_id": "resp_x", "input": 5}', "resp_x"),
+        ('{"type": "response.inject", "previous_response_id": "resp_x", "input": {"role": "user"}}', "resp_x"),
+        ('{"type": "response.steer", "previous_response_id": "resp_x", "input": []}', "resp_x"),
+        ('{"type": "response.steer", "previous_response_id": "resp_x", "input": ' + deep + "}", ""),
+        ('{"type": "response.steer", "previous_response_id": "resp_x", "input": [' + deep + "]}", ""),
+    ]
+    async with open_websocket_url(url, extra_headers=[("authorization", f"Bearer {TEST_KEY}")]) as ws:
+        for frame, prev in frames:
+            await ws.send_message(frame)
+            with trio.fail_after(10):
+                answer = json.loads(await ws.get_message())
+            ResponseSteerFailedEvent.model_validate(answer)
+            assert answer["error"]["code"] == "invalid_input", (frame[:80], answer)
+            assert answer["steer"] == {"previous_response_id": prev, "input": []}
+        # a good one still hands its input back
+        await ws.send_message('{"type": "response.steer", "previous_response_id": "resp_x", "input": "more"}')
+        with trio.fail_after(10):
+            answer = json.loads(await ws.get_message())
+        assert (answer["error"]["code"], answer["steer"]["input"]) == ("response_not_found", "more")
+    no_traceback(respline)
+
+
+def test_websocket_upgrade_answers_carry_the_request_id(respline):
+    """The 101 and a refused upgrade carry x-request-id like every HTTP answer: the client's
+    when it is a sane token, else one the server made (they carried none)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = respline.url.replace("http://", "ws://")
+    auth = {"authorization": f"Bearer {TEST_KEY}"}
+    with connect(url + "/responses", additional_headers={**auth, "x-request-id": "ws-rid-1"}) as ws:
+        assert ws.response.headers.get_all("x-request-id") == ["ws-rid-1"]
+    with connect(url + "/responses", additional_headers={**auth, "x-request-id": "not sane;%0d%0a"}) as ws:
+        [rid] = ws.response.headers.get_all("x-request-id")
+        assert rid.startswith("req_") and len(rid) == 28
+    for path, headers, status in [("/responses", {"x-request-id": "ws-rid-2"}, 401), ("/models", {**auth, "x-request-id": "ws-rid-3"}, 404)]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url + path, additional_headers=headers)
+        assert refused.value.response.status_code == status
+        assert refused.value.response.headers.get_all("x-request-id") == [headers["x-request-id"]]
+
+
+def test_text_log_records_stay_one_line(start_server, upstream):
+    """``--log-format text``: a model name or a path holding CR/LF (a %0A in a path is decoded)
+    or U+2028 is quoted and escaped, so it cannot start a forged record."""
+    import re
+    import time
+
+    server = start_server(["--upstream", upstream.base_url, "--api-key", TEST_KEY, "--log-format", "text"])
+    forged = "2026-01-01T00:00:00.000Z INFO respline.access: request status=200 forged=1"
+    upstream.queue(Reply(text_stream("ok")))
+    r = post(server, "/responses", {"model": f"m1\r\n{forged}\u2028x\"y\\", "input": "hi"})
+    assert r.status_code == 200, r.text
+    assert httpx.get(server.url + "/models%0A" + forged.replace(" ", "%20"), headers=AUTH, timeout=10).status_code == 404
+    deadline = time.monotonic() + 5
+    while not ("method=POST" in server.log() and "status=404" in server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    records = server.log().splitlines()
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ [\w.]+: ")
+    assert all(stamp.match(line) for line in records), records
+    assert not any(line.startswith("2026-01-01T00:00:00.000Z") for line in records)  # no forged record
+    [create] = [line for line in records if "method=POST" in line]
+    assert 'model="m1\\r\\n2026-01-01T00:00:00.000Z INFO respline.access: request status=200 forged=1\\u2028x\\"y\\\\"' in create
+    [missing] = [line for line in records if "status=404" in line]
+    assert 'path="/v1/models\\n2026-01-01T00:00:00.000Z INFO' in missing
+
+
+def test_resuming_a_finished_run_past_its_end_does_not_wait(respline, upstream):
+    """``starting_after`` at or past a finished run's last event: the stream ends at once with
+    ``[DONE]``; it waited out the 2 s settling window meant for a terminal event still landing
+    (the fuzzer's slowest requests)."""
+    import time
+
+    upstream.queue(Reply(text_stream("ok")))
+    rid = post(respline, "/responses", {"model": "m1", "input": "x", "background": True}).json()["id"]
+    get = lambda path: httpx.get(respline.url + path, headers=AUTH, timeout=10)  # noqa: E731
+    events = checked(parse_sse(get(f"/responses/{rid}?stream=true").content))  # followed to its end
+    last = events[-1]["sequence_number"]
+    for after in (last, last + 50):
+        started = time.monotonic()
+        r = get(f"/responses/{rid}?stream=true&starting_after={after}")
+        assert r.status_code == 200 and r.text == "data: [DONE]\n\n", r.text
+        assert time.monotonic() - started < 1.5  # not the 2 s settle
+    no_traceback(respline)
+
+
+def test_metrics_address_refuses_upgrades_and_carries_request_ids(start_server):
+    """``[metrics] address``: a WebSocket upgrade there is a 404 envelope (it was left
+    unanswered: hypercorn's bare 500), and its answers carry x-request-id as the main port's do."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from conftest import free_port
+
+    port = free_port()
+    server = start_server([], config=f'[metrics]\naddress = "127.0.0.1:{port}"\n')
+    for path in ("/metrics", "/v1/responses"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}{path}", additional_headers={"x-request-id": "m-ws-1"})
+        response = refused.value.response
+        assert response.status_code == 404 and json.loads(bytes(response.body))["error"]["code"] == "not_found"
+        assert response.headers.get_all("x-request-id") == ["m-ws-1"]
+    r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"x-request-id": "m-1"}, timeout=10)
+    assert r.status_code == 200 and r.headers.get_list("x-request-id") == ["m-1"]
+    r = httpx.get(f"http://127.0.0.1:{port}/nothing", headers={"x-request-id": "bad id"}, timeout=10)
+    envelope(r, 404, code="not_found")
+    [rid] = r.headers.get_list("x-request-id")
+    assert rid.startswith("req_")
+    no_traceback(server)

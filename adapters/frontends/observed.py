@@ -82,8 +82,8 @@ async def _drain(receive) -> None:
             return
 
 
-async def _send(send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+async def _send(send, status: int, body: bytes, content_type: bytes, extra: tuple = ()) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -151,13 +151,31 @@ def metrics_only(telemetry: Telemetry, key: str | None):
                 await send({"type": msg["type"] + ".complete"})
                 if msg["type"] == "lifespan.shutdown":
                     return
+        # the same request ids as the main port (no request line: scrapes are not requests)
+        rid = new_request_id(_header(scope, _REQUEST_ID))
+        rid_header = (_REQUEST_ID, rid.encode())
+        if scope["type"] == "websocket":
+            # an upgrade here is refused with an envelope (unanswered, it was hypercorn's bare 500)
+            from respline.adapters.frontends.websocket import _deny  # (it imports this module)
+
+            scope["respline.request_id"] = rid
+            if (await receive())["type"] == "websocket.connect":
+                err = ApiError(404, f"No WebSocket at {scope['path']}; this address serves GET /metrics only.", code="not_found")
+                await _deny(scope, send, err)
+            return
         if scope["type"] != "http":
             return
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
         if scope["path"] != "/metrics":
             await _drain(receive)
             err = ApiError(404, f"Unknown route: {scope['method']} {scope['path']}", code="not_found")
-            await _send(send, 404, err.body(), b"application/json")
+            await _send(send, 404, err.body(), b"application/json", (rid_header,))
             return
-        await endpoint(scope, receive, send)
+        await endpoint(scope, receive, send_with_id)
 
     return asgi

@@ -65,14 +65,19 @@ def steer_failed(raw: bytes, running: str | None, completed: Any) -> bytes:
     upstream call, so there is no point between calls where input could join a running turn;
     the client is told so at once (``response.steer.failed``), never left waiting. The code says
     why: the turn is running (``steering_not_supported``: send the input with the next
-    ``response.create``), it has ended (``response_already_completed``), or it is unknown."""
+    ``response.create``), it has ended (``response_already_completed``), or it is unknown.
+
+    The answer hands the input back (``steer.input``, a string or a list of items in openai's
+    ``ResponseSteerFailedEvent``): input of any other type, or a frame too deep to echo safely,
+    is ``invalid_input`` and goes back as ``[]``."""
     try:
-        steer = _steer.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        steer = decode_json(_steer, raw)  # depth-limited, as every frame that is kept
+    except ApiError:
         steer = _Steer()
     prev = steer.previous_response_id
-    if not isinstance(prev, str) or not prev or steer.input is None:
-        code, message = "invalid_input", "A steer needs 'previous_response_id' and 'input'."
+    given = steer.input if isinstance(steer.input, (str, list)) else None
+    if not isinstance(prev, str) or not prev or not given:
+        code, message = "invalid_input", "A steer needs 'previous_response_id' and 'input' (a string or a non-empty list of items)."
     elif prev == running:
         code = "steering_not_supported"
         message = (
@@ -86,7 +91,7 @@ def steer_failed(raw: bytes, running: str | None, completed: Any) -> bytes:
     event: dict[str, Any] = {
         "type": "response.steer.failed",
         "sequence_number": 0,
-        "steer": {"previous_response_id": prev if isinstance(prev, str) else "", "input": steer.input if steer.input is not None else []},
+        "steer": {"previous_response_id": prev if isinstance(prev, str) else "", "input": given if given is not None else []},
         "error": {"type": "invalid_request_error", "code": code, "message": message},
     }
     if isinstance(steer.stream_id, str):
@@ -363,7 +368,7 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
     except ApiError as err:
         await _deny(scope, send, err)
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "headers": _id_headers(scope)})
     session = WebSocketSession(gateway, tenant, send, receive, gateway.cfg.server.websocket_max_age, closing)
     session.request_id = scope.get("respline.request_id") or session.request_id
     try:
@@ -371,6 +376,14 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
     except Exception:  # noqa: BLE001 - one session's fault must not take the server down
         log.exception("websocket session failed")
         await session.close(1011)
+
+
+def _id_headers(scope: dict) -> list[tuple[bytes, bytes]]:
+    """The upgrade's answer carries the connection's request id, as every HTTP answer does
+    (made sane by adapters/frontends/observed.py); sent here, not by wrapping ``send``, which
+    would cost every frame a call and hide hypercorn's connection (client_closer)."""
+    rid = scope.get("respline.request_id")
+    return [(b"x-request-id", rid.encode())] if rid else []
 
 
 async def _deny(scope: dict, send, err: ApiError) -> None:
@@ -381,7 +394,11 @@ async def _deny(scope: dict, send, err: ApiError) -> None:
             {
                 "type": "websocket.http.response.start",
                 "status": err.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *_id_headers(scope),
+                ],
             }
         )
         await send({"type": "websocket.http.response.body", "body": body})
