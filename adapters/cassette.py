@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import msgspec
@@ -206,6 +206,16 @@ class Recorder:
 
     def wrap(self, transport: httpx.AsyncBaseTransport, provider: str, kind: str) -> "RecordingTransport":
         return RecordingTransport(self, transport, provider, kind)
+
+    def wrapper(self, provider: str, kind: str) -> Callable[..., httpx.AsyncBaseTransport]:
+        """A kind's ``build`` gets this as ``wrap`` (engine/registry.py): ``wrap(transport)``
+        records as the provider's kind, ``wrap(transport, as_kind)`` as the protocol the
+        transport really speaks (the demo records as openai-chat)."""
+
+        def wrap(transport: httpx.AsyncBaseTransport, as_kind: str = kind) -> httpx.AsyncBaseTransport:
+            return self.wrap(transport, provider, as_kind)
+
+        return wrap
 
     def begin(self, provider: str, kind: str, request: httpx.Request) -> "_Take":
         self.count += 1

@@ -163,13 +163,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
     shared: dict[str, Any] = {}  # what a kind's build keeps across this server's providers
     for name, p in cfg.providers.items():
         kind = registry.get(p.kind)
-        wrap = None
-        if recorder is not None:
-            # the kind a recording is read back as: the kind's own, or the one its build says
-            # (the demo records as openai-chat)
-            def wrap(transport: httpx.AsyncBaseTransport, as_kind: str = p.kind, name: str = name) -> httpx.AsyncBaseTransport:
-                return recorder.wrap(transport, name, as_kind)
-
+        wrap = recorder.wrapper(name, p.kind) if recorder is not None else None
         provider, client = (kind.build or build_provider)(kind, name, p, cfg, wrap=wrap, shared=shared)
         providers[name] = provider
         clients.append(client)

@@ -60,6 +60,11 @@ def test_cli_choices_list_the_plugin():
         ('[providers.n]\nkind = "ndjson"\nbase_url = "x"\ntemperature_scale = "hot"\n',
          "Expected `float`, got `str` - at `$.providers.n.temperature_scale`"),
         ('[providers.n]\nkind = "ndjson"\n', "providers.n.base_url is required"),
+        # the replay kind (adapters/providers/replay_cassette) is a registered kind like any
+        ('[providers.r]\nkind = "replay"\n', "providers.r.cassette is required with kind 'replay'"),
+        ('[providers.r]\nkind = "replay"\ncassette = "c"\nreplay_pace = "slow"\n',
+         "providers.r.replay_pace must be 'fast' or 'recorded'"),
+        ('[providers.a]\nbase_url = "x"\ncassette = "c"\n', "Object contains unknown field `cassette` - at `$.providers.a`"),
         ('[providers.n]\nkind = "nope"\nbase_url = "x"\n', "providers.n.kind: 'nope' is not one of anthropic, demo, "),
     ],
 )
