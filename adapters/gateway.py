@@ -777,9 +777,14 @@ class Gateway:
             if stored.response.get("status") in TERMINAL_STATUSES:
                 if settle_by is None:
                     # a follower that starts at or past the logged end (starting_after = the
-                    # last seq) is done at once, not after the settling wait below
-                    if any(ev.type in TERMINAL_TYPES for ev in await self.store.get_events(tenant, response_id, -1)):
-                        return
+                    # last seq) is done at once, not after the settling wait below; an end
+                    # logged since the read above (another host's reaper stores the status,
+                    # then logs the end) is read by the next turn of the loop
+                    ends = [ev.seq for ev in await self.store.get_events(tenant, response_id, -1) if ev.type in TERMINAL_TYPES]
+                    if ends:
+                        if ends[0] <= after:
+                            return
+                        continue
                     # the final status is stored just before the terminal event is logged (by
                     # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
@@ -787,8 +792,11 @@ class Gateway:
                     await self._wait_events(wait_events, response_id)
                     continue
                 log_all = await self.store.get_events(tenant, response_id, -1)
-                if any(ev.type in TERMINAL_TYPES for ev in log_all):
-                    return  # the follower started after the end
+                ends = [ev.seq for ev in log_all if ev.type in TERMINAL_TYPES]
+                if ends:  # the follower started after the end, or the end was just logged
+                    if ends[0] <= after:
+                        return
+                    continue
                 new, _ = self.close_log(stored, log_all, _end_of(stored.response))
                 await self.store.append_events(tenant, response_id, new)
                 yield [ev for ev in new if ev.seq > after]
