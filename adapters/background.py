@@ -7,7 +7,7 @@ is kept current (status, the output items completed so far) under this process's
 run whose process dies is ended as failed by another (``Gateway.reap``).
 
 A run is cancelled by ``POST /v1/responses/{id}/cancel`` (here, or by any process through the
-stored status, which each run watches): it is cut like a stream (adapters/watch.py), its event
+stored status, which each run watches: woken by the store's signal where it has one): it is cut like a stream (adapters/watch.py), its event
 log ends with ``error`` + ``response.failed`` and it is stored ``cancelled`` with its output. At
 shutdown runs get the grace period, then are cut and stored failed with what they produced.
 """
@@ -25,6 +25,10 @@ from respline.adapters.watch import CANCELLED
 from respline.engine.errors import ApiError
 
 log = logging.getLogger("respline.background")
+
+# seconds between looks at a run's stored status where the store signals its writes: the signal
+# is what stops a run cancelled elsewhere; this only covers a notice lost with its connection
+STATUS_BACKSTOP = 5.0
 
 
 class _Run:
@@ -131,10 +135,18 @@ class Runs:
             m.background_runs.labels(state).inc(change)
 
     async def _watch_cancel(self, turn: Turn) -> None:
-        """Another process may cancel this run by writing its status; look now and then."""
+        """Another process may cancel this run by writing its status. Where the store signals
+        writes of a response (PostgreSQL: a NOTIFY from whichever host wrote it) the status is
+        read when one arrives, so a cancel sent to another host stops the run within a round
+        trip or two, and otherwise every ``STATUS_BACKSTOP`` seconds; without a signal (SQLite
+        shared by workers) every ``watch_interval``."""
         rid = turn.pipeline.response.id
+        wait_status = getattr(self.gateway.store, "wait_status", None)
         while True:
-            await trio.sleep(self.watch_interval)
+            if wait_status is not None:
+                await wait_status(rid, STATUS_BACKSTOP)
+            else:
+                await trio.sleep(self.watch_interval)
             stored = await self.gateway.store.get_response(turn.tenant, rid)
             if stored is None or stored.response.get("status") == "cancelled":
                 self.gateway.watch.cut(turn, CANCELLED)
@@ -149,8 +161,10 @@ class Runs:
             await run.done.wait()
             return
         # not ours: mark it; the process running it sees the status and stops. Until it does, its
-        # progress writes (one per completed output item) may put the status back: mark it again
+        # progress writes (one per completed output item) may put the status back: mark it again.
+        # The store's signal (where it has one) wakes this as soon as the run logs its end.
         store = self.gateway.store
+        wait_events = getattr(store, "wait_events", None)
         with trio.move_on_after(5 * self.watch_interval + 1):
             while True:
                 stored = await store.get_response(tenant, response_id)
@@ -162,7 +176,10 @@ class Runs:
                     await store.put_response(stored)
                 elif await self._ended(tenant, response_id):
                     return
-                await trio.sleep(self.watch_interval / 2)
+                if wait_events is not None:
+                    await wait_events(response_id, self.watch_interval / 2)
+                else:
+                    await trio.sleep(self.watch_interval / 2)
 
     async def _ended(self, tenant: str, response_id: str) -> bool:
         """The run's own process logged its end (it stored ``cancelled`` before that)."""

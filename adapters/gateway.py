@@ -41,7 +41,7 @@ from respline.engine.ids import Clock, Ids
 from respline.engine.items import normalise
 from respline.engine.pipeline import ResponsePipeline, responses_pipeline
 from respline.engine.seal import Sealer, open_items
-from respline.engine.store import Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
+from respline.engine.store import RunLease, Store, StoredConversation, StoredEvent, StoredResponse, expand_chain
 from respline.engine import tokens, tool_policy
 from respline.engine.compact_turn import CompactionPipeline, summary_turn
 from respline.engine.context import (
@@ -76,6 +76,10 @@ TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"}
 TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
 Emit = Callable[[list], Awaitable[None]]
+
+# reaping (Gateway.reap): lapsed leases taken per statement, orphans ended at once
+REAP_BATCH = 25
+REAP_PARALLEL = 8
 
 # how a response whose producing process died (its lease ran out) ends
 ORPHANED = UpstreamError(
@@ -547,7 +551,7 @@ class Gateway:
                             break  # cut while writing
                         if durable and len(pipe.builder.output) != items:
                             items = len(pipe.builder.output)
-                            await self.record_status(turn, "in_progress")  # an item completed
+                            await self.record_status(turn, "in_progress", progress=True)  # an item completed
                         turn.since = trio.current_time()
         except trio.Cancelled as exc:  # the client left (or, past the shutdown backstop, the server)
             gone = exc
@@ -624,6 +628,7 @@ class Gateway:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
                 body["status"], body["error"] = "cancelled", None
+            # final, and its lease ended, in one write: the one round trip the terminal event waits for
             await self.store.put_response(
                 StoredResponse(
                     tenant=turn.tenant,
@@ -633,8 +638,10 @@ class Gateway:
                     previous_response_id=turn.previous_response_id,
                     created_at=resp.created_at,
                     background=turn.background,
-                )
+                ),
+                release=turn.leased,
             )
+            turn.leased = False
         await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
             await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
@@ -642,11 +649,12 @@ class Gateway:
     # -- leases: a crash never leaves a response in_progress ---------------------------------
 
     async def begin_record(self, turn: Turn, status: str = "in_progress") -> dict[str, Any]:
-        """Lease the response, then record it (in that order: a lease without its record is
-        simply dropped by the reaper, a record without a lease would never end)."""
-        await self.store.lease_run(turn.tenant, turn.pipeline.response.id, self.owner, time.time() + self.lease_seconds)
+        """Record the response under a lease of this process, both in one write (a record
+        without its lease would never end)."""
+        lease = RunLease(turn.tenant, turn.pipeline.response.id, self.owner, time.time() + self.lease_seconds)
+        body = await self.record_status(turn, status, lease=lease)
         turn.leased = True
-        return await self.record_status(turn, status)
+        return body
 
     async def end_lease(self, turn: Turn) -> None:
         if turn.leased:
@@ -660,24 +668,35 @@ class Gateway:
         """End the responses whose producing process died: take their lapsed leases (atomically,
         so one process ends each), store each as failed with the output it had, give a
         background run's event log its end (``error`` + ``response.failed``), drop the lease.
-        A process that fails midway leaves the lease to lapse again and be retried."""
-        now = time.time()
-        taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds)
-        if not taken:
-            return 0
-        # a lease of this very process can lapse only if its renewals stalled: its live turns
-        # go on, under the lease just taken back
-        live = {turn.pipeline.response.id for turn in self.watch.active}
-        if self.runs is not None:
-            live.update(self.runs.live_ids())
-        for lease in taken:
-            if lease.response_id in live:
-                continue
+        A process that fails midway leaves the lease to lapse again and be retried.
+
+        A dead host may leave hundreds: they are taken ``REAP_BATCH`` at a time (so the other
+        hosts' reapers take their share meanwhile) and ended ``REAP_PARALLEL`` at once (each is
+        a few store round trips: one after the other, 100 took over a second)."""
+        ended = 0
+        limiter = trio.CapacityLimiter(REAP_PARALLEL)
+        while True:
+            now = time.time()
+            taken = await self.store.take_lapsed(now, self.owner, now + self.lease_seconds, REAP_BATCH)
+            # a lease of this very process can lapse only if its renewals stalled: its live turns
+            # go on, under the lease just taken back
+            live = {turn.pipeline.response.id for turn in self.watch.active}
+            if self.runs is not None:
+                live.update(self.runs.live_ids())
+            orphans = [lease for lease in taken if lease.response_id not in live]
+            async with trio.open_nursery() as nursery:
+                for lease in orphans:
+                    nursery.start_soon(self._end_one, lease.tenant, lease.response_id, limiter)
+            ended += len(orphans)
+            if len(taken) < REAP_BATCH:
+                return ended
+
+    async def _end_one(self, tenant: str, response_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
             try:
-                await self._end_orphan(lease.tenant, lease.response_id)
+                await self._end_orphan(tenant, response_id)
             except Exception:  # noqa: BLE001 - one bad row must not stop the others
-                log.exception("could not end orphaned response %s", lease.response_id)
-        return sum(1 for lease in taken if lease.response_id not in live)
+                log.exception("could not end orphaned response %s", response_id)
 
     async def _end_orphan(self, tenant: str, response_id: str) -> None:
         stored = await self.store.get_response(tenant, response_id)
@@ -735,9 +754,12 @@ class Gateway:
 
     # -- background runs -------------------------------------------------------------------
 
-    async def record_status(self, turn: Turn, status: str, **changes: Any) -> dict[str, Any]:
-        """Write the response as it stands (queued, in progress, with its output so far)."""
-        resp = msgspec.structs.replace(turn.pipeline.response, status=status, **changes)
+    async def record_status(
+        self, turn: Turn, status: str, *, lease: RunLease | None = None, progress: bool = False
+    ) -> dict[str, Any]:
+        """Write the response as it stands (queued, in progress, with its output so far), with
+        the lease it starts under (``begin_record``); ``progress``: a later write supersedes it."""
+        resp = msgspec.structs.replace(turn.pipeline.response, status=status)
         body = response_builtins(resp)
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
         await self.store.put_response(
@@ -749,7 +771,9 @@ class Gateway:
                 previous_response_id=turn.previous_response_id,
                 created_at=resp.created_at,
                 background=turn.background,
-            )
+            ),
+            lease=lease,
+            progress=progress,
         )
         return body
 
@@ -775,27 +799,21 @@ class Gateway:
             if stored is None:
                 return
             if stored.response.get("status") in TERMINAL_STATUSES:
+                # the log has its end already (logged since the read above, or this follower
+                # started at or past it): what is left of it, at once
+                log_all = await self.store.get_events(tenant, response_id, -1)
+                end = next((n for n, ev in enumerate(log_all) if ev.type in TERMINAL_TYPES), None)
+                if end is not None:
+                    rest = [ev for ev in log_all[: end + 1] if ev.seq > after]
+                    if rest:
+                        yield rest
+                    return
+                # the final status is stored just before the terminal event is logged (by this
+                # process or another host): give that 2 s to land before ending the log here
                 if settle_by is None:
-                    # a follower that starts at or past the logged end (starting_after = the
-                    # last seq) is done at once, not after the settling wait below; an end
-                    # logged since the read above (another host's reaper stores the status,
-                    # then logs the end) is read by the next turn of the loop
-                    ends = [ev.seq for ev in await self.store.get_events(tenant, response_id, -1) if ev.type in TERMINAL_TYPES]
-                    if ends:
-                        if ends[0] <= after:
-                            return
-                        continue
-                    # the final status is stored just before the terminal event is logged (by
-                    # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
                 if trio.current_time() < settle_by:
                     await self._wait_events(wait_events, response_id)
-                    continue
-                log_all = await self.store.get_events(tenant, response_id, -1)
-                ends = [ev.seq for ev in log_all if ev.type in TERMINAL_TYPES]
-                if ends:  # the follower started after the end, or the end was just logged
-                    if ends[0] <= after:
-                        return
                     continue
                 new, _ = self.close_log(stored, log_all, _end_of(stored.response))
                 await self.store.append_events(tenant, response_id, new)

@@ -152,7 +152,8 @@ class TimedStore:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
-        if name.startswith("_") or name == "aclose" or not inspect.iscoroutinefunction(attr):
+        # wait_events / wait_status wait for another host's writes (PostgreSQL): not operations
+        if name.startswith(("_", "wait_")) or name == "aclose" or not inspect.iscoroutinefunction(attr):
             return attr
         child = self._hist.labels(self._backend, name)
 

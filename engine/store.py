@@ -16,7 +16,10 @@ adapters/stores/memory.py (an LRU) and adapters/stores/sqlite.py (the embedded d
   start). The owner renews its leases well before they run out; a lease that ran out means its
   owner died (kill -9, a lost host), and any process then takes it over with ``take_lapsed``
   (atomically: two processes never both take one), ends the response as failed with a clear
-  error, and calls ``end_lease``. This is how a crash never leaves a run ``in_progress``.
+  error, and calls ``end_lease``. This is how a crash never leaves a run ``in_progress``. The
+  owner records a response and its lease in one write (``put_response(lease=...)``) and stores
+  it final and ends the lease in one (``release=True``): one round trip each where the backend
+  is across a network.
 """
 
 from __future__ import annotations
@@ -61,7 +64,15 @@ class RunLease(Struct, frozen=True):
 
 
 class Store(Protocol):
-    async def put_response(self, stored: StoredResponse) -> None: ...
+    async def put_response(
+        self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
+    ) -> None:
+        """Store ``stored``, replacing what was stored under its id. In the same transaction:
+        ``lease`` is recorded (a response being produced starts: its record and its lease
+        exist together or not at all) or, with ``release``, the response's lease ends (it
+        reached its end). ``progress``: a record a later write supersedes (the output so far
+        of one being produced); a backend may commit it without waiting for its disk."""
+        ...
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None: ...
 

@@ -246,6 +246,30 @@ async def test_leases_renewed_taken_once_ended(make_store):
     await store.aclose()
 
 
+async def test_put_response_begins_and_ends_its_lease(make_store):
+    """A response being produced is recorded with its lease in one write, and stored final with
+    its lease ended in one; a progress write (committed without waiting for the disk where the
+    backend can) keeps the lease and is read back like any other."""
+    from respline.engine.store import RunLease
+
+    store = make_store(Retention(), FakeClock())
+    running = resp("t", "r1", 1_000_000)
+    running.response["status"] = "in_progress"
+    await store.put_response(running, lease=RunLease("t", "r1", "A", 100.0))
+    assert await store.take_lapsed(150.0, "B", 200.0) == [RunLease("t", "r1", "B", 200.0)]
+    await store.put_response(resp("t", "r2", 1_000_000), lease=RunLease("t", "r2", "A", 100.0))
+    running.response["output"].append({"type": "message", "id": "msg_more", "role": "assistant", "status": "completed", "content": []})
+    await store.put_response(running, progress=True)
+    got = await store.get_response("t", "r1")
+    assert got.response["status"] == "in_progress" and got.response["output"][-1]["id"] == "msg_more"
+    assert (await store.get_item("t", "msg_more"))["id"] == "msg_more"
+    await store.put_response(resp("t", "r2", 1_000_000), release=True)  # final: its lease gone with it
+    await store.put_response(resp("t", "r1", 1_000_000), release=True)
+    assert await store.take_lapsed(10_000.0, "C", 20_000.0) == []
+    assert (await store.get_response("t", "r1")).response["status"] == "completed"
+    await store.aclose()
+
+
 async def test_sqlite_lapsed_leases_taken_once(tmp_path):
     """Two processes' reapers at the same moment: each lapsed lease goes to exactly one."""
     import trio

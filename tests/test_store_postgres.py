@@ -1,7 +1,7 @@
 """The PostgreSQL store where several hosts share it: writers in two processes lose nothing,
 leases are taken once by racing stores, migrations run once from several processes, one host
 sweeps at a time, count bounds hold under concurrent writers, and a follower on one host wakes
-when another host writes (LISTEN/NOTIFY). Each test has its own schema; without a server every
+when another host writes (LISTEN/NOTIFY), the host running a run when another writes its status. Each test has its own schema; without a server every
 test that needs one skips, saying why. Start-up errors (no server, no psycopg) need none."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,65 @@ async def test_follow_wakes_across_hosts(pg_schema):
     assert scope.cancelled_caught
     await here.aclose()
     await there.aclose()
+
+
+async def test_status_waiter_wakes_for_writes_of_the_response_only(pg_schema):
+    """``wait_status`` (what the host running a background run watches for a cancel from
+    another host) wakes when another store writes the response or deletes it, not for each
+    batch of its events (the run's own appends would wake it for nothing)."""
+    here, there = store(pg_schema.dsn), store(pg_schema.dsn)
+    await there.put_response(resp("resp_bg", background=True, status="in_progress"))
+    await here.wait_status("resp_bg", 30)  # returns once the listener is connected
+
+    async def woken_by(write) -> bool:
+        with trio.move_on_after(2) as scope:  # far below the wait's own timeout
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(here.wait_status, "resp_bg", 600)
+                await trio.testing.wait_all_tasks_blocked()
+                await write()
+        return not scope.cancelled_caught
+
+    assert not await woken_by(lambda: there.append_events("t", "resp_bg", [StoredEvent(0, "response.created", b"{}")]))
+    assert await woken_by(lambda: there.put_response(resp("resp_bg", background=True, status="cancelled")))
+    assert await woken_by(lambda: there.delete_response("t", "resp_bg"))
+    await here.aclose()
+    await there.aclose()
+
+
+async def test_a_waiting_call_does_not_block_the_event_loop(pg_schema):
+    """A call that waits on the database (here an append held up by another host's lock on its
+    conversation) waits in a worker thread: the event loop goes on, and other calls answer."""
+    s = store(pg_schema.dsn)
+    await s.put_conversation(StoredConversation(tenant="t", id="conv_1", created_at=10**10))
+    await s.put_response(resp("resp_other"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.conversations WHERE id = 'conv_1' FOR UPDATE")
+    # were the append to wait on the event loop's thread, nothing below would run until this
+    # lets go; then the append would be found done
+    release = threading.Timer(5, holder.execute, ["COMMIT"])
+    release.start()
+    appended = trio.Event()
+
+    async def append() -> None:
+        await s.add_conversation_items("t", "conv_1", [{"type": "message", "id": "msg_1", "role": "user", "content": []}])
+        appended.set()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append)
+            ticks = 0
+            for _ in range(20):  # the loop runs while the append waits on the lock
+                await trio.sleep(0.01)
+                ticks += 1
+            assert (await s.get_response("t", "resp_other")).id == "resp_other"
+            assert not appended.is_set() and ticks == 20
+            release.cancel()
+            await trio.to_thread.run_sync(holder.execute, "COMMIT")
+            await appended.wait()
+    holder.close()
+    assert [i["id"] for i in await s.conversation_items("t", "conv_1")] == ["msg_1"]
+    await s.aclose()
 
 
 async def test_connections_lost_while_serving(pg_schema):

@@ -53,8 +53,14 @@ class MemoryStore:
 
     # -- responses -----------------------------------------------------------------------
 
-    async def put_response(self, stored: StoredResponse) -> None:
+    async def put_response(
+        self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
+    ) -> None:
         key = (stored.tenant, stored.id)
+        if lease is not None:
+            self._leases[key] = lease
+        elif release:
+            self._leases.pop(key, None)
         self._drop_items(key)
         ids = []
         for item in [*stored.input_items, *(stored.response.get("output") or ())]:

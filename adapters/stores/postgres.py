@@ -6,7 +6,9 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
   call takes a connection from a sync ``ConnectionPool`` in a worker thread
   (``trio.to_thread``), and a ``CapacityLimiter`` the size of the pool keeps threads from queueing
   on it. Pooled connections are in autocommit mode: a one-statement call is one round trip, and
-  the hot writes (``put_response``, ``append_events``) are one statement each.
+  the hot writes (``put_response``, with the lease it begins or ends, and ``append_events``) are
+  one statement each. A progress write (``put_response(progress=True)``) commits
+  asynchronously (``synchronous_commit`` off for its transaction): the next write supersedes it.
 - The schema is versioned (``schema_version``) and migrated at start inside a transaction that
   holds ``pg_advisory_xact_lock``: when several hosts start together one migrates, the others
   wait for it and then find nothing to do.
@@ -21,9 +23,12 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
 - The sweeper runs under ``pg_try_advisory_lock``: a host that does not get it skips the sweep.
 - ``take_lapsed`` hands leases over with ``UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING``:
   two hosts never take the same lease.
-- ``wait_events`` (live follow across hosts): appending events and writing a background
-  response's status send ``NOTIFY respline_events`` with the response id; one listener
-  connection per process, in its own thread, wakes the trio tasks waiting on that id.
+- ``wait_events`` (live follow across hosts): appending events sends ``NOTIFY respline_events``
+  with the response id, writing a background response (its status) or deleting a response
+  sends it with ``s:`` before the id; one listener connection per process, in its own thread,
+  wakes the trio tasks waiting on that id. ``wait_status`` waits for the ``s:`` notices only:
+  the host running a background run watches it to see a cancel written by another host at
+  once, without waking for each batch of the run's own events.
 
 The tables live in the first schema of the connection's ``search_path``; to keep them apart add
 ``options=-csearch_path=NAME`` to the DSN. Deadlocks and serialization failures (rare: two
@@ -91,6 +96,7 @@ _SWEEP_TRY = f"SELECT pg_try_advisory_lock({_LOCK_CLASS}, hashtext('sweep:' || c
 _SWEEP_UNLOCK = f"SELECT pg_advisory_unlock({_LOCK_CLASS}, hashtext('sweep:' || coalesce(current_schema(), '')))"
 
 CHANNEL = "respline_events"
+STATUS = "s:"  # before the response id in a notice: its stored response changed (or went)
 
 POOL_TIMEOUT = 10.0  # seconds a call waits for a pooled connection before failing
 CONNECT_TIMEOUT = 10  # seconds (libpq's connect_timeout)
@@ -143,8 +149,12 @@ def _item_rows(items: Any) -> tuple[list[str], list[bytes]]:
 
 
 # put_response as one statement: upsert the response, drop index rows of items it no longer has,
-# index its items, count it if it is new, tell followers (background runs only). ``xmax = 0``
-# on the upserted row means it was inserted rather than updated.
+# index its items, count it if it is new, record or end its lease, tell followers (background
+# runs only); a progress write commits without waiting for the WAL to reach the disk (it is
+# superseded by the next write; an operator's synchronous_commit applies to every other one).
+# Item rows that did not change (the input, at each write after the first) are left as they
+# are: no new row version, less WAL for the commit to flush. ``xmax = 0`` on the upserted row
+# means it was inserted rather than updated.
 _PUT_RESPONSE = """
 WITH up AS (
     INSERT INTO responses AS r (tenant, id, created_at, body) VALUES (%(tenant)s, %(id)s, %(created)s, %(body)b)
@@ -153,13 +163,22 @@ WITH up AS (
 ), stale AS (
     DELETE FROM items WHERE tenant = %(tenant)s AND owner = %(id)s AND NOT (id = ANY(%(ids)s::text[]))
 ), idx AS (
-    INSERT INTO items (tenant, id, owner, body)
+    INSERT INTO items AS i (tenant, id, owner, body)
     SELECT %(tenant)s, u.id, %(id)s, u.body FROM unnest(%(ids)s::text[], %(bodies)b::bytea[]) AS u(id, body)
     ON CONFLICT (tenant, id) DO UPDATE SET owner = EXCLUDED.owner, body = EXCLUDED.body
+    WHERE i.owner <> EXCLUDED.owner OR i.body <> EXCLUDED.body
 ), counted AS (
     UPDATE counts SET n = n + 1 WHERE name = 'responses' AND (SELECT inserted FROM up) RETURNING n
+), leased AS (
+    INSERT INTO leases (tenant, response_id, owner, expires_at)
+    SELECT %(tenant)s, %(id)s, %(owner)s::text, %(expires)s::double precision WHERE %(owner)s::text IS NOT NULL
+    ON CONFLICT (tenant, response_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+), released AS (
+    DELETE FROM leases WHERE %(release)s AND tenant = %(tenant)s AND response_id = %(id)s
 )
-SELECT (SELECT n FROM counted), CASE WHEN %(notify)s THEN pg_notify('""" + CHANNEL + """', %(id)s) END
+SELECT (SELECT n FROM counted),
+    CASE WHEN %(notify)s THEN pg_notify('""" + CHANNEL + """', '""" + STATUS + """' || %(id)s::text) END,
+    CASE WHEN %(progress)s THEN set_config('synchronous_commit', 'off', true) END
 """
 
 _APPEND_EVENTS = """
@@ -255,7 +274,9 @@ class PostgresStore:
 
     # -- responses -----------------------------------------------------------------------
 
-    async def put_response(self, stored: StoredResponse) -> None:
+    async def put_response(
+        self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
+    ) -> None:
         ids, bodies = _item_rows((*stored.input_items, *(stored.response.get("output") or ())))
         params = {
             "tenant": stored.tenant,
@@ -265,6 +286,10 @@ class PostgresStore:
             "ids": ids,
             "bodies": bodies,
             "notify": stored.background,  # a follower on another host sees the status change
+            "owner": lease.owner if lease is not None else None,
+            "expires": lease.expires_at if lease is not None else None,
+            "release": release and lease is None,
+            "progress": progress,
         }
 
         def put(conn: psycopg.Connection) -> int | None:
@@ -301,7 +326,7 @@ class PostgresStore:
             gone = cls._delete_rows(conn, table, "tenant = %s AND id = %s", (tenant, oid))
             if table == "responses":  # events may outlive a missing response row (memory/sqlite drop them too)
                 conn.execute("DELETE FROM events WHERE tenant = %s AND response_id = %s", (tenant, oid))
-                conn.execute(f"SELECT pg_notify('{CHANNEL}', %s)", (oid,))  # its followers stop
+                conn.execute(f"SELECT pg_notify('{CHANNEL}', %s)", (STATUS + oid,))  # its followers stop
         return gone
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
@@ -530,19 +555,28 @@ class PostgresStore:
     async def wait_events(self, response_id: str, timeout: float) -> None:
         """Return when events of ``response_id`` (or its status) may have changed, from any host,
         or after ``timeout``. A notice that arrived since the last wait returns at once."""
+        await self._wait(response_id, timeout)
+
+    async def wait_status(self, response_id: str, timeout: float) -> None:
+        """As ``wait_events``, for writes of the stored response only (a status change, a
+        cancel, a delete), not for its events: what the host running a background run
+        watches to see a cancel sent to another host."""
+        await self._wait(STATUS + response_id, timeout)
+
+    async def _wait(self, key: str, timeout: float) -> None:
         if self._listener is None:
             self._start_listener()
-        entry = self._waiters.get(response_id)
+        entry = self._waiters.get(key)
         now = time.monotonic()
         if entry is None:
             if len(self._waiters) > 1024:
                 self._prune(now)
-            entry = self._waiters[response_id] = [trio.Event(), now]
+            entry = self._waiters[key] = [trio.Event(), now]
         entry[1] = now
         with trio.move_on_after(timeout):
             await entry[0].wait()
-        if entry[0].is_set() and self._waiters.get(response_id) is entry:
-            del self._waiters[response_id]  # consumed: the next wait waits for a new notice
+        if entry[0].is_set() and self._waiters.get(key) is entry:
+            del self._waiters[key]  # consumed: the next wait waits for a new notice
 
     def _prune(self, now: float) -> None:
         """Entries of responses nobody waits on any more (their follow ended between notices)."""
@@ -550,16 +584,18 @@ class PostgresStore:
             if used < now - 60:
                 del self._waiters[rid]
 
-    def _wake(self, response_id: str | None) -> None:
-        """On the trio thread: a notice for ``response_id``, or for everything (None: the
-        listener (re)connected, so notices may have been missed)."""
-        if response_id is None:
+    def _wake(self, payload: str | None) -> None:
+        """On the trio thread: a notice (a response id, or ``s:`` and the id), or one for
+        everything (None: the listener (re)connected, so notices may have been missed). A status
+        notice wakes the response's followers too."""
+        if payload is None:
             for ev, _ in self._waiters.values():
                 ev.set()
             return
-        entry = self._waiters.get(response_id)
-        if entry is not None:
-            entry[0].set()
+        for key in (payload, payload[len(STATUS) :]) if payload.startswith(STATUS) else (payload,):
+            entry = self._waiters.get(key)
+            if entry is not None:
+                entry[0].set()
 
     def _start_listener(self) -> None:
         token = trio.lowlevel.current_trio_token()
@@ -577,9 +613,12 @@ class PostgresStore:
                     token.run_sync_soon(self._wake, None)
                     backoff = 0.5
                     while not self._closing.is_set():
+                        waiters = self._waiters
                         for notice in conn.notifies(timeout=0.5):
-                            if notice.payload in self._waiters:  # a racy read is fine: a miss costs one timeout
-                                token.run_sync_soon(self._wake, notice.payload)
+                            p = notice.payload
+                            # a racy read of the waiters is fine: a miss costs one timeout
+                            if p in waiters or (p.startswith(STATUS) and p[len(STATUS) :] in waiters):
+                                token.run_sync_soon(self._wake, p)
             except trio.RunFinishedError:
                 return
             except psycopg.Error as exc:

@@ -119,10 +119,19 @@ class SqliteStore:
 
     # -- responses -----------------------------------------------------------------------
 
-    async def put_response(self, stored: StoredResponse) -> None:
+    async def put_response(
+        self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
+    ) -> None:
         def put() -> None:
             conn = self._conn()
             with _transaction(conn):
+                if lease is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO leases (tenant, response_id, owner, expires_at) VALUES (?, ?, ?, ?)",
+                        (lease.tenant, lease.response_id, lease.owner, lease.expires_at),
+                    )
+                elif release:
+                    conn.execute("DELETE FROM leases WHERE tenant = ? AND response_id = ?", (stored.tenant, stored.id))
                 conn.execute(
                     "INSERT OR REPLACE INTO responses (tenant, id, created_at, body) VALUES (?, ?, ?, ?)",
                     (stored.tenant, stored.id, stored.created_at, _enc.encode(stored)),
