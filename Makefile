@@ -8,10 +8,15 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# tests/plugins/*: provider plug-ins the tests install beside respline, as a user would
+# (tests/test_plugin.py); each registers its kind by entry point.
+PLUGINS := tests/plugins/ndjson_provider
+
+$(VENV)/.installed: pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(PLUGINS:%=-e %)
 	touch $@
 
 run: install

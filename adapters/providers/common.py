@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from respline.adapters.config import ProviderConfig, Timeouts, expand_env
+from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline
 from respline.engine.seal import Sealer
@@ -139,3 +140,19 @@ def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> di
 def endpoint(cfg: ProviderConfig, default_path: str) -> str:
     return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
 
+
+
+def build_provider(
+    kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
+) -> tuple[HttpProvider, httpx.AsyncClient]:
+    """How a kind's provider is built unless the kind says otherwise (``ProviderKind.build``):
+    its class over the upstream connection pool (adapters/transport.py). ``wrap`` (``serve
+    --record``) tees the transport into the cassette."""
+    t = p.timeouts or cfg.timeouts
+    timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+    transport: httpx.AsyncBaseTransport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
+    if wrap is not None:
+        transport = wrap(transport)
+    # trust_env=False: a proxy variable in the environment must not reroute upstream calls
+    client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+    return kind.provider(name, p, client, cfg.timeouts, transport=transport), client

@@ -7,10 +7,11 @@ from typing import Any
 import httpx
 import msgspec
 
-from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.config import Timeouts
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.openai_chat.config import ChatConfig
+from respline.adapters.providers.openai_chat.stages import chat_pipeline
 from respline.engine.errors import ApiError
-from respline.engine.pipeline import chat_pipeline
 from respline.engine.translate import ChatDialect, to_chat_request
 from respline.engine.wire import request as Q
 
@@ -24,7 +25,7 @@ class ChatProvider(HttpProvider):
 
     default_path = "/chat/completions"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, cfg: ChatConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: ChatDialect = cfg.dialect()
 
