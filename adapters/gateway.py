@@ -799,11 +799,15 @@ class Gateway:
             if stored is None:
                 return
             if stored.response.get("status") in TERMINAL_STATUSES:
+                # The terminal event may have been logged since the read above (the status is
+                # stored just before it): then the next read yields it. A follower that starts
+                # at or past the logged end (starting_after = its seq) is done at once.
                 if settle_by is None:
-                    # a follower that starts at or past the logged end (starting_after = the
-                    # last seq) is done at once, not after the settling wait below
-                    if any(ev.type in TERMINAL_TYPES for ev in await self.store.get_events(tenant, response_id, -1)):
-                        return
+                    end = _logged_end(await self.store.get_events(tenant, response_id, -1))
+                    if end is not None:
+                        if end <= after:
+                            return
+                        continue
                     # the final status is stored just before the terminal event is logged (by
                     # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
@@ -811,8 +815,11 @@ class Gateway:
                     await self._wait_events(wait_events, response_id)
                     continue
                 log_all = await self.store.get_events(tenant, response_id, -1)
-                if any(ev.type in TERMINAL_TYPES for ev in log_all):
-                    return  # the follower started after the end
+                end = _logged_end(log_all)
+                if end is not None:
+                    if end <= after:
+                        return
+                    continue
                 new, _ = self.close_log(stored, log_all, _end_of(stored.response))
                 await self.store.append_events(tenant, response_id, new)
                 yield [ev for ev in new if ev.seq > after]
@@ -893,6 +900,11 @@ def stored_event(event: Any) -> StoredEvent:
 
 # the keys of a Response that only its end sets (close_log's template leaves them out)
 _FINAL_KEYS = frozenset({"output", "status", "error", "incomplete_details", "completed_at", "usage"})
+
+
+def _logged_end(events: list[StoredEvent]) -> int | None:
+    """The sequence number of a run's logged terminal event, if it has one."""
+    return next((ev.seq for ev in events if ev.type in TERMINAL_TYPES), None)
 
 
 def _end_of(response: dict[str, Any]) -> UpstreamError | None:

@@ -208,6 +208,41 @@ def test_background_run_completes_for_a_follower_on_another_host(cluster, upstre
     )
 
 
+async def test_follow_yields_an_end_logged_between_its_reads():
+    """The host producing a run stores its final status, then logs its terminal event; a
+    follower (on any host) that read the log before the event landed and the status after it
+    must still get that event, not end the stream without one (the crash test caught this)."""
+    from respline.adapters.cli import build_gateway
+    from respline.adapters.config import Config, ServerConfig
+    from respline.engine.store import StoredEvent, StoredResponse
+
+    gateway, _clients = build_gateway(Config(server=ServerConfig(secret="test-secret")))
+    store = gateway.store
+    await store.put_response(StoredResponse(tenant="t", id="resp_1", response={"id": "resp_1", "status": "completed"},
+                                            input_items=[], background=True, created_at=int(time.time())))
+    await store.append_events("t", "resp_1", [StoredEvent(0, "response.created", b"{}"), StoredEvent(1, "response.in_progress", b"{}")])
+
+    class Interleaved:
+        """The store as the follower sees it: the producer's terminal event lands just as the
+        follower reads the stored status."""
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        async def get_response(self, tenant, response_id):
+            if not await store.get_events(tenant, response_id, 1):
+                await store.append_events(tenant, response_id, [StoredEvent(2, "response.completed", b"{}")])
+            return await store.get_response(tenant, response_id)
+
+    gateway.store = Interleaved()
+    with trio.fail_after(10):
+        got = [ev for batch in [b async for b in gateway.follow("t", "resp_1", 1)] for ev in batch]
+    assert [(ev.seq, ev.type) for ev in got] == [(2, "response.completed")]
+    # one that starts at the end is done at once, with nothing
+    with trio.fail_after(1):
+        assert [b async for b in gateway.follow("t", "resp_1", 2)] == []
+
+
 def test_two_hosts_append_to_one_conversation_at_once(cluster, upstream):
     """Turns finishing on two hosts at the same moment: both kept, each turn's input and answer
     together."""
