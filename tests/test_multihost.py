@@ -24,6 +24,7 @@ import pytest
 import trio
 
 import pgtest
+from pgtest import pg_schema  # noqa: F401 - a fixture
 from conftest import Server
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
 from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
@@ -585,7 +586,7 @@ async def crash_once(victim: Server, survivors: list[Server], schema: pgtest.Sch
     return {**counts, "ended_after_s": round(ended_after, 2)}
 
 
-async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
+async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path, pg_schema):
     """The issue's crash test, three times: kill -9 a host serving 100 concurrent ``store:
     true`` streams (60 foreground SSE, 20 background runs streamed from it, 20 followed from
     the other hosts). Every response whose client saw ``response.completed`` is retrievable,
@@ -594,7 +595,7 @@ async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
     import random
 
     rng = random.Random(14)
-    schema = pgtest.new_schema()
+    schema = pg_schema  # a sync fixture: without PostgreSQL the skip says why
     lease = f"lease_seconds = {LEASE}\nlease_renew_seconds = {RENEW}"
     survivors = start_hosts(tmp_path, schema, upstream.base_url, 2, lease)
     try:
@@ -609,4 +610,3 @@ async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
     finally:
         for h in survivors:
             h.stop()
-        schema.drop()
