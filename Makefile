@@ -8,10 +8,15 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# tests/plugins/*: provider plug-ins the tests install beside respline, as a user would
+# (tests/test_plugin.py); each registers its kind by entry point.
+PLUGINS := tests/plugins/ndjson_provider
+
+$(VENV)/.installed: pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(PLUGINS:%=-e %)
 	touch $@
 
 run: install
@@ -21,7 +26,7 @@ test: install
 	$(PY) -m pytest -q $(ARGS)
 
 # bench/README.md: upstream, respline and a load client on loopback; markdown on stdout,
-# raw numbers in bench/results/. BENCH_QUICK=1: a small version of every scenario (~1 min).
+# raw numbers in bench/results/. BENCH_QUICK=1: a small version of every scenario (~2-3 min).
 BENCH_QUICK ?=
 BENCH_ARGS ?=
 BENCH_FLAGS = $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
@@ -29,7 +34,7 @@ BENCH_FLAGS = $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
 bench: install
 	$(PY) bench/run.py $(BENCH_FLAGS)
 
-# LiteLLM's proxy side by side (installs litellm[proxy] into bench/.venv-litellm on first use)
+# LiteLLM's proxy side by side in scenarios 2, 4 and 6 (installs litellm[proxy] into bench/.venv-litellm on first use)
 bench-peers: install
 	$(PY) bench/run.py --peers $(BENCH_FLAGS)
 

@@ -1,5 +1,5 @@
 """Cassettes on disk: ``serve --record DIR`` writes one, ``serve --replay DIR`` (the ``replay``
-provider kind, adapters/providers/replay.py) and ``respline cassette show|check`` read it.
+provider kind, adapters/providers/replay_cassette/) and ``respline cassette show|check`` read it.
 
 A cassette is one directory holding every upstream exchange of a recorded session, and what it
 takes to serve them again without the upstream::
@@ -25,13 +25,14 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import msgspec
 import trio
 
-from respline.adapters.config import Config, ConfigError, ProviderConfig, RouteConfig
+from respline.adapters.config import DEFAULT_KIND, Config, ConfigError, ProviderConfig, RouteConfig, provider_config
+from respline.engine import registry
 from respline.engine.cassette import FORMAT, VERSION, Canonical, Ignore
 
 # response headers worth keeping: what the gateway reads (content type, an error's retry hints)
@@ -45,7 +46,7 @@ _SECRET_FIELDS = ("api_key", "headers", "cassette", "replay_pace", "replay_stric
 class ExchangeEntry(msgspec.Struct, forbid_unknown_fields=True):
     dir: str  # "0001": the exchange's files
     provider: str  # the recorded provider's name (cassette.json "providers")
-    kind: str  # its protocol: openai-chat | anthropic | openai-responses
+    kind: str  # its protocol: a registered kind (openai-chat, anthropic, gemini, a plug-in's)
     url: str = ""  # where it went (no credentials)
     key: str = ""  # the request's canonical digest when recorded (recomputed when loaded)
     status: int | None = None  # None: no answer (a connect error, or cut before the head)
@@ -123,11 +124,8 @@ class Cassette:
         except Exception as exc:  # noqa: BLE001 - re.error and friends: a bad pattern
             raise ConfigError(f"cassette {index}: ignore.text: {exc}") from None
         self.providers: dict[str, ProviderConfig] = {}
-        for name, settings in f.providers.items():
-            try:
-                self.providers[name] = msgspec.convert(settings, ProviderConfig)
-            except msgspec.ValidationError as exc:
-                raise ConfigError(f"cassette {index}: providers.{name}: {exc}") from None
+        for name, settings in f.providers.items():  # each decoded as its kind's config
+            self.providers[name] = provider_config(name, _own_keys(settings), f"cassette {index}")
         try:
             self.routes = [msgspec.convert(r, RouteConfig) for r in f.routes]
         except msgspec.ValidationError as exc:
@@ -209,6 +207,16 @@ class Recorder:
     def wrap(self, transport: httpx.AsyncBaseTransport, provider: str, kind: str) -> "RecordingTransport":
         return RecordingTransport(self, transport, provider, kind)
 
+    def wrapper(self, provider: str, kind: str) -> Callable[..., httpx.AsyncBaseTransport]:
+        """A kind's ``build`` gets this as ``wrap`` (engine/registry.py): ``wrap(transport)``
+        records as the provider's kind, ``wrap(transport, as_kind)`` as the protocol the
+        transport really speaks (the demo records as openai-chat)."""
+
+        def wrap(transport: httpx.AsyncBaseTransport, as_kind: str = kind) -> httpx.AsyncBaseTransport:
+            return self.wrap(transport, provider, as_kind)
+
+        return wrap
+
     def begin(self, provider: str, kind: str, request: httpx.Request) -> "_Take":
         self.count += 1
         name = f"{self.count:04d}"
@@ -237,6 +245,18 @@ class Recorder:
         tmp = self.dir / "cassette.json.tmp"
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(self.file), indent=2) + b"\n")
         os.replace(tmp, self.dir / "cassette.json")
+
+
+def _own_keys(settings: dict[str, Any]) -> dict[str, Any]:
+    """A recorded provider's settings, less keys its kind does not take: a cassette recorded
+    before each kind had its own config (engine/registry.py) lists every kind's keys for every
+    provider (``anthropic_version`` on an openai-chat one). An unknown kind is left whole, for
+    ``provider_config`` to refuse naming it."""
+    kind = registry.kinds().get(settings.get("kind", DEFAULT_KIND))
+    if kind is None:
+        return settings
+    own = {f.encode_name for f in msgspec.structs.fields(kind.config)} | {"kind"}
+    return {k: v for k, v in settings.items() if k in own}
 
 
 def _settings(p: ProviderConfig) -> dict[str, Any]:

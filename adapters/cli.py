@@ -24,7 +24,6 @@ from respline.adapters.background import Runs
 from respline.adapters.config import (
     Config,
     ConfigError,
-    ProviderConfig,
     RouteConfig,
     Router,
     check,
@@ -38,16 +37,13 @@ from respline.adapters.frontends.observed import metrics_only
 from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
 from respline.adapters.frontends.http import Auth, build_app
 from respline.adapters.gateway import Gateway, load_secret
-from respline.adapters.providers import cassette_replay
-from respline.adapters.providers.anthropic import AnthropicProvider
-from respline.adapters.providers.openai_chat import ChatProvider
-from respline.adapters.providers.openai_responses import ResponsesProvider
-from respline.adapters.providers.replay import DemoTransport
+from respline.adapters.providers.common import build_provider
+from respline.adapters.providers.replay_cassette import player as cassette_replay
 from respline.adapters.state import private_file, resolve
-from respline.adapters.transport import UpstreamTransport
 from respline.adapters.watch import SHUTDOWN
 from respline.engine.ids import Clock, Ids, deterministic
-from respline.engine.replay import KINDS, load_recording, replay
+from respline.engine import registry
+from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
 from respline.engine.store import Retention
 from respline.engine.stages.builder import REASONING_DIALECTS
@@ -98,13 +94,14 @@ def build_config(args: argparse.Namespace) -> Config:
         if args.upstream_key_env:
             key = "$" + args.upstream_key_env
         cfg.providers = dict(cfg.providers)
-        cfg.providers["upstream"] = ProviderConfig(kind=args.upstream_kind, base_url=args.upstream, api_key=key)
+        cfg.providers["upstream"] = registry.get(args.upstream_kind).config(base_url=args.upstream, api_key=key)
         # every model is routed there as-is; routes from a config file still win where exact
         cfg.routes = list(cfg.routes) + [RouteConfig(model="*", provider="upstream")]
     if not cfg.providers:
         # Nothing configured: the built-in demo model answers from the project's own fixtures.
-        cfg.providers = {"demo": ProviderConfig(kind="demo")}
-        cfg.routes = [RouteConfig(model="demo", provider="demo"), RouteConfig(model="*", provider="demo")]
+        demo = registry.get("demo")
+        cfg.providers = {"demo": demo.config()}
+        cfg.routes = [*(RouteConfig(model=m, provider="demo") for m in demo.models), RouteConfig(model="*", provider="demo")]
     check(cfg, args.config or "command line")
     resolve(cfg, args.state_dir)
     return cfg
@@ -156,37 +153,18 @@ def build_auth(cfg: Config) -> Auth:
     return Auth(keys, {k: "tenant:" + n for k, n in tenants.items()})
 
 
-PROVIDER_CLASSES = {
-    "openai-chat": ChatProvider,
-    "anthropic": AnthropicProvider,
-    "openai-responses": ResponsesProvider,
-}
-
-
 def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient]]:
+    """One provider (and its client) per configured provider, built as its kind says
+    (engine/registry.py)."""
     providers: dict[str, Any] = {}
     clients: list[httpx.AsyncClient] = []
     # --record: every provider's transport is teed into one cassette (adapters/cassette.py)
     recorder = cassette.Recorder(cfg, cfg.server.record_dir) if cfg.server.record_dir else None
-    replays = cassette_replay.Replays(cfg, PROVIDER_CLASSES)
+    shared: dict[str, Any] = {}  # what a kind's build keeps across this server's providers
     for name, p in cfg.providers.items():
-        t = p.timeouts or cfg.timeouts
-        timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-        if p.kind == "replay":
-            provider, client = replays.provider(name, p)
-        elif p.kind == "demo":
-            demo = DemoTransport()
-            transport = recorder.wrap(demo, name, ChatProvider.kind) if recorder else demo
-            client = httpx.AsyncClient(transport=transport, timeout=timeout)
-            demo_cfg = ProviderConfig(kind="demo", base_url="http://demo.invalid/v1")
-            provider = ChatProvider(name, demo_cfg, client, cfg.timeouts, transport=transport)
-        else:
-            # trust_env=False: a proxy variable in the environment must not reroute upstream calls
-            transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
-            if recorder is not None:
-                transport = recorder.wrap(transport, name, p.kind)
-            client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
-            provider = PROVIDER_CLASSES[p.kind](name, p, client, cfg.timeouts, transport=transport)
+        kind = registry.get(p.kind)
+        wrap = recorder.wrapper(name, p.kind) if recorder is not None else None
+        provider, client = (kind.build or build_provider)(kind, name, p, cfg, wrap=wrap, shared=shared)
         providers[name] = provider
         clients.append(client)
     return providers, clients
@@ -194,7 +172,7 @@ def build_providers(cfg: Config) -> tuple[dict[str, Any], list[httpx.AsyncClient
 
 def build_gateway(cfg: Config) -> tuple[Gateway, list[httpx.AsyncClient]]:
     providers, clients = build_providers(cfg)
-    # replay mode: seeded ids, a fixed clock, derived sealing nonces (adapters/providers/cassette_replay.py)
+    # replay mode: seeded ids, a fixed clock, derived sealing nonces (adapters/providers/replay_cassette/)
     fixed = cassette_replay.determinism(cfg)
     ids, clock, sealer = fixed or (Ids(), Clock(), Sealer(load_secret(cfg)))
     gateway = Gateway(cfg, providers, Router(cfg.routes), build_store(cfg), sealer, ids, clock)
@@ -530,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--upstream-kind",
         default="openai-chat",
-        choices=list(PROVIDER_CLASSES),
+        choices=registry.names(upstream=True),
         help="upstream protocol: Chat Completions, Anthropic Messages, or the Responses API passed through",
     )
     s.add_argument("--upstream-key-env", default=None, metavar="VAR", help="env var holding the upstream key")
@@ -552,7 +530,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="print the Responses SSE a recorded upstream stream becomes")
     r.add_argument("file", help="a recorded upstream stream (.sse raw bytes or .chunks.jsonl)")
-    r.add_argument("--kind", default="openai-chat", choices=KINDS)
+    r.add_argument("--kind", default="openai-chat", choices=registry.names(upstream=True))
     r.add_argument("--deterministic", action="store_true", help="seeded ids and a fixed clock")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--model", default="replay")

@@ -20,20 +20,20 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
+from typing import Any, ClassVar, Union
 
 import msgspec
 from msgspec import Struct
 
+from respline.engine import registry
 from respline.engine.stages.builder import OPENAI, REASONING_DIALECTS
 from respline.engine.tool_policy import POLICIES as HOSTED_TOOL_POLICIES
-from respline.engine.translate import CHAT_FIELDS, ChatDialect
-from respline.engine.translate_anthropic import ANTHROPIC_VERSION, DEFAULT_THINKING_BUDGETS, MIN_THINKING_BUDGET, AnthropicDialect
 
-# "openai-chat": Chat Completions (POST {base_url}/chat/completions); "anthropic": Messages
-# (POST {base_url}/messages); "openai-responses": the Responses API itself, passed through
-# (POST {base_url}/responses); "demo": the built-in demo model; "replay": a recorded session
-# served back (adapters/providers/cassette_replay.py).
-PROVIDER_KINDS = ("openai-chat", "anthropic", "openai-responses", "demo", "replay")
+# A provider's ``kind`` names its package in the registry (engine/registry.py): built in are
+# "openai-chat" (Chat Completions, POST {base_url}/chat/completions), "anthropic" (Messages,
+# POST {base_url}/messages), "openai-responses" (the Responses API itself, passed through,
+# POST {base_url}/responses) and "demo" (the built-in demo model); a plug-in adds its own.
+DEFAULT_KIND = "openai-chat"
 
 
 class ConfigError(Exception):
@@ -101,50 +101,27 @@ class StoreConfig(Struct, forbid_unknown_fields=True):
     lease_renew_seconds: float = 10.0
 
 
-class ProviderConfig(Struct, forbid_unknown_fields=True):
-    kind: str = "openai-chat"
+class ProviderConfig(Struct, tag_field="kind", forbid_unknown_fields=True):
+    """What every provider kind's config has. Each kind's own Struct (in its package, e.g.
+    adapters/providers/openai_chat/config.py) subclasses this with ``tag=<kind>``: the providers
+    table is a tagged union on ``kind`` (engine/registry.py lists the kinds), so a key one kind
+    does not take is an error naming that key, not silently ignored."""
+
+    # a kind that needs no upstream (the demo) says False
+    needs_base_url: ClassVar[bool] = True
+
     base_url: str = ""
     api_key: str | None = None  # "$ENV_VAR" reads the environment
     headers: dict[str, str] = {}
-    max_tokens_param: str = "max_tokens"
-    reasoning_effort_param: str | None = "reasoning_effort"
-    effort_map: dict[str, str] = {}
-    reasoning_field: str = "reasoning_content"
-    send_reasoning_back: bool = True
-    think_tags: bool = False
-    # Responses fields this Chat upstream takes as they are (OpenAI's Chat Completions takes all
-    # four: prompt_cache_key, service_tier, user, safety_identifier); others refuse unknown keys
-    chat_fields: list[str] = []
     timeouts: Timeouts | None = None
     path: str | None = None  # the endpoint under base_url; default by kind (/chat/completions, ...)
-    # anthropic
-    anthropic_version: str = ANTHROPIC_VERSION  # the anthropic-version header
-    default_max_tokens: int = 8192  # max_tokens when the request has no max_output_tokens
-    thinking_budgets: dict[str, int] = {}  # reasoning.effort -> budget_tokens, over the defaults; 0 = off
-    # openai-responses
-    drop_fields: list[str] = []  # request fields this upstream refuses ("include", "reasoning.summary")
-    # replay: the cassette directory, "fast" or "recorded" pace, and whether shutdown fails
-    # (exit 3) on exchanges never served or served twice
-    cassette: str = ""
-    replay_pace: str = "fast"
-    replay_strict: bool = False
 
-    def anthropic_dialect(self) -> AnthropicDialect:
-        return AnthropicDialect(
-            default_max_tokens=self.default_max_tokens,
-            thinking_budgets={**DEFAULT_THINKING_BUDGETS, **self.thinking_budgets},
-        )
+    @property
+    def kind(self) -> str:
+        return self.__struct_config__.tag
 
-    def dialect(self) -> ChatDialect:
-        return ChatDialect(
-            max_tokens_param=self.max_tokens_param,
-            reasoning_effort_param=self.reasoning_effort_param,
-            effort_map=dict(self.effort_map),
-            reasoning_field=self.reasoning_field,
-            send_reasoning_back=self.send_reasoning_back,
-            think_tags=self.think_tags,
-            request_fields=tuple(self.chat_fields),
-        )
+    def check(self, where: str, name: str) -> None:
+        """A kind's own checks of its values (the common ones are in ``check`` below)."""
 
 
 class Fallback(Struct, forbid_unknown_fields=True):
@@ -202,24 +179,36 @@ def load(path: str | os.PathLike[str]) -> Config:
         data = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    providers = data.pop("providers", {})
     try:
         cfg = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"config {path}: {_locate(data, exc)}") from None
+        raise ConfigError(f"config {path}: {exc}") from None
+    if not isinstance(providers, dict):
+        raise ConfigError(f"config {path}: Expected `object`, got `{type(providers).__name__}` - at `$.providers`")
+    cfg.providers = {name: provider_config(name, entry, f"config {path}") for name, entry in providers.items()}
     check(cfg, str(path))
     return cfg
 
 
-def _locate(data: dict, exc: msgspec.ValidationError) -> str:
-    """msgspec names a failing dict entry ``$.providers[...]``; name the provider instead."""
-    providers = data.get("providers") if isinstance(data, dict) else None
-    if "$.providers[...]" in str(exc) and isinstance(providers, dict):
-        for name, entry in providers.items():
-            try:
-                msgspec.convert(entry, ProviderConfig)
-            except msgspec.ValidationError as inner:
-                return str(inner).replace("`$", f"`$.providers.{name}", 1)
-    return str(exc)
+def provider_config(name: str, entry: Any, where: str) -> ProviderConfig:
+    """One ``[providers.NAME]`` table, decoded as the config Struct of its ``kind`` (default
+    openai-chat): the registered kinds' Structs are one tagged union."""
+    if isinstance(entry, dict):
+        entry = {"kind": DEFAULT_KIND, **entry}
+        kind = entry["kind"]
+        if isinstance(kind, str) and kind in registry.broken():
+            raise ConfigError(f"{where}: providers.{name}.kind: the provider kind {kind!r} is installed but failed to load: {registry.broken()[kind]}")
+        if isinstance(kind, str) and kind not in registry.kinds():
+            raise ConfigError(f"{where}: providers.{name}.kind: {kind!r} is not one of {', '.join(registry.names())}")
+    configs = tuple(k.config for k in registry.kinds().values())
+    try:
+        return msgspec.convert(entry, Union[configs])  # type: ignore[valid-type]
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        # msgspec names no path for a fault at the table itself (an unknown key)
+        at = message.replace("`$", f"`$.providers.{name}", 1) if "`$" in message else f"{message} - at `$.providers.{name}`"
+        raise ConfigError(f"{where}: {at}") from None
 
 
 def check(cfg: Config, where: str = "config") -> None:
@@ -266,31 +255,9 @@ def check(cfg: Config, where: str = "config") -> None:
                 raise ConfigError(f"{where}: tenants.{tname}: a key is listed for both {seen[key]} and {tname}")
             seen[key] = tname
     for name, p in cfg.providers.items():
-        if p.kind not in PROVIDER_KINDS:
-            raise ConfigError(
-                f"{where}: providers.{name}.kind: {p.kind!r} is not one of {', '.join(PROVIDER_KINDS)}"
-            )
-        if p.kind not in ("demo", "replay") and not p.base_url:
+        if p.needs_base_url and not p.base_url:
             raise ConfigError(f"{where}: providers.{name}.base_url is required")
-        if p.kind == "replay" and not p.cassette:
-            raise ConfigError(f"{where}: providers.{name}.cassette is required with kind 'replay'")
-        if p.replay_pace not in ("fast", "recorded"):
-            raise ConfigError(f"{where}: providers.{name}.replay_pace must be 'fast' or 'recorded'")
-        if p.max_tokens_param not in ("max_tokens", "max_completion_tokens"):
-            raise ConfigError(
-                f"{where}: providers.{name}.max_tokens_param must be max_tokens or max_completion_tokens"
-            )
-        for field in p.chat_fields:
-            if field not in CHAT_FIELDS:
-                raise ConfigError(f"{where}: providers.{name}.chat_fields: {field!r} is not one of {', '.join(CHAT_FIELDS)}")
-        if p.default_max_tokens < 1:
-            raise ConfigError(f"{where}: providers.{name}.default_max_tokens must be at least 1")
-        for effort, budget in p.thinking_budgets.items():
-            if budget and budget < MIN_THINKING_BUDGET:
-                raise ConfigError(
-                    f"{where}: providers.{name}.thinking_budgets.{effort}: {budget} is below Anthropic's "
-                    f"minimum of {MIN_THINKING_BUDGET} (0 turns thinking off)"
-                )
+        p.check(where, name)
     for i, r in enumerate(cfg.routes):
         if r.provider not in cfg.providers:
             raise ConfigError(f"{where}: routes[{i}].provider: no provider named {r.provider!r}")

@@ -7,6 +7,8 @@ references, tool policy), then counted by the route's provider kind:
   Messages body (exact);
 - ``openai-responses``: the upstream's own ``POST {base_url}/responses/input_tokens`` with the
   passthrough body (exact, as far as the upstream has the endpoint);
+- a provider with a ``count_request`` method (``gemini``: ``POST
+  {base_url}/models/{model}:countTokens``): the upstream's own count of the translated body;
 - ``openai-chat`` (and the demo model): counted here with tiktoken's ``cl100k_base`` over the
   translated Chat body (engine/tokens.py): exact for OpenAI's GPT-4-era models, an estimate for
   every other model family.
@@ -40,6 +42,11 @@ _COUNT_PATHS = {"anthropic": "/count_tokens", "openai-responses": "/input_tokens
 async def input_tokens(gateway: Gateway, body: bytes, tenant: str) -> dict[str, Any]:
     turn = await gateway.prepare_request(parse_create(body), tenant, encoding=None)
     provider = turn.provider
+    # a provider kind with its own count endpoint says how to ask it (e.g. Gemini's countTokens)
+    count_request = getattr(provider, "count_request", None)
+    if count_request is not None:
+        url, sent, field = count_request(turn.upstream_body, turn.route.upstream_model)
+        return _answer(await _upstream_count(provider, url, sent, field))
     kind = provider.kind
     if kind not in _COUNT_PATHS:
         return _answer(tokens.count_chat(turn.upstream_body))
@@ -54,7 +61,7 @@ def _answer(count: int) -> dict[str, Any]:
     return {"object": "response.input_tokens", "input_tokens": count}
 
 
-async def _upstream_count(provider: Any, url: str, body: dict[str, Any]) -> int:
+async def _upstream_count(provider: Any, url: str, body: dict[str, Any], field: str = "input_tokens") -> int:
     request = httpx.Request(
         "POST", url, headers={**provider.headers, "accept": "application/json"}, content=msgspec.json.encode(body)
     )
@@ -78,7 +85,7 @@ async def _upstream_count(provider: Any, url: str, body: dict[str, Any]) -> int:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         value = None
-    count = value.get("input_tokens") if isinstance(value, dict) else None
+    count = value.get(field) if isinstance(value, dict) else None
     if not isinstance(count, int):
         raise ApiError(502, "The upstream's token count could not be read.", code="upstream_error", type="server_error")
     return count

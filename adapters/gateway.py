@@ -123,6 +123,7 @@ class Turn:
         "close_client",
         "leased",  # this process holds the lease of its stored response
         "exchange",  # the request's record (adapters/exchange.py): log line, metrics, trace
+        "answer",
     )
 
     def __init__(self) -> None:
@@ -138,6 +139,7 @@ class Turn:
         self.close_client: Callable[[], None] | None = None
         self.leased = False
         self.exchange: Exchange | None = None
+        self.answer = None  # Prepared.answer: reads an upstream's whole JSON answer as a stream
 
 
 class Gateway:
@@ -255,6 +257,7 @@ class Gateway:
             tenant,
             opened,
         )
+        turn.ctx.whole = encoding is None and not turn.background
         if threshold is not None and not triggered:
             await self._auto_compact(turn, new, threshold)
         self._prepare_attempt(turn)
@@ -341,6 +344,7 @@ class Gateway:
         turn.http_request = prepared.request
         turn.payload = prepared.payload
         turn.pipeline = prepared.pipeline
+        turn.answer = prepared.answer
 
     def _truncate(self, turn: Turn, req: Q.CreateRequest, items: list[Any]) -> list[Any]:
         """``truncation: "auto"`` where the route's context window is known: the oldest turns
@@ -396,6 +400,8 @@ class Gateway:
             # long as the stream is open otherwise)
             turn.items = turn.upstream_body = turn.payload = turn.req = turn.http_request = None
             turn.ctx.opened = None  # the opened sealed tokens, only a fallback's translation needed
+            if turn.answer is not None and b"json" in resp.headers.get("content-type", "").encode():
+                resp.stream = _WholeAnswer(resp.stream, turn.answer)  # (an upstream may stream anyway)
             return resp
 
     async def _open_attempt(self, turn: Turn) -> httpx.Response:
@@ -799,26 +805,21 @@ class Gateway:
             if stored is None:
                 return
             if stored.response.get("status") in TERMINAL_STATUSES:
-                # The terminal event may have been logged since the read above (the status is
-                # stored just before it): then the next read yields it. A follower that starts
-                # at or past the logged end (starting_after = its seq) is done at once.
+                # the log has its end already (logged since the read above, or this follower
+                # started at or past it): what is left of it, at once
+                log_all = await self.store.get_events(tenant, response_id, -1)
+                end = next((n for n, ev in enumerate(log_all) if ev.type in TERMINAL_TYPES), None)
+                if end is not None:
+                    rest = [ev for ev in log_all[: end + 1] if ev.seq > after]
+                    if rest:
+                        yield rest
+                    return
+                # the final status is stored just before the terminal event is logged (by this
+                # process or another host): give that 2 s to land before ending the log here
                 if settle_by is None:
-                    end = _logged_end(await self.store.get_events(tenant, response_id, -1))
-                    if end is not None:
-                        if end <= after:
-                            return
-                        continue
-                    # the final status is stored just before the terminal event is logged (by
-                    # this process or another host): give that 2 s to land before ending the log
                     settle_by = trio.current_time() + 2.0
                 if trio.current_time() < settle_by:
                     await self._wait_events(wait_events, response_id)
-                    continue
-                log_all = await self.store.get_events(tenant, response_id, -1)
-                end = _logged_end(log_all)
-                if end is not None:
-                    if end <= after:
-                        return
                     continue
                 new, _ = self.close_log(stored, log_all, _end_of(stored.response))
                 await self.store.append_events(tenant, response_id, new)
@@ -902,11 +903,6 @@ def stored_event(event: Any) -> StoredEvent:
 _FINAL_KEYS = frozenset({"output", "status", "error", "incomplete_details", "completed_at", "usage"})
 
 
-def _logged_end(events: list[StoredEvent]) -> int | None:
-    """The sequence number of a run's logged terminal event, if it has one."""
-    return next((ev.seq for ev in events if ev.type in TERMINAL_TYPES), None)
-
-
 def _end_of(response: dict[str, Any]) -> UpstreamError | None:
     """How a response stored as final ends its stream: None (completed, incomplete: as stored),
     or the error of a failed or cancelled one."""
@@ -917,6 +913,24 @@ def _end_of(response: dict[str, Any]) -> UpstreamError | None:
         err = response.get("error") or {}
         return UpstreamError(message=err.get("message") or "The response failed.", code=err.get("code") or "server_error")
     return None
+class _WholeAnswer(httpx.AsyncByteStream):
+    """A non-streamed upstream answer, read to its end and handed to the pipeline as the stream
+    it would have sent (``Prepared.answer``), in one piece: ``pump`` reads it like any body."""
+
+    __slots__ = ("_body", "_convert", "complete")
+
+    def __init__(self, body: Any, convert: Callable[[bytes], bytes]) -> None:
+        self._body = body
+        self._convert = convert
+        self.complete = False
+
+    async def __aiter__(self):
+        parts = [piece async for piece in self._body]
+        self.complete = True
+        yield self._convert(b"".join(parts))
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 def _conversation_id(conv: str | dict[str, Any]) -> str:

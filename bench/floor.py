@@ -11,6 +11,9 @@ The model name says what to send, as for the bench upstream: ``bench-n100`` is 1
 write (the opening and closing events included: 108 events, as respline sends for 100 tokens);
 ``bench-n100-r50`` paces them at 50 tokens/s, one write per token (the opening events go with the
 first token, the closing ones with the last), as respline writes a paced stream.
+``-d20`` answers after 20 ms, as an upstream that takes 20 ms would make a gateway wait. A body
+without ``"stream": true`` gets the whole Response object as one JSON body (what respline answers a
+non-streaming request with).
 
     python bench/floor.py --port 8001     # accepts respline serve's other options and ignores them
 """
@@ -30,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from respline.adapters.cli import hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
 from respline.adapters.config import Config as ResplineConfig  # noqa: E402
 
-_MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?"')
+_MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?(?:-d(\d+))?"')
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 _HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -64,7 +68,18 @@ def _stream(tokens: int) -> tuple[bytes, list[bytes], bytes]:
     return opening, deltas, closing
 
 
+def _whole(tokens: int) -> bytes:
+    """The non-streamed answer: a completed Response object with the text of ``tokens`` deltas."""
+    text = "".join(f" tok{i}" for i in range(tokens))
+    item = {"id": "msg_floor", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+    resp = {"id": "resp_floor", "object": "response", "created_at": 0, "status": "completed", "model": "floor",
+            "output": [item], "usage": {"input_tokens": 50, "output_tokens": tokens, "total_tokens": 50 + tokens}}
+    return json.dumps(resp, separators=(",", ":")).encode()
+
+
 _streams: dict[int, tuple[bytes, list[bytes], bytes]] = {}
+_wholes: dict[int, bytes] = {}
 
 
 async def app(scope, receive, send) -> None:
@@ -89,7 +104,17 @@ async def app(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
         return
-    tokens, rate = int(m[1]), float(m[2] or 0)
+    tokens, rate, delay = int(m[1]), float(m[2] or 0), int(m[3] or 0) / 1000
+    if delay:
+        await trio.sleep(delay)
+    if not _STREAM_TRUE.search(body):
+        if tokens not in _wholes:
+            _wholes[tokens] = _whole(tokens)
+        whole = _wholes[tokens]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(whole)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": whole})
+        return
     if tokens not in _streams:
         _streams[tokens] = _stream(tokens)
     opening, deltas, closing = _streams[tokens]

@@ -28,6 +28,7 @@ import resource
 import socket
 import sys
 import time
+from collections import deque
 
 import trio
 
@@ -576,6 +577,427 @@ def hold_mode(cfg: dict) -> dict:
     }
 
 
+# --- fleet mode ------------------------------------------------------------------------------
+
+
+class _FleetConn:
+    """One connection of fleet mode and the exchange it carries (see ``fleet_mode``)."""
+
+    __slots__ = (
+        "sock", "fd", "phase", "out", "worker", "t_sched", "t0", "deadline", "buf", "tail", "chunked", "length",
+        "total", "events", "ttfb", "ttft", "last_frame", "max_gap", "ok", "bad", "status", "keep", "reads",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.phase = "idle"  # "connect" -> "send" -> "head" -> "body" -> "idle"
+        self.worker = -1
+
+    def start(self, request: bytes, t_sched: float, now: float, timeout: float) -> None:
+        self.out = memoryview(request)
+        self.t_sched = t_sched
+        self.t0 = now
+        self.deadline = now + timeout
+        self.buf = b""
+        self.tail = b""
+        self.chunked = False
+        self.length = -1
+        self.total = 0
+        self.events = 0
+        self.ttfb = None
+        self.ttft = None
+        self.last_frame = 0.0
+        self.max_gap = 0.0
+        self.ok = False
+        self.bad = False
+        self.status = 0
+        self.keep = True
+        self.reads = 0
+
+
+def _burst(times: list[float], window: float) -> tuple[int, float]:
+    """The most late frames within any ``window`` seconds, and when that window starts."""
+    times = sorted(times)
+    best, at, j = 0, 0.0, 0
+    for i, t in enumerate(times):
+        while t - times[j] > window:
+            j += 1
+        if i - j + 1 > best:
+            best, at = i - j + 1, times[j]
+    return best, at
+
+
+def fleet_mode(cfg: dict) -> dict:
+    """Paced streams and short requests, many at once, timed per frame: a plain epoll loop.
+
+    Two drivers:
+
+    ``closed``  ``workers`` connections (opened before the clock starts), each issuing
+                ``per_worker`` exchanges one after another; worker i starts at i/workers of
+                ``stagger`` seconds, so streams of equal length are not in step.
+    ``open``    requests arrive at ``rate`` per second for ``seconds`` seconds, at fixed
+                intervals, whatever the server does; each takes an idle keep-alive connection or
+                opens one. Latency runs from the scheduled arrival, so a server that falls behind
+                is charged its queue (no coordinated omission).
+
+    Per exchange it notes TTFB, the first token (``token_marker``), and the gap between each
+    read that completed at least one SSE frame and the one before it, from the first token to
+    the end: the "gap between chunks" of paced streams. Gaps over ``late_ms`` are kept with the
+    time they ended, to show frames that are late together (a stall of the whole server).
+    An epoll loop rather than trio: a frame costs the client one ``os.read`` and a few bytes
+    operations, so the client's own delays stay out of the gaps it measures.
+    """
+    import errno
+    import heapq
+    import select
+
+    request = build_request(cfg)
+    mk = Markers(cfg)
+    driver = cfg.get("driver", "closed")
+    timeout = float(cfg.get("timeout", 60))
+    max_seconds = float(cfg.get("max_seconds", 600))
+    late = float(cfg.get("late_ms", 25)) / 1000
+    gap_limit = float(cfg.get("gap_limit_ms", 40)) / 1000
+    sources = cfg.get("source_ips") or [None]
+    addr = (cfg["host"], int(cfg["port"]))
+    token_marker, ok_marker, bad_markers = mk.token, mk.ok, mk.bad
+    now = time.perf_counter
+    ep = select.epoll()
+    conns: dict[int, _FleetConn] = {}
+    idle: list[_FleetConn] = []
+    errors: dict[str, int] = {}
+    ttfb: list[float] = []
+    ttft: list[float] = []
+    durations: list[float] = []
+    gaps: list[float] = []
+    max_gaps: list[float] = []
+    late_frames: list[list[float]] = []
+    counters = {"ok": 0, "events": 0, "reads": 0, "connects": 0, "issued": 0}
+    opened = [0]
+
+    def error(reason: str) -> None:
+        errors[reason] = errors.get(reason, 0) + 1
+
+    def new_conn(blocking: bool) -> _FleetConn | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        src = sources[opened[0] % len(sources)]
+        opened[0] += 1
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if src:
+                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((src, 0))
+            if blocking:
+                sock.settimeout(timeout)
+                sock.connect(addr)
+                sock.setblocking(False)
+                rc = 0
+            else:
+                sock.setblocking(False)
+                rc = sock.connect_ex(addr)
+        except OSError as exc:
+            error(f"transport: {exc.__class__.__name__}")
+            sock.close()
+            return None
+        if rc not in (0, errno.EINPROGRESS):
+            error(f"transport: {errno.errorcode.get(rc, rc)}")
+            sock.close()
+            return None
+        c = _FleetConn(sock)
+        c.phase = "idle" if rc == 0 else "connect"
+        conns[c.fd] = c
+        ep.register(c.fd, select.EPOLLIN if rc == 0 else select.EPOLLOUT)
+        counters["connects"] += 1
+        return c
+
+    def close(c: _FleetConn) -> None:
+        conns.pop(c.fd, None)
+        try:
+            ep.unregister(c.fd)
+        except OSError:
+            pass
+        c.sock.close()
+
+    def begin(c: _FleetConn, t_sched: float) -> None:
+        counters["issued"] += 1
+        c.start(request, t_sched, now(), timeout)
+        if c.phase == "connect":  # the request goes once the connection is up
+            return
+        c.phase = "send"
+        ep.modify(c.fd, select.EPOLLOUT)
+        on_writable(c)
+
+    def end(c: _FleetConn, reason: str | None) -> None:
+        """The exchange on ``c`` is over (``reason`` None: it ended well so far)."""
+        t = now()
+        if reason is None:
+            if c.status != 200:
+                reason = f"http {c.status}"
+            elif c.bad:
+                reason = "error event"
+            elif not c.ok:
+                reason = "incomplete"
+        counters["events"] += c.events
+        counters["reads"] += c.reads
+        if reason is None:
+            counters["ok"] += 1
+            durations.append(t - c.t_sched)
+            if c.ttfb is not None:
+                ttfb.append(c.ttfb)
+            if c.ttft is not None:
+                ttft.append(c.ttft)
+                max_gaps.append(c.max_gap)
+        else:
+            error(reason)
+        w = c.worker
+        if reason is None and c.keep:
+            c.phase = "idle"
+            ep.modify(c.fd, select.EPOLLIN)
+            reuse = c
+        else:
+            close(c)
+            reuse = None
+        done(w, reuse)
+
+    def on_writable(c: _FleetConn) -> None:
+        if c.phase == "connect":
+            rc = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if rc:
+                end(c, f"transport: {errno.errorcode.get(rc, rc)}")
+                return
+            if not hasattr(c, "out"):  # opened for the pool, no exchange yet
+                c.phase = "idle"
+                ep.modify(c.fd, select.EPOLLIN)
+                return
+            c.phase = "send"
+        try:
+            sent = c.sock.send(c.out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            end(c, f"transport: {exc.__class__.__name__}")
+            return
+        c.out = c.out[sent:]
+        if not len(c.out):
+            c.phase = "head"
+            ep.modify(c.fd, select.EPOLLIN)
+
+    def on_readable(c: _FleetConn) -> None:
+        try:
+            piece = os.read(c.fd, READ)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if c.phase == "idle":
+                close(c)
+            else:
+                end(c, f"transport: {exc.__class__.__name__}")
+            return
+        t = now()
+        if c.phase == "idle":  # the server closed a kept-alive connection
+            close(c)
+            if c in idle:
+                idle.remove(c)
+            return
+        c.reads += 1
+        if not piece:
+            if c.phase == "body" and not c.chunked and c.length < 0:
+                end(c, None)  # close-delimited
+            else:
+                end(c, "closed before head" if c.phase == "head" else "closed mid-body")
+            return
+        if c.phase == "head":
+            if c.ttfb is None:
+                c.ttfb = t - c.t0
+            c.buf += piece
+            i = c.buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            head = c.buf[:i].lower()
+            piece = c.buf[i + 4 :]
+            c.buf = b""
+            try:
+                c.status = int(head[9:12])
+            except ValueError:
+                end(c, "bad status line")
+                return
+            c.chunked = b"\r\ntransfer-encoding: chunked" in head
+            j = head.find(b"\r\ncontent-length:")
+            if j >= 0:
+                k = head.find(b"\r\n", j + 2)
+                c.length = int(head[j + 17 : k if k >= 0 else None].strip())
+            c.keep = b"\r\nconnection: close" not in head
+            c.phase = "body"
+            if not piece and c.length != 0:
+                return
+        c.total += len(piece)
+        window = c.tail + piece
+        frames = window.count(b"\n\n") - c.tail.count(b"\n\n")
+        c.events += frames
+        if c.ttft is not None:
+            if frames:
+                gap = t - c.last_frame
+                c.last_frame = t
+                gaps.append(gap)
+                if gap > c.max_gap:
+                    c.max_gap = gap
+                if gap > late and len(late_frames) < 50000:
+                    late_frames.append([t - t_start, gap])
+        elif token_marker is not None and token_marker in window:
+            c.ttft = t - c.t0
+            c.last_frame = t
+        if not c.ok and ok_marker in window:
+            c.ok = True
+        for b in bad_markers:
+            if b in window:
+                c.bad = True
+        c.tail = window[-48:]
+        if (c.length >= 0 and c.total >= c.length) or (c.chunked and (c.tail.endswith(b"\r\n0\r\n\r\n") or c.tail == b"0\r\n\r\n")):
+            if b"data: [DONE]" in c.tail:
+                c.events -= 1
+            end(c, None)
+
+    # --- the drivers
+    timers: list[tuple[float, int, int]] = []  # (when, seq, worker): a worker's next exchange
+    seq = [0]
+    workers = int(cfg.get("workers", 1))
+    per_worker = int(cfg.get("per_worker", 1))
+    left = [per_worker] * workers
+    worker_conn: list[_FleetConn | None] = [None] * workers
+    active = [0]
+    queue: deque[float] = deque()  # open driver: arrivals waiting for a connection
+    arrivals = {"next": 0, "n": 0, "gap": 0.0}
+
+    def done(w: int, reuse: _FleetConn | None) -> None:
+        active[0] -= 1
+        if driver == "closed":
+            worker_conn[w] = reuse
+            if left[w] > 0:
+                heapq.heappush(timers, (now(), seq[0], w))
+                seq[0] += 1
+        else:
+            if reuse is not None:
+                idle.append(reuse)
+            if queue:
+                dispatch(queue.popleft())
+
+    def dispatch(t_sched: float) -> None:
+        """Open driver: start an exchange scheduled for ``t_sched`` (an idle connection or a new one)."""
+        c = idle.pop() if idle else new_conn(False)
+        if c is None:
+            return  # new_conn counted the error
+        c.worker = -1
+        active[0] += 1
+        begin(c, t_sched)
+
+    if driver == "closed":
+        for w in range(workers):  # connections first, as a pool would hold them
+            worker_conn[w] = new_conn(True)
+    else:
+        rate = float(cfg["rate"])
+        arrivals["n"] = int(rate * float(cfg["seconds"]))
+        arrivals["gap"] = 1.0 / rate
+        for _ in range(int(cfg.get("preconnect", 16))):
+            c = new_conn(True)
+            if c is not None:
+                idle.append(c)
+    cpu0 = cpu_seconds()
+    t_start = now() + 0.05
+    stagger = float(cfg.get("stagger", 0))
+    if driver == "closed":
+        for w in range(workers):
+            heapq.heappush(timers, (t_start + stagger * w / workers, seq[0], w))
+            seq[0] += 1
+    hard_end = t_start + max_seconds
+    next_check = t_start + 0.1
+    while True:
+        t = now()
+        if driver == "closed":
+            while timers and timers[0][0] <= t:
+                _, _, w = heapq.heappop(timers)
+                c = worker_conn[w]
+                if c is None:
+                    c = new_conn(False)
+                    worker_conn[w] = c
+                if c is None:
+                    left[w] = 0
+                    continue
+                left[w] -= 1
+                c.worker = w
+                active[0] += 1
+                begin(c, t)
+            finished = not timers and active[0] == 0
+            wake = timers[0][0] if timers else t + 0.1
+        else:
+            while arrivals["next"] < arrivals["n"]:
+                due = t_start + arrivals["next"] * arrivals["gap"]
+                if due > t:
+                    break
+                arrivals["next"] += 1
+                if idle or len(conns) < 20000:
+                    dispatch(due)
+                else:
+                    queue.append(due)
+            finished = arrivals["next"] >= arrivals["n"] and active[0] == 0 and not queue
+            wake = t_start + arrivals["next"] * arrivals["gap"] if arrivals["next"] < arrivals["n"] else t + 0.1
+        if finished or t >= hard_end:
+            break
+        if t >= next_check:  # per-request deadlines
+            next_check = t + 0.1
+            for c in list(conns.values()):
+                if c.phase not in ("idle",) and hasattr(c, "deadline") and t > c.deadline:
+                    end(c, "timeout")
+        for fd, ev in ep.poll(max(0.0, min(wake, next_check) - t), 4096):
+            c = conns.get(fd)
+            if c is None:
+                continue
+            if ev & select.EPOLLIN:
+                on_readable(c)
+            elif ev & select.EPOLLOUT:
+                on_writable(c)
+            elif ev & (select.EPOLLERR | select.EPOLLHUP):
+                if c.phase == "idle":
+                    close(c)
+                else:
+                    end(c, "transport: connection reset")
+    wall = now() - t_start
+    unfinished = sum(1 for c in conns.values() if c.phase not in ("idle",) and hasattr(c, "out"))
+    if unfinished:
+        errors["unfinished at the time limit"] = unfinished
+    for c in list(conns.values()):
+        c.sock.close()
+    ep.close()
+    gaps.sort()
+    late_times = [x[0] for x in late_frames]
+    burst, burst_at = _burst(late_times, 0.02)
+    return {
+        "mode": "fleet",
+        "driver": driver,
+        "requests": counters["issued"],
+        "ok": counters["ok"],
+        "errors": errors,
+        "events": counters["events"],
+        "events_all": counters["events"],
+        "reads": counters["reads"],
+        "connects": counters["connects"],
+        "wall": wall,
+        "client_cpu": cpu_seconds() - cpu0,
+        "ttfb": [round(x, 6) for x in ttfb],
+        "ttft": [round(x, 6) for x in ttft],
+        "durations": [round(x, 6) for x in durations],
+        "gaps_n": len(gaps),
+        "gap_pcts": {str(q): (gaps[min(len(gaps) - 1, int(round(q / 100 * (len(gaps) - 1))))] if gaps else None) for q in (50, 90, 99, 99.9, 100)},
+        "gaps_over_limit": sum(1 for g in gaps if g > gap_limit),
+        "streams_over_limit": sum(1 for g in max_gaps if g > gap_limit),
+        "max_gaps": [round(x, 5) for x in max_gaps],
+        "late_frames": len(late_frames),
+        "late_burst": burst,  # the most frames later than late_ms within 20 ms of each other
+        "late_burst_at": round(burst_at, 3),
+        "late": [[round(a, 4), round(b, 4)] for a, b in late_frames[:2000]],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a JSON file")
@@ -587,7 +1009,8 @@ def main() -> None:
     else:
         cfg = json.loads(a.config_json)
     raise_nofile()
-    result = hold_mode(cfg) if cfg.get("mode") == "hold" else trio.run(run_mode, cfg)
+    mode = cfg.get("mode")
+    result = hold_mode(cfg) if mode == "hold" else fleet_mode(cfg) if mode == "fleet" else trio.run(run_mode, cfg)
     print(json.dumps(result), flush=True)
 
 

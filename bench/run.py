@@ -3,7 +3,7 @@
     python bench/run.py                  # every scenario (make bench)
     python bench/run.py --quick          # a small version of every scenario (make bench BENCH_QUICK=1)
     python bench/run.py --scenarios 1,2  # some of them
-    python bench/run.py --peers          # scenario 2 at 100 streams and scenario 4: direct,
+    python bench/run.py --peers          # scenario 2 at 100 streams, scenarios 4 and 6: direct,
                                          # respline and LiteLLM's proxy side by side (make bench-peers)
     python bench/run.py --profile        # py-spy on respline during scenario 1 (make bench-profile)
     python bench/run.py --rev abc123     # respline as of a git revision: an optimisation's "before"
@@ -44,6 +44,11 @@ sys.path.insert(0, str(BENCH))
 import codex_request  # noqa: E402
 
 PROMPT = "Write a long story about a gateway."
+# scenario 6 (gateway benchmarks' definitions): 64 text chunks 20 ms apart, and an upstream that
+# takes 20 ms to answer a short non-streamed request
+PACED_MODEL = "bench-n64-r50"
+PACED_TOKENS, PACED_INTERVAL = 64, 0.020
+NONSTREAM_MODEL = "bench-n20-d20"
 
 
 def log(msg: str) -> None:
@@ -199,12 +204,26 @@ class Target:
     def path(self) -> str:
         return "/v1/chat/completions" if self.direct else "/v1/responses"
 
-    def stream_body(self, model: str) -> str:
+    def stream_body(self, model: str, *, store: bool = False) -> str:
         if self.direct:
             body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": True, "stream_options": {"include_usage": True}}
         else:
-            body = {"model": model, "input": PROMPT, "stream": True, "store": False}
+            body = {"model": model, "input": PROMPT, "stream": True, "store": store}
         return json.dumps(body)
+
+    def plain_body(self, model: str) -> str:
+        """A short non-streaming request (scenario 6)."""
+        if self.direct:
+            return json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}]})
+        return json.dumps({"model": model, "input": PROMPT, "store": False})
+
+    @property
+    def label(self) -> str:
+        if self.kind == "respline-noobs":
+            return "respline (no obs)"
+        if self.kind.startswith("respline-w"):
+            return f"respline --workers {self.kind[10:]}"
+        return self.kind
 
     def codex_body(self, model: str, *, stream: bool = False) -> str:
         if self.direct:
@@ -239,6 +258,8 @@ class Bench:
         self.upstream: Proc | None = None
         self.results: dict = {"scenarios": {}}
         self.body_files = 0
+        self.notes: set[str] = set()
+        self.noobs: Target | None = None
 
     # -- processes
 
@@ -258,24 +279,56 @@ class Bench:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"cannot run respline: {exc.__class__.__name__}"
 
-    def start_respline(self, *, workers: int = 0, store: str = "memory") -> Target:
-        assert self.upstream is not None
-        port = free_port()
-        cfg = self.tmp / "respline.toml"
+    def respline_config(self, obs: str | None, *, access_log: bool = True) -> str:
+        """respline's config file for the bench. ``obs``: None = as always (log_level warning);
+        "on" = logging at info (request lines written) and metrics as configured by default;
+        "off" = the same with ``[metrics] enabled = false`` and ``[server] access_log = false``
+        (``--obs-off``): the two differ only in those keys."""
         # upstream_connections: the default pool (4096) would queue scenario 3's streams
         gc_line = f"gc_thresholds = [{self.args.gc_thresholds}]\n" if self.args.gc_thresholds is not None else ""
-        cfg.write_text(f'[server]\nlog_level = "warning"\n{gc_line}\n[limits]\nupstream_connections = 20000\n')
-        cmd = [
-            self.respline_bin, "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--upstream", f"http://127.0.0.1:{self.upstream.port}/v1",
-            "--config", str(cfg), "--store", store, "--secret-file", str(self.tmp / "secret"),
-        ]
-        if workers:
-            cmd += ["--workers", str(workers)]
-        p = Proc("respline", cmd, port, "/health", self.tmp)
-        self.procs.append(p)
-        p.wait_ready(60)
-        return Target("respline", port, p)
+        level = "warning" if obs is None else "info"
+        server = f'[server]\nlog_level = "{level}"\n{gc_line}'
+        if obs == "off" and access_log:
+            server += "access_log = false\n"
+        metrics = "\n[metrics]\nenabled = false\n" if obs == "off" else ""
+        return f"{server}\n[limits]\nupstream_connections = 20000\n{metrics}"
+
+    def start_respline(self, *, workers: int = 0, store: str = "memory", obs: str | None = None, kind: str = "respline") -> Target:
+        assert self.upstream is not None
+        if obs is None and self.args.obs_off:
+            obs = "on"  # --obs-off: the usual respline rows are the "on" side
+        access_log = True
+        while True:
+            port = free_port()
+            cfg = self.tmp / f"{kind}.toml"
+            cfg.write_text(self.respline_config(obs, access_log=access_log))
+            cmd = [
+                self.respline_bin, "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{self.upstream.port}/v1",
+                "--config", str(cfg), "--store", store, "--secret-file", str(self.tmp / "secret"),
+            ]
+            if workers:
+                cmd += ["--workers", str(workers)]
+            p = Proc(kind, cmd, port, "/health", self.tmp)
+            self.procs.append(p)
+            try:
+                p.wait_ready(60)
+            except RuntimeError as exc:
+                self.stop(p)
+                if obs == "off" and access_log and "access_log" in str(exc):
+                    # this respline has no [server] access_log yet: metrics off only, and say so
+                    access_log = False
+                    self.notes.add("`--obs-off`: this respline does not know `[server] access_log` yet; "
+                                   "the \"no obs\" target has only `[metrics] enabled = false`.")
+                    continue
+                raise
+            return Target(kind, port, p)
+
+    def obs_off_target(self) -> Target:
+        """``--obs-off``: respline with logging and metrics off, started once, shared by scenarios."""
+        if self.noobs is None:
+            self.noobs = self.start_respline(obs="off", kind="respline-noobs")
+        return self.noobs
 
     def start_floor(self) -> Target:
         """The hypercorn floor (floor.py): hypercorn with an app that answers at once."""
@@ -288,7 +341,7 @@ class Bench:
     def start_litellm(self) -> Target:
         assert self.upstream is not None
         port = free_port()
-        models = sorted({self.s2_model(), self.s4_model()})
+        models = sorted({self.s2_model(), self.s4_model(), PACED_MODEL, NONSTREAM_MODEL})
         lines = ["model_list:"]
         for m in models:
             lines += [
@@ -464,7 +517,7 @@ def scenario1(b: Bench, gw: Target) -> tuple[dict, str]:
     n_req = 3 if b.quick else 10
     repeats = b.args.repeats
     model = f"bench-n{b.s1_tokens()}"
-    targets = [b.direct(), gw]
+    targets = [b.direct(), gw] + ([b.obs_off_target()] if b.args.obs_off else [])
     reps: dict[str, list] = {t.kind: [] for t in targets}
     for t in targets:  # warm-up: imports, pools, caches
         b.client(t, {"workers": 1, "requests": 2, "body": t.stream_body(model), **t.markers()}, timeout=120)
@@ -492,6 +545,11 @@ def scenario1(b: Bench, gw: Target) -> tuple[dict, str]:
             ["errors (all repeats)", str(int(d["errors_total"])), str(int(g["errors_total"])), "-", "0"],
         ],
     ))
+    if b.args.obs_off:
+        n = median_of(reps["respline-noobs"])
+        res["respline-noobs"] = n
+        md += ["", f"`--obs-off`: respline (no obs) {fmt(n['stream_events_per_s'])} events/s, {fmt(n['target_cpu_us_per_event'])} us CPU/event; "
+               f"respline (logging at info, metrics on) {fmt(g['stream_events_per_s'])} events/s, {fmt(g['target_cpu_us_per_event'])} us CPU/event."]
     md.append("")
     md.append("Server CPU is user + system time of the server's processes (the bench upstream for direct), from /proc; "
               "ms per 1000 events = us per event.")
@@ -746,7 +804,7 @@ def scenario4(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[
     md = [f"### Scenario 4: non-streaming Codex-sized requests ({workers} concurrent, {n_req} per repeat, median of {repeats})", ""]
     md.append(table(["target", "request body", "requests/s", "/ direct", "latency p50 ms", "latency p99 ms", "server CPU ms/request", "errors"], rows))
     md += ["", "Direct sends the same conversation as a Chat Completions body (non-streamed answer); a gateway gets the "
-           "Responses body (~100 KB of input items, 20 tools, `stream: false`), translates it and collects a 20-token upstream stream."]
+           "Responses body (~100 KB of input items, 20 tools, `stream: false`), translates it and asks the upstream for its whole 20-token answer (a non-streaming request does since `9801e0b`)."]
     return res, "\n".join(md)
 
 
@@ -968,6 +1026,325 @@ def s5_store_times(targets: list[Target], windows: list[tuple[float, float]]) ->
     return out
 
 
+# --- scenario 6: paced streams, many of them (gateway benchmarks' definitions) ------------------
+
+
+def paced_targets(b: Bench, gw: Target, peers: list[Target] | None) -> tuple[list[Target], list[Target]]:
+    """Scenario 6's targets: direct, respline, respline --workers N, the hypercorn floor,
+    respline with observability off (``--obs-off``), the peers. Returns (all, started here)."""
+    started: list[Target] = []
+    if b.args.paced_workers > 1:
+        started.append(b.start_respline(workers=b.args.paced_workers, store=f"sqlite:{b.tmp / 'paced.db'}", kind=f"respline-w{b.args.paced_workers}"))
+    if not b.args.no_floor:
+        started.append(b.start_floor())
+    targets = [b.direct(), gw] + started[:1] + ([b.obs_off_target()] if b.args.obs_off else []) + started[1:] + (peers or [])
+    only = {k.strip() for k in b.args.paced_targets.split(",") if k.strip()}
+    if only:
+        targets = [t for t in targets if t.direct or t.kind in only or t.kind.split("-")[0] in only]
+    return targets, started
+
+
+def fleet(b: Bench, t: Target, cfg: dict, *, timeout: float = 300) -> dict:
+    """One fleet-mode client run (loadgen.py) against ``t``, with the server CPU around it."""
+    cfg = {"mode": "fleet", "timeout": 60, "max_seconds": 240, **cfg}
+    return b.measure(t, cfg, timeout=timeout)
+
+
+def _pct_of(values: list[float], q: float) -> float | None:
+    return _ms(pct(values, q))
+
+
+def ladder_metrics(r: dict, level: int) -> dict:
+    """One run of the clean-stream ladder: clean or not, and what the streams saw."""
+    errors = sum(r["errors"].values())
+    streams = r["ok"]
+    gp = r["gap_pcts"]
+    return {
+        "streams": level,
+        "exchanges": r["requests"],
+        "ok": streams,
+        "errors": errors,
+        "error_reasons": r["errors"],
+        "clean": errors == 0 and r["streams_over_limit"] == 0 and streams == r["requests"] and streams > 0,
+        "streams_over_40ms": r["streams_over_limit"],
+        "max_gap_ms": _ms(max(r["max_gaps"])) if r["max_gaps"] else None,
+        "gap_p50_ms": _ms(gp["50"]),
+        "gap_p99_ms": _ms(gp["99"]),
+        "gap_p999_ms": _ms(gp["99.9"]),
+        "ttft_p50_ms": _pct_of(r["ttft"], 50),
+        "ttft_p99_ms": _pct_of(r["ttft"], 99),
+        "ttfb_p99_ms": _pct_of(r["ttfb"], 99),
+        "late_frames": r["late_frames"],
+        "late_burst": r["late_burst"],
+        "cpu_us_per_token": r["target_cpu"] / (streams * PACED_TOKENS) * 1e6 if streams else None,
+        "upstream_cpu_us_per_token": r["upstream_cpu"] / (streams * PACED_TOKENS) * 1e6 if streams else None,
+        "client_cpu_us_per_token": r["client_cpu"] / (streams * PACED_TOKENS) * 1e6 if streams else None,
+        "server_cpu_pct": r["target_cpu"] / r["wall"] * 100 if r["wall"] else None,
+        "late": r["late"][:200],
+    }
+
+
+def rate_metrics(r: dict, rate: float) -> dict:
+    errors = sum(r["errors"].values())
+    p99 = _pct_of(r["durations"], 99)
+    return {
+        "rate": rate,
+        "requests": r["requests"],
+        "ok": r["ok"],
+        "errors": errors,
+        "error_reasons": r["errors"],
+        "achieved_per_s": r["ok"] / r["wall"] if r["wall"] else 0.0,
+        "latency_p50_ms": _pct_of(r["durations"], 50),
+        "latency_p99_ms": p99,
+        "held": errors == 0 and r["ok"] == r["requests"] and p99 is not None and p99 < 1000,
+        "cpu_ms_per_request": r["target_cpu"] / r["ok"] * 1000 if r["ok"] else None,
+        "server_cpu_pct": r["target_cpu"] / r["wall"] * 100 if r["wall"] else None,
+    }
+
+
+def climb(b: Bench, targets: list[Target], steps: list, run, what: str) -> dict:
+    """Each repeat climbs ``steps`` for every target, interleaved step by step, and stops a
+    target after two steps in a row that failed (``run`` returns metrics with "clean" or
+    "held"): one stall of this shared machine does not end a climb. Returns {kind: [per
+    repeat {step: metrics}]}."""
+    out: dict[str, list] = {t.kind: [] for t in targets}
+    for i in range(b.args.repeats):
+        climbing = list(targets)
+        failed: dict[str, int] = {}
+        for t in targets:
+            out[t.kind].append({})
+        for step in steps:
+            for t in list(climbing):
+                m = run(t, step)
+                out[t.kind][-1][str(step)] = m
+                failed[t.kind] = 0 if (m.get("clean") or m.get("held")) else failed.get(t.kind, 0) + 1
+                if failed[t.kind]:
+                    time.sleep(3)  # an overloaded server drains what it was left with before the next run
+                if failed[t.kind] >= 2:
+                    climbing.remove(t)
+            log(f"scenario 6 {what} {step} repeat {i + 1}/{b.args.repeats}: " + ", ".join(
+                f"{t.kind} {'ok' if (out[t.kind][-1].get(str(step), {}).get('clean') or out[t.kind][-1].get(str(step), {}).get('held')) else 'FAIL'}"
+                for t in targets if str(step) in out[t.kind][-1]))
+            if not climbing:
+                break
+    return out
+
+
+def _highest(runs: list[dict], steps: list) -> list[float]:
+    """Per repeat: the highest step held (0: none)."""
+    return [max((step for step in steps if (rep.get(str(step)) or {}).get("clean") or (rep.get(str(step)) or {}).get("held")), default=0)
+            for rep in runs]
+
+
+def scenario6(b: Bench, gw: Target, peers: list[Target] | None = None) -> tuple[dict, str]:
+    """Paced streams, many of them, measured the way gateway benchmarks measure: the clean-stream
+    ladder, added TTFT and gap at concurrency 1, non-streaming added latency, requests/s."""
+    targets, started = paced_targets(b, gw, peers)
+    quick = b.quick
+    levels = [int(x) for x in b.args.paced_levels.split(",")] if b.args.paced_levels else ([1, 16] if quick else [1, 8, 16, 32, 64, 128, 256, 512])
+    rates = [int(x) for x in b.args.rps_levels.split(",")] if b.args.rps_levels else ([250, 1000] if quick else [25, 50, 100, 250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000])
+    one_streams = 2 if quick else 10
+    per_worker = 1 if quick else 3
+    stream_s = PACED_TOKENS * PACED_INTERVAL
+    parts = set((b.args.paced_parts or "ladder,one,rps").split(","))
+    res: dict = {"model": PACED_MODEL, "nonstream_model": NONSTREAM_MODEL, "targets": [t.kind for t in targets], "levels": levels, "rates": rates}
+    md = [f"### Scenario 6: paced streams ({PACED_TOKENS} chunks {PACED_INTERVAL * 1000:g} ms apart) and a {NONSTREAM_MODEL[-2:]} ms upstream "
+          f"(median of {b.args.repeats}; targets: {', '.join(t.label for t in targets)})", ""]
+    try:
+        for t in targets:  # warm-up
+            fleet(b, t, {"driver": "closed", "workers": 4, "per_worker": 1, "stagger": 0.1, "body": t.stream_body(PACED_MODEL), **t.markers()})
+            fleet(b, t, {"driver": "closed", "workers": 4, "per_worker": 5, "body": t.plain_body(NONSTREAM_MODEL), **t.markers(False)})
+
+        def run_level(t: Target, level: int) -> dict:
+            n = one_streams if level == 1 else per_worker
+            cfg = {"driver": "closed", "workers": level, "per_worker": n, "stagger": stream_s if level > 1 else 0,
+                   "source_ips": [f"127.0.0.{i}" for i in range(2, 10)], "body": t.stream_body(PACED_MODEL, store=b.args.paced_store), **t.markers()}
+            return ladder_metrics(fleet(b, t, cfg), level)
+
+        if "ladder" in parts:
+            ladder = climb(b, targets, levels, run_level, "streams")
+            res["ladder"] = {k: {"clean_streams": statistics.median_low(_highest(v, levels)), "clean_streams_repeats": _highest(v, levels), "repeats": v} for k, v in ladder.items()}
+            md += [*_ladder_md(res["ladder"], targets, levels), ""]
+            md += [*_cpu_md(res["ladder"], targets, levels, gw), ""]
+
+        if "one" in parts:
+            one: dict[str, list] = {t.kind: [] for t in targets}
+            for i in range(b.args.repeats):
+                for t in targets:
+                    # level 1 of the ladder again when the ladder did not run
+                    lvl = res.get("ladder", {}).get(t.kind, {}).get("repeats", [])
+                    m = lvl[i].get("1") if i < len(lvl) and "1" in lvl[i] else run_level(t, 1)
+                    r = fleet(b, t, {"driver": "closed", "workers": 1, "per_worker": 30 if quick else 150, "body": t.plain_body(NONSTREAM_MODEL), **t.markers(False)})
+                    one[t.kind].append({**{k: m[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms", "max_gap_ms", "clean")},
+                                        "plain_p50_ms": _pct_of(r["durations"], 50), "plain_p99_ms": _pct_of(r["durations"], 99),
+                                        "plain_errors": sum(r["errors"].values()),
+                                        "plain_cpu_ms_per_request": r["target_cpu"] / r["ok"] * 1000 if r["ok"] else None})
+                log(f"scenario 6 concurrency 1 repeat {i + 1}/{b.args.repeats}: " + ", ".join(
+                    f"{k} ttft p99 {fmt(v[-1]['ttft_p99_ms'], 2)} gap p99 {fmt(v[-1]['gap_p99_ms'], 2)} plain p99 {fmt(v[-1]['plain_p99_ms'], 2)}" for k, v in one.items()))
+            res["one"] = {k: {**median_of(v), "repeats": v} for k, v in one.items()}
+            d = res["one"]["direct"]
+            for k, v in res["one"].items():
+                if k != "direct":
+                    v["added_ttft_p99_ms"] = _sub(v["ttft_p99_ms"], d["ttft_p99_ms"])
+                    v["added_gap_p99_ms"] = _sub(v["gap_p99_ms"], d["gap_p99_ms"])
+                    v["added_plain_p99_ms"] = _sub(v["plain_p99_ms"], d["plain_p99_ms"])
+            md += [*_one_md(res["one"], targets), ""]
+
+        def run_rate(t: Target, rate: int) -> dict:
+            cfg = {"driver": "open", "rate": rate, "seconds": 1 if quick else 3, "preconnect": min(256, max(4, rate // 50)),
+                   "timeout": 10, "max_seconds": 20, "source_ips": [f"127.0.0.{i}" for i in range(2, 10)],
+                   "body": t.plain_body(NONSTREAM_MODEL), **t.markers(False)}
+            return rate_metrics(fleet(b, t, cfg), rate)
+
+        if "rps" in parts:
+            rps = climb(b, targets, rates, run_rate, "requests/s")
+            res["rps"] = {k: {"held_per_s": statistics.median_low(_highest(v, rates)), "held_repeats": _highest(v, rates), "repeats": v} for k, v in rps.items()}
+            md += [*_rps_md(res["rps"], targets, rates), ""]
+    finally:
+        for t in started:
+            b.stop(t)
+    res["targets_met"] = _paced_verdicts(res, gw, targets)
+    md += _verdict_md(res["targets_met"])
+    md += ["", f"Clean: no stream saw a gap over {2 * PACED_INTERVAL * 1000:g} ms between frames (from its first token to its end) and nothing "
+           "failed; the figure is the highest level held (a target stops climbing after two levels in a row that were not). Streams start spread over one stream's length "
+           f"({stream_s:g} s); each level runs {per_worker} streams per client ({one_streams} at 1). Gap: time between two client reads "
+           "that each completed a frame. Late frames: gaps over 25 ms; burst: the most late frames within 20 ms. "
+           "Requests/s: open loop at a fixed rate for " + ("1" if quick else "3") + " s, latency from the scheduled arrival; held: p99 < 1 s, "
+           "no errors. CPU per paced token: the server's CPU / (streams x 64)."]
+    return res, "\n".join(md)
+
+
+def _cell_ladder(m: dict | None) -> str:
+    if m is None:
+        return "-"
+    txt = fmt(m["max_gap_ms"], 1)
+    if not m["clean"]:
+        why = f"{m['streams_over_40ms']} >40ms" if m["streams_over_40ms"] else ""
+        if m["errors"]:
+            why += (", " if why else "") + f"{m['errors']} err"
+        return f"~~{txt}~~ ({why})"
+    return txt
+
+
+def _median_step(runs: list[dict], step, key: str):
+    return med([r[str(step)][key] for r in runs if str(step) in r])
+
+
+def _ladder_md(ladder: dict, targets: list[Target], levels: list[int]) -> list[str]:
+    rows = []
+    for t in targets:
+        v = ladder[t.kind]
+        last = v["repeats"][-1] if v["repeats"] else {}
+        rows.append([t.label, f"**{fmt(v['clean_streams'], 0)}** ({', '.join(str(x) for x in v['clean_streams_repeats'])})"]
+                    + [_cell_ladder(last.get(str(lv))) for lv in levels])
+    late_rows = []
+    for t in targets:
+        reps = ladder[t.kind]["repeats"]
+        late_rows.append([t.label] + [
+            "-" if _median_step(reps, lv, "late_frames") is None else
+            f"{fmt(_median_step(reps, lv, 'late_frames'), 0)} / {fmt(_median_step(reps, lv, 'late_burst'), 0)}" for lv in levels])
+    return [
+        "Clean-stream ladder: the highest clean level (median; each repeat), and the longest gap any stream saw at each level, ms "
+        "(last repeat; struck through where the level was not clean):", "",
+        table(["target", "clean streams"] + [str(lv) for lv in levels], rows), "",
+        "Late frames (gap > 25 ms) / the largest burst of them within 20 ms, median of repeats:", "",
+        table(["target"] + [str(lv) for lv in levels], late_rows),
+    ]
+
+
+def _cpu_md(ladder: dict, targets: list[Target], levels: list[int], gw: Target) -> list[str]:
+    rows = []
+    for t in targets:
+        reps = ladder[t.kind]["repeats"]
+        rows.append([t.label] + [_median_step(reps, lv, "cpu_us_per_token") for lv in levels])
+    out = ["Server CPU per paced token, us (median of repeats; direct: the bench upstream's):", "",
+           table(["target"] + [str(lv) for lv in levels], rows)]
+    if "floor" in ladder:
+        diffs = []
+        for lv in levels:
+            a, f = _median_step(ladder[gw.kind]["repeats"], lv, "cpu_us_per_token"), _median_step(ladder["floor"]["repeats"], lv, "cpu_us_per_token")
+            if a is not None and f is not None:
+                diffs.append(f"{lv}: {a - f:+.1f}")
+        out += ["", "respline minus the floor, us per paced token, by level: " + ", ".join(diffs) + "."]
+    return out
+
+
+def _one_md(one: dict, targets: list[Target]) -> list[str]:
+    rows = []
+    for t in targets:
+        v = one[t.kind]
+        rows.append([t.label, f"{fmt(v['ttft_p50_ms'], 2)} / {fmt(v['ttft_p99_ms'], 2)}", _signed(v.get("added_ttft_p99_ms")),
+                     f"{fmt(v['gap_p50_ms'], 2)} / {fmt(v['gap_p99_ms'], 2)}", _signed(v.get("added_gap_p99_ms")),
+                     f"{fmt(v['plain_p50_ms'], 2)} / {fmt(v['plain_p99_ms'], 2)}", _signed(v.get("added_plain_p99_ms")),
+                     v["plain_cpu_ms_per_request"]])
+    return ["Concurrency 1 (one paced stream at a time; one non-streaming request at a time against the 20 ms upstream):", "",
+            table(["target", "TTFT p50 / p99 ms", "added TTFT p99", "gap p50 / p99 ms", "added gap p99", "non-streaming p50 / p99 ms",
+                   "added p99", "CPU ms/request"], rows)]
+
+
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.2f}"
+
+
+def _rps_md(rps: dict, targets: list[Target], rates: list[int]) -> list[str]:
+    rows = []
+    for t in targets:
+        v = rps[t.kind]
+        last = v["repeats"][-1] if v["repeats"] else {}
+        cells = []
+        for r in rates:
+            m = last.get(str(r))
+            if m is None:
+                cells.append("-")
+            else:
+                txt = fmt(m["latency_p99_ms"], 1)
+                cells.append(txt if m["held"] else f"~~{txt}~~" + (f" ({m['errors']} err)" if m["errors"] else ""))
+        rows.append([t.label, f"**{fmt(v['held_per_s'], 0)}** ({', '.join(str(x) for x in v['held_repeats'])})"] + cells)
+    return ["Requests/s against an upstream that takes 20 ms (non-streaming, open loop): the most held with p99 < 1 s (median; each repeat), "
+            "and the p99 latency at each rate, ms (last repeat):", "",
+            table(["target", "held requests/s"] + [str(r) for r in rates], rows)]
+
+
+def _paced_verdicts(res: dict, gw: Target, targets: list[Target]) -> dict:
+    out: dict = {}
+    respl = [t.kind for t in targets if t.kind.startswith("respline") and t.kind != "respline-noobs"]
+    if "ladder" in res:
+        best = max((res["ladder"][k]["clean_streams"] or 0 for k in respl), default=0)
+        out["clean_streams"] = {"value": best, "target": ">= 256", "met": best >= 256}
+        if "floor" in res["ladder"]:
+            diffs = []
+            for lv, cell in res["ladder"][gw.kind]["repeats"][0].items() if res["ladder"][gw.kind]["repeats"] else []:
+                a = _median_step(res["ladder"][gw.kind]["repeats"], lv, "cpu_us_per_token")
+                f = _median_step(res["ladder"]["floor"]["repeats"], lv, "cpu_us_per_token")
+                if a is not None and f is not None and int(lv) >= 8:
+                    diffs.append(a - f)
+            if diffs:
+                d = med(diffs)
+                out["cpu_minus_floor_us"] = {"value": d, "target": "<= 10", "met": d <= 10}
+    if "one" in res:
+        v = res["one"][gw.kind]
+        # direct's own gaps over 1.5 intervals: the machine stalled the reference, and a
+        # difference against it says nothing
+        noisy = (res["one"]["direct"].get("gap_p99_ms") or 0) > 1.5 * PACED_INTERVAL * 1000
+        for key, limit in (("added_ttft_p99_ms", 1.0), ("added_gap_p99_ms", 1.0), ("added_plain_p99_ms", 0.5)):
+            x = v.get(key)
+            met = None if noisy and key == "added_gap_p99_ms" else x is not None and x < limit
+            out[key] = {"value": x, "target": f"< {limit:g}", "met": met}
+    if "rps" in res:
+        best = max((res["rps"][k]["held_per_s"] or 0 for k in respl), default=0)
+        out["requests_per_s"] = {"value": best, "target": ">= 3000", "met": best >= 3000}
+    return out
+
+
+def _verdict_md(v: dict) -> list[str]:
+    names = {"clean_streams": "clean streams (best respline target)", "cpu_minus_floor_us": "CPU per paced token, respline minus floor, us (median over levels >= 8)",
+             "added_ttft_p99_ms": "added TTFT p99 at concurrency 1, ms", "added_gap_p99_ms": "added gap p99 at concurrency 1, ms",
+             "added_plain_p99_ms": "non-streaming added p99 at concurrency 1, ms", "requests_per_s": "requests/s held (best respline target)"}
+    rows = [[names.get(k, k), fmt(x["value"], 2) if isinstance(x["value"], float) else fmt(x["value"]), x["target"],
+             "no verdict: direct itself stalled" if x["met"] is None else verdict(x["met"])] for k, x in v.items()]
+    return ["Issue 17's targets:", "", table(["figure", "value", "target", ""], rows)] if rows else []
+
+
 # --- LiteLLM ---------------------------------------------------------------------------------
 
 
@@ -1031,6 +1408,16 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
         what = f"{r['ok']} non-streaming Codex-sized requests, 8 at a time (scenario 4)"
         events = r["ok"]
         cpu_spy = None
+    elif hold is None and b.args.profile_fleet:
+        n = b.args.profile_fleet
+        stream_s = PACED_TOKENS * PACED_INTERVAL
+        per = max(1, int((seconds - 2 - stream_s) / stream_s))
+        r = fleet(b, gw, {"driver": "closed", "workers": n, "per_worker": per, "stagger": stream_s, "max_seconds": seconds + 30,
+                          "source_ips": [f"127.0.0.{i}" for i in range(2, 10)], "body": gw.stream_body(PACED_MODEL), **gw.markers()}, timeout=seconds + 120)
+        what = (f"{r['ok']} paced streams of scenario 6 ({PACED_TOKENS} chunks {PACED_INTERVAL * 1000:g} ms apart), {n} at a time; "
+                f"{r['streams_over_limit']} saw a gap over 40 ms, {r['late_frames']} late frames")
+        events = r["ok"] * PACED_TOKENS
+        cpu_spy = None
     elif hold is None and b.args.profile_concurrent:
         n = b.args.profile_concurrent
         r = b.client(gw, {"workers": n, "requests": 10000000, "max_seconds": seconds - 2, "body": gw.stream_body(b.s2_model()), "timeout": 300, **gw.markers()}, timeout=seconds + 120)
@@ -1060,7 +1447,8 @@ def profile(b: Bench, gw: Target) -> tuple[dict, str]:
     summary = summarize(stacks)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stamp}-profile{'-paced' if paced else '-codex' if b.args.profile_codex else '-concurrent' if b.args.profile_concurrent else ''}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
+    kind = "-paced" if paced else "-codex" if b.args.profile_codex else "-fleet" if b.args.profile_fleet else "-concurrent" if b.args.profile_concurrent else ""
+    (RESULTS / f"{stamp}-profile{kind}.collapsed.txt").write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks))
     res = {"seconds": seconds, "what": what, "paced": paced, "events": events, "cpu_us_per_event": cpu / max(1, events) * 1e6, **summary}
     unit = "request" if b.args.profile_codex and not paced else "event"
     md = [f"### Profile: py-spy on respline, {what} ({seconds} s, about "
@@ -1151,11 +1539,13 @@ def summarize(stacks: list[tuple[list[str], int]]) -> dict:
 
 
 STAGES = (
-    ("write to client: hypercorn app_send and all under it (h11, send lock, trio send)", ("HTTPStream.app_send",)),
-    ("read upstream: httpx Response.aiter_raw and all under it (transport, h11 chunked decoding, trio recv)", ("Response.aiter_raw",)),
+    ("write to client: hypercorn's write path (app_send and all under it: h11 framing, send lock, shielded scope, trio send_all, the send syscall)",
+     ("HTTPStream.app_send",)),
     ("translate: engine pipeline (sse, chat_decoder, builder, sequencer, rebuilder, encoder)", ("ResponsePipeline.",)),
+    ("read upstream: the transport's body (readiness wait, read, chunked decoding)", ("_Body.__aiter__", "Response.aiter_raw", "ChunkedDecoder.")),
     ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
     ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
+    ("store and finish (the response written to the store)", ("Gateway.finish",)),
 )
 
 
@@ -1169,7 +1559,7 @@ def _stage(frames: list[str]) -> str:
     if any("adapters/" in fr and "cli.py" not in fr for fr in frames):
         return "other respline code (pump loop, handler)"
     if any("hypercorn" in fr for fr in frames):
-        return "other hypercorn (connection tasks, timers)"
+        return "other hypercorn (reading requests, connection tasks, timers)"
     return "trio run loop and task switching (no task frame on the stack)"
 
 
@@ -1251,7 +1641,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"), help="a small version of every scenario (BENCH_QUICK=1)")
-    p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated, of 1-5")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated, of 1-6")
     p.add_argument("--levels", default="", help="scenario 2 levels: N streams at full speed, N@R paced at R tokens/s (default 1,10,100,1000,100@20,100@50; quick 1,10,100,250,100@50)")
     p.add_argument("--repeats", type=int, default=0, help="repeats per measurement (default 3, quick 1)")
     p.add_argument("--hold-streams", type=int, default=10000, help="scenario 3 open streams")
@@ -1260,7 +1650,7 @@ def main() -> int:
     p.add_argument("--hold-rate", type=float, default=1.0, help="scenario 3 tokens per second per stream")
     p.add_argument("--hold-ramp-seconds", type=float, default=300, help="scenario 3: stop opening streams after this long")
     p.add_argument("--workers", type=int, default=0, help="scenario 5 worker processes (default: cores, at least 2)")
-    p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams and scenario 4 against LiteLLM too")
+    p.add_argument("--peers", action="store_true", help="scenario 2 at 100 streams, scenarios 4 and 6 against LiteLLM too (of --scenarios)")
     p.add_argument("--profile", action="store_true", help="py-spy respline during scenario 1 streams")
     p.add_argument("--profile-seconds", type=int, default=30)
     p.add_argument("--serve-workers", type=int, default=1, metavar="N",
@@ -1270,7 +1660,19 @@ def main() -> int:
     p.add_argument("--profile-paced", type=int, default=0, metavar="N", help="profile N streams paced at 1 token/s instead")
     p.add_argument("--profile-concurrent", type=int, default=0, metavar="N", help="profile N concurrent closed-loop streams of scenario 2 instead")
     p.add_argument("--profile-codex", action="store_true", help="profile scenario 4's Codex-sized requests instead")
-    p.add_argument("--no-floor", action="store_true", help="scenario 2 without the hypercorn floor rows (floor.py)")
+    p.add_argument("--no-floor", action="store_true", help="scenarios 2 and 6 without the hypercorn floor rows (floor.py)")
+    p.add_argument("--obs-off", action="store_true",
+                   help="scenarios 1 and 6 also run 'respline (no obs)': [metrics] enabled = false, [server] access_log = false "
+                        "(respline's other rows then log at info, so the two differ only in those keys)")
+    p.add_argument("--paced-workers", type=int, default=max(2, os.cpu_count() or 2), metavar="N",
+                   help="scenario 6: also respline --workers N (SQLite store); 0 or 1 = not")
+    p.add_argument("--paced-levels", default="", help="scenario 6 clean-stream ladder (default 1,8,16,32,64,128,256,512; quick 1,16)")
+    p.add_argument("--rps-levels", default="", help="scenario 6 requests/s ladder (default 25,...,6000; quick 250,1000)")
+    p.add_argument("--paced-targets", default="", help="scenario 6: only these targets besides direct (respline, respline-w2, floor, respline-noobs, litellm)")
+    p.add_argument("--paced-store", action="store_true", help="scenario 6's streams with store: true (the store grows as they run)")
+    p.add_argument("--paced-parts", default="", help="scenario 6: some of ladder,one,rps (default all)")
+    p.add_argument("--profile-fleet", type=int, default=0, metavar="N",
+                   help="profile N concurrent paced streams of scenario 6 (64 chunks 20 ms apart) instead")
     p.add_argument("--respline", default=None, help="the respline command (default: the project venv's)")
     p.add_argument("--rev", default=None, help="run respline's engine/ and adapters/ as of this git revision (before/after)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/*.json")
@@ -1316,7 +1718,10 @@ def main() -> int:
                     peer_error = f"LiteLLM's proxy did not start: {exc}"
                     print(f"bench-peers: {peer_error}", file=sys.stderr)
             out["peer_error"] = peer_error
-            for name, fn in (("2", lambda: scenario2(b, gw, ["100"], peers)), ("4", lambda: scenario4(b, gw, peers))):
+            for name, fn in (("2", lambda: scenario2(b, gw, ["100"], peers)), ("4", lambda: scenario4(b, gw, peers)),
+                             ("6", lambda: scenario6(b, gw, peers))):
+                if int(name) not in scenarios:
+                    continue
                 try:
                     res, text = fn()
                 except Exception as exc:  # noqa: BLE001 - report it and go on to the next scenario
@@ -1330,7 +1735,7 @@ def main() -> int:
             for s in sorted(scenarios):
                 t0 = time.monotonic()
                 try:
-                    if s in (1, 2, 4) and gw is None:
+                    if s in (1, 2, 4, 6) and gw is None:
                         sw = args.serve_workers
                         gw = b.start_respline(workers=sw, store=f"sqlite:{b.tmp / 'serve.db'}") if sw > 1 else b.start_respline()
                     if s == 1:
@@ -1347,6 +1752,8 @@ def main() -> int:
                         res, text = scenario4(b, gw)
                     elif s == 5:
                         res, text = scenario5(b)
+                    elif s == 6:
+                        res, text = scenario6(b, gw)
                     else:
                         continue
                 except Exception as exc:  # noqa: BLE001
@@ -1357,6 +1764,9 @@ def main() -> int:
                 md += [text, ""]
     finally:
         b.close()
+    if b.notes:
+        md += ["", *sorted(b.notes)]
+        out["notes"] = sorted(b.notes)
     out["seconds"] = time.monotonic() - t_start
     out["machine"]["loadavg_end"] = os.getloadavg()
     md.append(f"Total {out['seconds']:.0f} s; load average at end {out['machine']['loadavg_end'][0]:.2f}.")

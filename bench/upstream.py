@@ -10,8 +10,11 @@ The model name says what to send (respline routes every model upstream as-is):
 
     bench-n2000        2000 content tokens, as fast as the socket allows
     bench-n600-r1      600 tokens paced at 1 token/s, the first at once (r0.5 = one every 2 s)
+    bench-n20-d20      20 tokens, the answer (head included) after 20 ms: an upstream that takes
+                       20 ms, streamed or not (scenario 6's requests/s ladder)
 
-A body without ``"stream": true`` gets a whole ``chat.completion`` JSON object instead.
+A body without ``"stream": true`` gets a whole ``chat.completion`` JSON object instead (for a paced
+model, once the stream would have ended: n / rate seconds).
 Keep-alive is honoured; the server stops on SIGTERM/SIGINT.
 
     python bench/upstream.py --port 9100 [--host 127.0.0.1]
@@ -32,7 +35,7 @@ import trio
 
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
-_SPEC = re.compile(r"^bench-n(\d+)(?:-r([0-9.]+))?$")
+_SPEC = re.compile(r"^bench-n(\d+)(?:-r([0-9.]+))?(?:-d(\d+))?$")
 
 WORDS = (
     " the", " gateway", " streams", " every", " token", " back", " as", " a", " Responses",
@@ -79,13 +82,14 @@ class Answer:
     (one chunked-encoding chunk each), ``tail`` (finish, usage, [DONE], terminator), ``blob``
     (all of it, for unpaced streams) and ``whole`` (the non-streamed JSON response)."""
 
-    __slots__ = ("n", "rate", "head", "tokens", "tail", "blob", "whole")
+    __slots__ = ("n", "rate", "delay", "head", "tokens", "tail", "blob", "whole")
 
     def __init__(self, model: str) -> None:
         m = _SPEC.match(model)
         n = int(m.group(1)) if m else 20
         rate = float(m.group(2)) if m and m.group(2) else 0.0
         self.n, self.rate = n, rate
+        self.delay = int(m.group(3)) / 1000 if m and m.group(3) else 0.0
         words = [WORDS[i % len(WORDS)] for i in range(n)]
         self.head = SSE_HEAD + _http_chunk(_chunk_line(model, {"role": "assistant"}))
         self.tokens = [_http_chunk(_chunk_line(model, {"content": w})) for w in words]
@@ -245,7 +249,11 @@ class Server:
                 self.requests += 1
                 m = _MODEL.search(body)
                 a = self.answer(m.group(1) if m else b"bench-n20")
+                if a.delay:  # an upstream that takes this long to answer
+                    await trio.sleep(a.delay)
                 if not _STREAM_TRUE.search(body):  # absent means false, as at OpenAI
+                    if a.rate > 0:  # a paced model answers a non-streamed request once it is done
+                        await trio.sleep(a.n / a.rate)
                     await stream.send_all(a.whole)
                 elif a.rate <= 0:
                     await stream.send_all(a.blob)

@@ -11,6 +11,9 @@ Left out (``Ignore``, written into each cassette so that its matching never chan
 - top-level fields that name a caller or a session rather than the conversation:
   ``stream_options``, ``prompt_cache_key``, ``client_metadata``, ``metadata``, ``user``,
   ``safety_identifier``;
+- always, whatever the cassette's list says: the top-level ``stream`` (respline's choice, not
+  the conversation's: a non-streaming request asks a Chat upstream for its whole answer since
+  cassettes were first recorded, and respline reads a recorded stream or whole answer either way);
 - at any depth, the keys of ids respline or the client make up: ``id``, ``call_id``,
   ``tool_call_id``, ``tool_use_id``;
 - respline's own sealed tokens (``rsp<N>.``), which carry a nonce: compared as ``<sealed>``;
@@ -34,6 +37,7 @@ FORMAT = "respline-cassette"
 VERSION = 1  # the directory layout and cassette.json schema (adapters/cassette.py)
 
 SEALED = "<sealed>"
+ALWAYS_TOP_LEVEL = frozenset({"stream"})  # left out of every cassette's matching (module docstring)
 
 
 class Ignore(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,7 +64,7 @@ class Canonical:
     __slots__ = ("_top", "_keys", "_subs")
 
     def __init__(self, ignore: Ignore) -> None:
-        self._top = frozenset(ignore.top_level)
+        self._top = frozenset(ignore.top_level) | ALWAYS_TOP_LEVEL
         self._keys = frozenset(ignore.keys)
         self._subs = [(re.compile(p), r) for p, r in ignore.text]
 

@@ -1,41 +1,56 @@
 """Composes stages; the one place that knows their order (ARCHITECTURE.md).
 
-A stage has ``feed(item) -> list`` and ``close() -> list``. Feeding the head pushes each output
+A stage (``Stage[In, Out]`` below) has ``feed(item) -> list`` and ``close() -> list``, and may
+have ``feed_all(items) -> list`` (``BatchStage``). Feeding the head pushes each output
 through every later stage in turn; closing a stage pushes what it still held through the later
 stages before they are closed themselves. Everything is synchronous: the adapters own the I/O.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import msgspec
 
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.stages.anthropic_decoder import AnthropicDecoder
 from respline.engine.stages.builder import OPENAI, ResponseBuilder
-from respline.engine.stages.chat_decoder import ChatDecoder
 from respline.engine.stages.encoder import JsonEncoder, SseEncoder
 from respline.engine.stages.rebuilder import CompletionRebuilder
 from respline.engine.stages.responses_normaliser import ResponsesNormaliser
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.stages.sse import SseDecoder
-from respline.engine.stages.tool_calls import ToolCallAccumulator
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire import responses as R
 from respline.engine.wire.responses import Response
 
 
-class Stage(Protocol):
-    def feed(self, item: Any) -> list: ...
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out", covariant=True)
 
-    def close(self) -> list: ...
+
+class Stage(Protocol[In, Out]):
+    """A sans-I/O state machine: ``feed`` one item, get what it can emit now; ``close`` when
+    its input ended (cleanly or not), get what it still held. Between a provider's head stages
+    the item types are the kind's own (bytes -> SseEvent -> deltas); from the builder on they
+    are engine/deltas.py's ``Delta`` in and engine/wire/responses.py's ``Event`` out."""
+
+    def feed(self, item: In) -> list[Out]: ...
+
+    def close(self) -> list[Out]: ...
+
+
+class BatchStage(Stage[In, Out], Protocol):
+    """A stage with the hot path's list-in, list-out ``feed_all``: it must give exactly the
+    items ``feed`` gives item by item (tests/test_stage_contract.py checks it over every
+    fixture, for any split of the upstream bytes); it saves a list per item."""
+
+    def feed_all(self, items: list[In]) -> list[Out]: ...
 
 
 def _feeder(stage: Stage) -> Callable[[list], list]:
-    """A stage's list-in, list-out entry: its own ``feed_all`` where it has one (the hot stages
-    do, to avoid a list per item), else ``feed`` item by item."""
+    """A stage's list-in, list-out entry: its own ``feed_all`` where it is a BatchStage (the hot
+    stages are, to avoid a list per item), else ``feed`` item by item."""
     feed_all = getattr(stage, "feed_all", None)
     if feed_all is not None:
         return feed_all
@@ -160,25 +175,6 @@ def builder_pipeline(
     )
     encoder = ENCODERS[encoding]() if encoding else None
     return ResponsePipeline(head, builder, encoder)
-
-
-def chat_pipeline(
-    template: Response,
-    ids: Ids,
-    clock: Clock,
-    *,
-    think_tags: bool = False,
-    **options: Any,
-) -> ResponsePipeline:
-    """A Chat Completions upstream: SSE framing, chunk decoding, tool-call accumulation."""
-    head: list[Stage] = [SseDecoder(), ChatDecoder(think_tags=think_tags), ToolCallAccumulator(ids)]
-    return builder_pipeline(head, template, ids, clock, **options)
-
-
-def anthropic_pipeline(template: Response, ids: Ids, clock: Clock, **options: Any) -> ResponsePipeline:
-    """An Anthropic Messages upstream: its own decoder, no tool-call accumulator (Anthropic's
-    blocks never interleave), then the same builder and tail as Chat."""
-    return builder_pipeline([SseDecoder(), AnthropicDecoder(ids)], template, ids, clock, **options)
 
 
 def responses_pipeline(

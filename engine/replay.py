@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from respline.engine import registry
 from respline.engine.ids import Clock, Ids, deterministic
-from respline.engine.pipeline import anthropic_pipeline, chat_pipeline, responses_pipeline
 from respline.engine.stages.builder import OPENAI
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire.responses import Response
-
-KINDS = ("openai-chat", "anthropic", "openai-responses")
 
 
 def reframe_jsonl(data: bytes) -> bytes:
@@ -40,29 +38,23 @@ def replay(
     kind: str = "openai-chat",
     seal_reasoning=None,
 ) -> list:
-    """Feed the pieces (any split of the upstream bytes) and return every frame or event."""
+    """Feed the pieces (any split of the upstream bytes) through the pipeline of the provider
+    ``kind`` and return every frame or event."""
     if ids is None or clock is None:
         ids, clock = deterministic()
     if template is None:
         template = Response(id=ids.new("resp_"), created_at=clock.now(), model=model)
-    if kind == "anthropic":
-        pipe = anthropic_pipeline(
-            template, ids, clock, encoding=encoding, reasoning_dialect=reasoning_dialect, tools=tools,
-            seal_reasoning=seal_reasoning,
-        )
-    elif kind == "openai-responses":
-        pipe = responses_pipeline(template, ids, clock, encoding=encoding, reasoning_dialect=reasoning_dialect)
-    else:
-        pipe = chat_pipeline(
-            template,
-            ids,
-            clock,
-            encoding=encoding,
-            reasoning_dialect=reasoning_dialect,
-            tools=tools,
-            seal_reasoning=seal_reasoning,
-            think_tags=think_tags,
-        )
+    # the kind's own head stages, found in the registry (engine/registry.py)
+    pipe = registry.get(kind).pipeline(
+        template,
+        ids,
+        clock,
+        encoding=encoding,
+        reasoning_dialect=reasoning_dialect,
+        tools=tools,
+        seal_reasoning=seal_reasoning,
+        think_tags=think_tags,
+    )
     out = pipe.start()
     for piece in pieces:
         out += pipe.feed(piece)

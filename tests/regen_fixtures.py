@@ -4,8 +4,9 @@
     .venv/bin/python tests/regen_fixtures.py 30 44           # only names starting with these
     .venv/bin/python tests/regen_fixtures.py anthropic/0     # or with these folder/name prefixes
 
-The folder says the upstream kind: fixtures/chat (Chat Completions), fixtures/anthropic
-(Anthropic Messages), fixtures/responses (a Responses-API upstream, passed through).
+The folder says the upstream kind (each provider kind names its folder, ``ProviderKind.fixtures``):
+fixtures/chat (Chat Completions), fixtures/anthropic (Anthropic Messages), fixtures/responses (a
+Responses-API upstream, passed through).
 
 expected.sse is the deterministic replay (engine.replay.replay with its default seeded ids and
 fixed clock) of the upstream bytes, with the options in options.json when there is one. A golden
@@ -24,13 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "chat"
-KINDS = {"chat": "openai-chat", "anthropic": "anthropic", "responses": "openai-responses"}
 OPTION_KEYS = {"think_tags", "reasoning_dialect", "model"}
 
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from respline.engine import registry  # noqa: E402
 from respline.engine.replay import replay  # noqa: E402
+
+# fixtures/<folder> -> the provider kind whose streams it holds (each kind names its folder)
+KINDS = {k.fixtures: k.name for k in registry.kinds().values() if k.fixtures}
 
 
 def fixture_dirs(folders=tuple(KINDS)) -> list[Path]:

@@ -377,6 +377,58 @@ def test_anthropic_and_responses_upstreams_replay_too(kind, start_server, upstre
     assert runs[0] == runs[1] and upstream.requests == []
 
 
+# Kinds that come only through the registry: Gemini (adapters/providers/gemini/) and the NDJSON
+# plug-in, a package of its own (tests/plugins/ndjson_provider). Recording wraps their transport as
+# any kind's, and the replay provider plays them as their own kind.
+PLUGIN_KIND_STREAMS = {
+    "gemini": [
+        b'data: {"candidates": [{"content": {"role": "model", "parts": [{"text": "Rain "}]}, "index": 0}]}\r\n\r\n',
+        b'data: {"candidates": [{"content": {"role": "model", "parts": [{"text": "today."}]}, "finishReason": "STOP",'
+        b' "index": 0}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}}\r\n\r\n',
+    ],
+    "ndjson": [b'{"text": "Rain "}\n{"text": "tod', b'ay."}\n{"done": "stop", "usage": {"input": 3, "output": 2}}\n'],
+}
+
+
+@pytest.mark.parametrize("kind", ["gemini", "ndjson"])
+def test_registry_and_plugin_kinds_record_and_replay(kind, start_server, upstream, tmp_path):
+    cassette = tmp_path / "cassette"
+    config = f"""
+[providers.up]
+kind = "{kind}"
+base_url = "{upstream.base_url}"
+api_key = "k-secret"
+[[routes]]
+model = "*"
+provider = "up"
+"""
+
+    def ask(url: str) -> list[bytes]:
+        out = []
+        for stream in (True, False):
+            r = httpx.post(url + "/responses", json={"model": "m", "input": "Weather?", "stream": stream}, timeout=30)
+            assert r.status_code == 200, r.text
+            done = checked(parse_sse(r.content))[-1]["response"] if stream else r.json()
+            assert text_of(done) == "Rain today."
+            out.append(r.content)
+        return out
+
+    server = start_server(["--record", str(cassette)], config=config)
+    upstream.queue(Reply(PLUGIN_KIND_STREAMS[kind]), Reply(PLUGIN_KIND_STREAMS[kind]))
+    ask(server.url)
+    stop(server)
+    meta = json.loads((cassette / "cassette.json").read_text())
+    assert [e["kind"] for e in meta["exchanges"]] == [kind, kind]
+    assert meta["providers"]["up"]["kind"] == kind and "k-secret" not in (cassette / "cassette.json").read_text()
+    upstream.reset()
+    runs = []
+    for _ in range(2):
+        server = start_server(["--replay", str(cassette), "--replay-strict"])
+        runs.append(ask(server.url))
+        assert stop(server) == 0
+    assert runs[0] == runs[1] and upstream.requests == []
+
+
 # --- malformed cassettes: a start-up error, one line, exit 2 -----------------------------------------
 
 

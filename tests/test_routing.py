@@ -192,7 +192,7 @@ def test_router_resolution():
     [
         ('[providers.a]\nkind = "anthropic"\nbase_url = "x"\n[[routes]]\nmodel = "m"\nprovider = "a"\nfallbacks = ["nope"]\n',
          "routes[0].fallbacks[0]: no provider named 'nope'"),
-        ('[providers.a]\nkind = "gemini"\nbase_url = "x"\n', "providers.a.kind: 'gemini' is not one of"),
+        ('[providers.a]\nkind = "bard"\nbase_url = "x"\n', "providers.a.kind: 'bard' is not one of"),
         ('[providers.a]\nkind = "anthropic"\nbase_url = "x"\nthinking_budgets = { low = 500 }\n', "thinking_budgets.low: 500"),
         ('[providers.a]\nkind = "openai-chat"\nbase_url = "x"\n[[routes]]\nmodel = "g-*"\nprovider = "a"\nmodels = ["h"]\n',
          "routes[0].models: 'h' does not match 'g-*'"),

@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from respline.adapters.config import ProviderConfig, Timeouts, expand_env
+from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline
 from respline.engine.seal import Sealer
@@ -30,7 +31,7 @@ class TurnContext:
     filled by ``seal.open_items`` before any provider translates), so a translator never opens
     anything itself and a token that did not open never reaches one."""
 
-    __slots__ = ("template", "ids", "clock", "encoding", "reasoning_dialect", "sealer", "include_encrypted", "tenant", "opened")
+    __slots__ = ("template", "ids", "clock", "encoding", "reasoning_dialect", "sealer", "include_encrypted", "tenant", "opened", "whole")
 
     def __init__(
         self,
@@ -53,6 +54,9 @@ class TurnContext:
         self.include_encrypted = include_encrypted  # the client asked for reasoning.encrypted_content
         self.tenant = tenant
         self.opened = opened if opened is not None else {}  # sealed token -> its payload
+        # nobody reads this turn's events as they come (a non-streaming request that is not a
+        # background run): a provider may ask its upstream for the whole answer at once
+        self.whole = False
 
     @property
     def unseal(self) -> Callable[[str], dict[str, Any] | None]:
@@ -64,13 +68,16 @@ class TurnContext:
 
 
 class Prepared:
-    __slots__ = ("request", "payload", "body", "pipeline")
+    __slots__ = ("request", "payload", "body", "pipeline", "answer")
 
     def __init__(self, request: httpx.Request, payload: bytes, body: dict[str, Any], pipeline: ResponsePipeline) -> None:
         self.request = request
         self.payload = payload
         self.body = body
         self.pipeline = pipeline
+        # turns an upstream's whole JSON answer (asked for when nobody reads the events as they
+        # come) into the stream bytes the pipeline reads; None: the kind has none
+        self.answer: Callable[[bytes], bytes] | None = None
 
 
 class HttpProvider:
@@ -104,9 +111,9 @@ class HttpProvider:
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
 
-    def build(self, body: dict[str, Any]) -> tuple[httpx.Request, bytes]:
+    def build(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[httpx.Request, bytes]:
         payload = _json.encode(body)
-        request = httpx.Request("POST", self.url, headers=self.headers, content=payload, extensions={"timeout": self._timeout})
+        request = httpx.Request("POST", self.url, headers=headers or self.headers, content=payload, extensions={"timeout": self._timeout})
         return request, payload
 
     async def send(self, request: httpx.Request) -> httpx.Response:
@@ -133,3 +140,19 @@ def provider_headers(name: str, cfg: ProviderConfig, auth: dict[str, str]) -> di
 def endpoint(cfg: ProviderConfig, default_path: str) -> str:
     return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
 
+
+
+def build_provider(
+    kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
+) -> tuple[HttpProvider, httpx.AsyncClient]:
+    """How a kind's provider is built unless the kind says otherwise (``ProviderKind.build``):
+    its class over the upstream connection pool (adapters/transport.py). ``wrap`` (``serve
+    --record``) tees the transport into the cassette."""
+    t = p.timeouts or cfg.timeouts
+    timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+    transport: httpx.AsyncBaseTransport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
+    if wrap is not None:
+        transport = wrap(transport)
+    # trust_env=False: a proxy variable in the environment must not reroute upstream calls
+    client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+    return kind.provider(name, p, client, cfg.timeouts, transport=transport), client

@@ -7,10 +7,11 @@ from typing import Any
 import httpx
 import msgspec
 
-from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.config import Timeouts
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.openai_chat.config import ChatConfig
+from respline.adapters.providers.openai_chat.stages import chat_pipeline
 from respline.engine.errors import ApiError
-from respline.engine.pipeline import chat_pipeline
 from respline.engine.translate import ChatDialect, to_chat_request
 from respline.engine.wire import request as Q
 
@@ -24,13 +25,17 @@ class ChatProvider(HttpProvider):
 
     default_path = "/chat/completions"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, cfg: ChatConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: ChatDialect = cfg.dialect()
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
-        body, tools = to_chat_request(req, items, upstream_model, self.dialect, ctx.unseal)
-        request, payload = self.build(body)
+        # A whole answer nobody reads as it comes is asked for whole: one JSON body instead of a
+        # chunk per token, each a read, a wake-up and a pass through the pipeline (bench/README.md,
+        # scenario 6: non-streaming requests)
+        whole = ctx.whole
+        body, tools = to_chat_request(req, items, upstream_model, self.dialect, ctx.unseal, stream=not whole)
+        request, payload = self.build(body, {**self.headers, "accept": "application/json"} if whole else None)
         pipeline = chat_pipeline(
             ctx.template,
             ctx.ids,
@@ -42,10 +47,47 @@ class ChatProvider(HttpProvider):
             think_tags=self.dialect.think_tags,
             max_tool_calls=req.max_tool_calls,
         )
-        return Prepared(request, payload, body, pipeline)
+        prepared = Prepared(request, payload, body, pipeline)
+        # a JSON answer is read as one chunk whether asked for (whole) or not (an upstream, or a
+        # cassette recorded from a non-streaming request, may answer a stream request whole)
+        prepared.answer = completion_as_sse
+        return prepared
 
     def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
         return error_from_upstream(status, body, headers)
+
+
+_completion = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+
+
+def completion_as_sse(body: bytes) -> bytes:
+    """A whole ``chat.completion`` as the stream the Chat pipeline reads: one chunk whose delta is
+    the first choice's message (tool calls numbered as a stream numbers them), then the usage
+    chunk and ``[DONE]``. A body that is not a completion goes through as one ``data:`` line,
+    so the pipeline reads it as a streamed upstream's in-band error (``response.failed``)."""
+    try:
+        data = _completion.decode(body)
+        choice = data["choices"][0]
+        message = dict(choice["message"])
+    except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError):
+        return b"data: " + body.strip().replace(b"\n", b" ") + b"\n\n"
+    calls = message.get("tool_calls")
+    if calls:
+        message["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls)]
+    chunk = {
+        "id": data.get("id"),
+        "object": "chat.completion.chunk",
+        "created": data.get("created"),
+        "model": data.get("model"),
+        "choices": [{"index": 0, "delta": message, "logprobs": choice.get("logprobs"), "finish_reason": choice.get("finish_reason")}],
+    }
+    out = b"data: " + _encode(chunk) + b"\n\n"
+    if data.get("usage") is not None:
+        usage = {"id": data.get("id"), "object": "chat.completion.chunk", "created": data.get("created"), "model": data.get("model"),
+                 "choices": [], "usage": data["usage"]}
+        out += b"data: " + _encode(usage) + b"\n\n"
+    return out + b"data: [DONE]\n\n"
 
 
 def error_from_upstream(status: int, body: bytes, headers: httpx.Headers) -> ApiError:

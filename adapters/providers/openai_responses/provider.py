@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 
-from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.config import Timeouts
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.openai_responses.config import ResponsesConfig
 from respline.adapters.providers.openai_chat import error_from_upstream
 from respline.engine.errors import ApiError
 from respline.engine.pipeline import responses_pipeline
@@ -25,7 +26,7 @@ class ResponsesProvider(HttpProvider):
 
     default_path = "/responses"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, cfg: ResponsesConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.drop_fields = tuple(cfg.drop_fields)
 

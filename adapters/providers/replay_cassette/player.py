@@ -1,12 +1,10 @@
-"""The ``replay`` provider kind: a recorded session (a cassette, adapters/cassette.py) served
-back in place of the upstream.
+"""The ``replay`` kind at work: a cassette (adapters/cassette.py) served back in place of the
+upstream.
 
-Everything the kind needs is here, so that it can move into a provider registry whole: the
-config it reads (``[providers.X] kind = "replay"`` with ``cassette``, ``replay_pace``,
-``replay_strict``; ``serve --replay DIR`` writes those for every recorded provider), the
-provider it builds (the recorded kind's own provider, translating exactly as when recording,
-over a transport that answers from the cassette), the determinism a replaying server runs with,
-and the verdict at shutdown.
+The provider it builds (the recorded kind's own provider, translating exactly as when recording,
+over a transport that answers from the cassette), ``serve --replay DIR`` (``configure``: a
+``replay`` provider for every recorded one), the determinism a replaying server runs with, and
+the verdict at shutdown.
 """
 
 from __future__ import annotations
@@ -21,7 +19,9 @@ import msgspec
 import trio
 
 from respline.adapters.cassette import Cassette, Exchange
-from respline.adapters.config import Config, ConfigError, ProviderConfig, expand_env
+from respline.adapters.config import Config, ConfigError, expand_env
+from respline.adapters.providers.replay_cassette.config import PACES, ReplayConfig
+from respline.engine import registry
 from respline.engine.cassette import contrast, differences
 from respline.engine.ids import Clock, Ids, deterministic
 from respline.engine.seal import Sealer, derived_nonces
@@ -29,7 +29,6 @@ from respline.engine.seal import Sealer, derived_nonces
 log = logging.getLogger("respline.replay")
 
 KIND = "replay"
-PACES = ("fast", "recorded")
 SEED = 0
 # The secret a replaying server seals with when the config sets none: fixed, so that the same run
 # gives the same sealed bytes on any machine. Replay serves recorded traffic; nothing it seals is
@@ -47,7 +46,7 @@ def configure(cfg: Config, directory: str, pace: str, strict: bool) -> None:
     cassette = Cassette(directory)
     where = str(cassette.dir.absolute())
     cfg.providers = {
-        name: ProviderConfig(kind=KIND, cassette=where, replay_pace=pace, replay_strict=strict) for name in cassette.providers
+        name: ReplayConfig(cassette=where, replay_pace=pace, replay_strict=strict) for name in cassette.providers
     }
     cfg.routes = list(cassette.routes)
     cfg.server.reasoning_dialect = cassette.file.reasoning_dialect
@@ -219,28 +218,27 @@ class _Played(httpx.AsyncByteStream):
         pass
 
 
-class Replays:
-    """Builds the replay providers of one server: one Player per cassette, shared by the
-    providers that replay it."""
-
-    def __init__(self, cfg: Config, classes: dict[str, Any]) -> None:
-        self.cfg = cfg
-        self.classes = classes  # kind -> provider class (the recorded kinds)
-        self.players: dict[Path, Player] = {}
-
-    def provider(self, name: str, p: ProviderConfig) -> tuple[Any, httpx.AsyncClient]:
-        where = Path(p.cassette).absolute()
-        player = self.players.get(where)
-        if player is None:
-            player = self.players[where] = Player(Cassette(where))
-        player.strict = player.strict or p.replay_strict
-        recorded_name, recorded = player.cassette.provider_for(name)
-        if recorded.kind not in self.classes:
-            raise ConfigError(f"cassette {where}: provider {recorded_name!r} has kind {recorded.kind!r}, which cannot be replayed")
-        transport = CassetteTransport(player, recorded.kind, recorded_name, p.replay_pace == "recorded")
-        client = httpx.AsyncClient(transport=transport)
-        provider = self.classes[recorded.kind](name, recorded, client, self.cfg.timeouts, api_key="", transport=transport)
-        return provider, client
+def build(
+    kind: registry.ProviderKind, name: str, p: ReplayConfig, cfg: Config, *, wrap: Any = None, shared: dict | None = None
+) -> tuple[Any, httpx.AsyncClient]:
+    """The registry's ``build`` for the ``replay`` kind: the recorded provider's own kind (any
+    registered kind that talks to an upstream, a plug-in's too) over a CassetteTransport. One
+    Player per cassette, kept in ``shared`` (one dict per server), serves every provider of
+    that server replaying it. A replay is never recorded again: ``wrap`` is not applied."""
+    players = (shared if shared is not None else {}).setdefault("replay.players", {})
+    where = Path(p.cassette).absolute()
+    player = players.get(where)
+    if player is None:
+        player = players[where] = Player(Cassette(where))
+    player.strict = player.strict or p.replay_strict
+    recorded_name, recorded = player.cassette.provider_for(name)
+    recorded_kind = registry.kinds().get(recorded.kind)
+    if recorded_kind is None or not recorded_kind.upstream:
+        raise ConfigError(f"cassette {where}: provider {recorded_name!r} has kind {recorded.kind!r}, which cannot be replayed")
+    transport = CassetteTransport(player, recorded.kind, recorded_name, p.replay_pace == "recorded")
+    client = httpx.AsyncClient(transport=transport)
+    provider = recorded_kind.provider(name, recorded, client, cfg.timeouts, api_key="", transport=transport)
+    return provider, client
 
 
 def verdict(providers: dict[str, Any]) -> int:

@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import msgspec
 
-from respline.adapters.config import ProviderConfig, Timeouts
+from respline.adapters.config import Timeouts
+from respline.adapters.providers.anthropic.config import AnthropicConfig
+from respline.adapters.providers.anthropic.stages import anthropic_pipeline
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
 from respline.adapters.providers.openai_chat import PASS_HEADERS
 from respline.engine.errors import ApiError
-from respline.engine.pipeline import anthropic_pipeline
 from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_request
 from respline.engine.wire import request as Q
 
@@ -42,11 +43,11 @@ class AnthropicProvider(HttpProvider):
 
     default_path = "/messages"
 
-    def __init__(self, name: str, cfg: ProviderConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, cfg: AnthropicConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: AnthropicDialect = cfg.anthropic_dialect()
 
-    def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
+    def auth_headers(self, cfg: AnthropicConfig, key: str | None) -> dict[str, str]:
         auth = {"anthropic-version": cfg.anthropic_version}
         if key:
             auth["x-api-key"] = key
