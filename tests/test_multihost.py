@@ -24,6 +24,7 @@ import pytest
 import trio
 
 import pgtest
+from pgtest import pg_schema  # noqa: F401 - a fixture
 from conftest import Server
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
 from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
@@ -206,6 +207,41 @@ def test_background_run_completes_for_a_follower_on_another_host(cluster, upstre
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "".join(
         f"w{i} " for i in range(30)
     )
+
+
+async def test_follow_yields_an_end_logged_between_its_reads():
+    """The host producing a run stores its final status, then logs its terminal event; a
+    follower (on any host) that read the log before the event landed and the status after it
+    must still get that event, not end the stream without one (the crash test caught this)."""
+    from respline.adapters.cli import build_gateway
+    from respline.adapters.config import Config, ServerConfig
+    from respline.engine.store import StoredEvent, StoredResponse
+
+    gateway, _clients = build_gateway(Config(server=ServerConfig(secret="test-secret")))
+    store = gateway.store
+    await store.put_response(StoredResponse(tenant="t", id="resp_1", response={"id": "resp_1", "status": "completed"},
+                                            input_items=[], background=True, created_at=int(time.time())))
+    await store.append_events("t", "resp_1", [StoredEvent(0, "response.created", b"{}"), StoredEvent(1, "response.in_progress", b"{}")])
+
+    class Interleaved:
+        """The store as the follower sees it: the producer's terminal event lands just as the
+        follower reads the stored status."""
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        async def get_response(self, tenant, response_id):
+            if not await store.get_events(tenant, response_id, 1):
+                await store.append_events(tenant, response_id, [StoredEvent(2, "response.completed", b"{}")])
+            return await store.get_response(tenant, response_id)
+
+    gateway.store = Interleaved()
+    with trio.fail_after(10):
+        got = [ev for batch in [b async for b in gateway.follow("t", "resp_1", 1)] for ev in batch]
+    assert [(ev.seq, ev.type) for ev in got] == [(2, "response.completed")]
+    # one that starts at the end is done at once, with nothing
+    with trio.fail_after(1):
+        assert [b async for b in gateway.follow("t", "resp_1", 2)] == []
 
 
 def test_two_hosts_append_to_one_conversation_at_once(cluster, upstream):
@@ -550,7 +586,7 @@ async def crash_once(victim: Server, survivors: list[Server], schema: pgtest.Sch
     return {**counts, "ended_after_s": round(ended_after, 2)}
 
 
-async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
+async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path, pg_schema):
     """The issue's crash test, three times: kill -9 a host serving 100 concurrent ``store:
     true`` streams (60 foreground SSE, 20 background runs streamed from it, 20 followed from
     the other hosts). Every response whose client saw ``response.completed`` is retrievable,
@@ -559,7 +595,7 @@ async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
     import random
 
     rng = random.Random(14)
-    schema = pgtest.new_schema()
+    schema = pg_schema  # a sync fixture: without PostgreSQL the skip says why
     lease = f"lease_seconds = {LEASE}\nlease_renew_seconds = {RENEW}"
     survivors = start_hosts(tmp_path, schema, upstream.base_url, 2, lease)
     try:
@@ -574,4 +610,3 @@ async def test_kill_9_one_host_serving_100_stored_streams(upstream, tmp_path):
     finally:
         for h in survivors:
             h.stop()
-        schema.drop()
