@@ -156,3 +156,15 @@ def build_provider(
     # trust_env=False: a proxy variable in the environment must not reroute upstream calls
     client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
     return kind.provider(name, p, client, cfg.timeouts, transport=transport), client
+
+
+def builder_options(ctx: "TurnContext", tools: Any, max_tool_calls: int | None, *, seal: bool = True) -> dict[str, Any]:
+    """What a builder-based pipeline (Chat, Anthropic, Gemini and plug-ins like them) takes from
+    the turn, besides its template, ids and clock; the head stages are the kind's own."""
+    return {
+        "encoding": ctx.encoding,
+        "reasoning_dialect": ctx.reasoning_dialect,
+        "tools": tools,
+        "seal_reasoning": ctx.seal_reasoning if seal else None,
+        "max_tool_calls": max_tool_calls,
+    }

@@ -17,7 +17,7 @@ import msgspec
 from respline.adapters.config import Timeouts
 from respline.adapters.providers.anthropic.config import AnthropicConfig
 from respline.adapters.providers.anthropic.stages import anthropic_pipeline
-from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext, builder_options
 from respline.adapters.providers.openai_chat import PASS_HEADERS
 from respline.engine.errors import ApiError
 from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_request
@@ -56,16 +56,7 @@ class AnthropicProvider(HttpProvider):
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         body, tools = to_anthropic_request(req, items, upstream_model, self.dialect, ctx.unseal)
         request, payload = self.build(body)
-        pipeline = anthropic_pipeline(
-            ctx.template,
-            ctx.ids,
-            ctx.clock,
-            encoding=ctx.encoding,
-            reasoning_dialect=ctx.reasoning_dialect,
-            tools=tools,
-            seal_reasoning=ctx.seal_reasoning,
-            max_tool_calls=req.max_tool_calls,
-        )
+        pipeline = anthropic_pipeline(ctx.template, ctx.ids, ctx.clock, **builder_options(ctx, tools, req.max_tool_calls))
         return Prepared(request, payload, body, pipeline)
 
     def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:

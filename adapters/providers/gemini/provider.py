@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from respline.adapters.config import Timeouts
-from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext, _json
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext, builder_options, _json
 from respline.adapters.providers.gemini.config import GeminiConfig
 from respline.adapters.providers.gemini.stages import ERROR_STATUS, GeminiDecoder
 from respline.adapters.providers.gemini.translate import to_gemini_request
@@ -53,16 +53,7 @@ class GeminiProvider(HttpProvider):
         body, tools = to_gemini_request(req, items, self.budgets, ctx.unseal)
         payload = _json.encode(body)
         request = httpx.Request("POST", self._url(upstream_model, "streamGenerateContent"), headers=self.headers, content=payload, extensions={"timeout": self._timeout})
-        pipeline = gemini_pipeline(
-            ctx.template,
-            ctx.ids,
-            ctx.clock,
-            encoding=ctx.encoding,
-            reasoning_dialect=ctx.reasoning_dialect,
-            tools=tools,
-            seal_reasoning=ctx.seal_reasoning,
-            max_tool_calls=req.max_tool_calls,
-        )
+        pipeline = gemini_pipeline(ctx.template, ctx.ids, ctx.clock, **builder_options(ctx, tools, req.max_tool_calls))
         return Prepared(request, payload, body, pipeline)
 
     def _url(self, model: str, method: str) -> str:

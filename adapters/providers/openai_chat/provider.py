@@ -8,7 +8,7 @@ import httpx
 import msgspec
 
 from respline.adapters.config import Timeouts
-from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
+from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext, builder_options
 from respline.adapters.providers.openai_chat.config import ChatConfig
 from respline.adapters.providers.openai_chat.stages import chat_pipeline
 from respline.engine.errors import ApiError
@@ -40,12 +40,8 @@ class ChatProvider(HttpProvider):
             ctx.template,
             ctx.ids,
             ctx.clock,
-            encoding=ctx.encoding,
-            reasoning_dialect=ctx.reasoning_dialect,
-            tools=tools,
-            seal_reasoning=ctx.seal_reasoning if ctx.include_encrypted else None,
             think_tags=self.dialect.think_tags,
-            max_tool_calls=req.max_tool_calls,
+            **builder_options(ctx, tools, req.max_tool_calls, seal=ctx.include_encrypted),
         )
         prepared = Prepared(request, payload, body, pipeline)
         # a JSON answer is read as one chunk whether asked for (whole) or not (an upstream, or a
