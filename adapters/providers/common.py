@@ -13,7 +13,8 @@ from typing import Any, Callable
 import httpx
 import msgspec
 
-from respline.adapters.config import ProviderConfig, Timeouts, expand_env
+from respline.adapters.config import ProviderConfig, Timeouts, expand_env, tls_context
+from respline.adapters.httpx_transport import httpx_transport
 from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline
@@ -146,14 +147,21 @@ def build_provider(
     kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
 ) -> tuple[HttpProvider, httpx.AsyncClient]:
     """How a kind's provider is built unless the kind says otherwise (``ProviderKind.build``):
-    its class over the upstream connection pool (adapters/transport.py). ``wrap`` (``serve
+    its class over the upstream connection pool the provider chose (``transport``: the fast one,
+    adapters/transport.py, or httpx's, adapters/httpx_transport.py). ``wrap`` (``serve
     --record``) tees the transport into the cassette."""
     t = p.timeouts or cfg.timeouts
     timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-    transport: httpx.AsyncBaseTransport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
+    tls = tls_context(p, "config", name)
+    transport: httpx.AsyncBaseTransport
+    if p.transport == "httpx":
+        transport = httpx_transport(name, p, cfg.limits, t, tls)
+    else:
+        transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle, ssl_context=tls)
     if wrap is not None:
         transport = wrap(transport)
     # trust_env=False: a proxy variable in the environment must not reroute upstream calls
+    # (a provider sends straight to its transport anyway; the client only closes it)
     client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
     return kind.provider(name, p, client, cfg.timeouts, transport=transport), client
 
