@@ -284,7 +284,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         except trio.TooSlowError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
+            # a failed TLS handshake is a BrokenResourceError whose cause says why (the certificate)
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.__cause__ or exc}") from None
         return _Conn(stream, key)
 
     def _release(self, conn: _Conn, reusable: bool) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from respline.adapters.http1 import HeadReader, encode_request
 from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
+from certs import CA
 from upstream import text_stream
 from validate import checked, parse_sse
 
@@ -336,43 +337,11 @@ async def test_connect_error_and_cut_body(nursery):
                     pass
 
 
-def _self_signed(tmp_path):
-    """A CA-less self-signed certificate for 127.0.0.1, made with cryptography (a dependency)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 async def test_https_upstream(nursery, tmp_path):
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    ca = CA(tmp_path)
+    cert, key = ca.issue("upstream")
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + encode_chunked([b"data: secure\n\n"])
@@ -386,7 +355,7 @@ async def test_https_upstream(nursery, tmp_path):
     listeners = await nursery.start(partial(trio.serve_tcp, tls_handler, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     url = f"https://127.0.0.1:{port}/v1/chat/completions"
-    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting = ssl.create_default_context(cafile=str(ca.cert))
     async with httpx.AsyncClient(transport=UpstreamTransport(ssl_context=trusting)) as client:
         for _ in range(2):  # the second request reuses the TLS connection
             async with client.stream("POST", url, content=b"{}") as r:
