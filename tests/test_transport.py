@@ -448,11 +448,19 @@ def _ask(server, text: str, **extra) -> httpx.Response:
     return httpx.post(server.url + "/responses", json={"model": "m", "input": text, "stream": True, **extra}, timeout=30)
 
 
-def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_upstream):
+def _serve(start_server, base_url: str, transport: str):
+    """A server whose one provider reaches ``base_url`` over ``transport``."""
+    config = f'[providers.up]\nbase_url = "{base_url}"\ntransport = "{transport}"\n[[routes]]\nmodel = "*"\nprovider = "up"\n'
+    return start_server([], config=config)
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_upstream, transport):
     """The upstream closes its keep-alive connection while respline holds it idle: the next
-    request goes out on a fresh connection, succeeds, and arrives upstream once."""
+    request goes out on a fresh connection, succeeds, and arrives upstream once (either
+    transport)."""
     up = raw_upstream(["answer-close", "answer"])
-    server = start_server(["--upstream", up.base_url])
+    server = _serve(start_server, up.base_url, transport)
     assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
     deadline = time.monotonic() + 10
     while up.closed < 1 and time.monotonic() < deadline:
@@ -462,12 +470,14 @@ def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_ups
     assert up.connections == 2
 
 
-def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw_upstream):
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw_upstream, transport):
     """The upstream reads a whole request, then drops the connection (it may be generating,
-    and billing, the answer): respline does not send it again. A streamed request gets a 502
-    envelope; a background run ends with `response.failed`; the upstream saw each request once."""
+    and billing, the answer): respline does not send it again, over either transport. A
+    streamed request gets a 502 envelope; a background run ends with `response.failed`; the
+    upstream saw each request once."""
     up = raw_upstream(["answer", "drop", "answer", "drop"])
-    server = start_server(["--upstream", up.base_url])
+    server = _serve(start_server, up.base_url, transport)
     assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
     r = _ask(server, "two")  # on the pooled connection
     assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
