@@ -24,6 +24,7 @@ from hypercorn.trio import serve as hyper_serve
 
 from certs import CA
 from conftest import ROOT
+from loopback import SocketServer
 from respline.adapters.config import ConfigError, load
 from test_observability import scrape, value
 from upstream import DONE, Reply, chunk, text_stream
@@ -125,7 +126,7 @@ def hyper():
         up.stop()
 
 
-class Proxy:
+class Proxy(SocketServer):
     """An HTTP proxy on loopback, in threads: CONNECT opens a tunnel (an https upstream), an
     absolute-form request is forwarded in origin form (an http upstream). ``seen`` lists the
     request line of each request it got, ``auth`` their Proxy-Authorization values."""
@@ -133,19 +134,10 @@ class Proxy:
     def __init__(self) -> None:
         self.seen: list[str] = []
         self.auth: list[str | None] = []
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         while b"\r\n\r\n" not in buf:
             data = conn.recv(65536)
@@ -177,9 +169,6 @@ class Proxy:
         back.join(30)
         conn.close()
         up.close()
-
-    def stop(self) -> None:
-        self._sock.close()
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:

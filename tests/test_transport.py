@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from functools import partial
 
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 from respline.adapters.http1 import HeadReader, encode_request
 from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
 from certs import CA
+from loopback import SocketServer
 from upstream import text_stream
 from validate import checked, parse_sse
 
@@ -370,7 +370,7 @@ async def test_https_upstream(nursery, tmp_path):
 # --- through respline: what a client sees -------------------------------------------------
 
 
-class RawUpstream:
+class RawUpstream(SocketServer):
     """A Chat Completions upstream on a raw socket, in a thread. Each request that arrives is
     logged (its JSON body) and gets the next action: "answer" (a streamed reply; the connection
     stays open), "answer-close" (the reply, then the connection closed while idle, as a server's
@@ -379,24 +379,11 @@ class RawUpstream:
     def __init__(self, actions: list[str]) -> None:
         self.actions = list(actions)
         self.bodies: list[dict] = []
-        self.connections = 0
         self.closed = 0  # connections this side closed
-        self._lock = threading.Lock()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         try:
             while True:
@@ -426,9 +413,6 @@ class RawUpstream:
 
     def inputs(self) -> list[str]:
         return [b["messages"][-1]["content"] for b in self.bodies]
-
-    def stop(self) -> None:
-        self._sock.close()
 
 
 @pytest.fixture
