@@ -335,14 +335,14 @@ async def test_http2_client_leaving_resets_the_upstream_stream(start_server, hyp
 
 def test_https_proxy_from_the_environment(start_server, hyper, ca, proxy):
     """``trust_env = true``: HTTPS_PROXY carries an https upstream's requests through a CONNECT
-    tunnel (TLS end to end, ``ca_bundle`` still the upstream's CA); NO_PROXY naming the host
-    goes direct; the fast transport never reads the variables."""
+    tunnel (TLS end to end, ``ca_bundle`` still the upstream's CA, HTTP/2 inside it); NO_PROXY
+    naming the host goes direct; the fast transport never reads the variables."""
     up = hyper(tls=ca.issue("upstream"))
     host = f"127.0.0.1:{up.port}"
     env = {"HTTPS_PROXY": proxy.url}
-    server = start_server([], config=provider(up.base_url, transport="httpx", trust_env=True, ca_bundle=str(ca.cert)), env=env)
+    server = start_server([], config=provider(up.base_url, transport="httpx", trust_env=True, http2=True, ca_bundle=str(ca.cert)), env=env)
     assert answered(ask(server, "tunnelled")) == "over the wire"
-    assert proxy.seen == [f"CONNECT {host} HTTP/1.1"]
+    assert proxy.seen == [f"CONNECT {host} HTTP/1.1"] and up.requests[0]["http_version"] == "2"
     assert "through the proxy at " + proxy.url in server.log()
 
     direct = start_server([], config=provider(up.base_url, transport="httpx", trust_env=True, ca_bundle=str(ca.cert)), env={**env, "NO_PROXY": "localhost,127.0.0.1"})

@@ -147,23 +147,29 @@ def build_provider(
     kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
 ) -> tuple[HttpProvider, httpx.AsyncClient]:
     """How a kind's provider is built unless the kind says otherwise (``ProviderKind.build``):
-    its class over the upstream connection pool the provider chose (``transport``: the fast one,
-    adapters/transport.py, or httpx's, adapters/httpx_transport.py). ``wrap`` (``serve
+    its class over the transport the provider chose (``upstream_transport``). ``wrap`` (``serve
     --record``) tees the transport into the cassette."""
     t = p.timeouts or cfg.timeouts
     timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-    tls = tls_context(p, "config", name)
-    transport: httpx.AsyncBaseTransport
-    if p.transport == "httpx":
-        transport = httpx_transport(name, p, cfg.limits, t, tls)
-    else:
-        transport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle, ssl_context=tls)
+    transport = upstream_transport(name, p, cfg)
     if wrap is not None:
         transport = wrap(transport)
     # trust_env=False: a proxy variable in the environment must not reroute upstream calls
     # (a provider sends straight to its transport anyway; the client only closes it)
     client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
     return kind.provider(name, p, client, cfg.timeouts, transport=transport), client
+
+
+def upstream_transport(name: str, p: ProviderConfig, cfg: Any) -> httpx.AsyncBaseTransport:
+    """The upstream connection pool a provider's connection keys ask for: the fast transport
+    (adapters/transport.py, the default) or httpx's (adapters/httpx_transport.py), either with
+    the provider's TLS context. A kind's own ``build`` that talks to an upstream uses this too,
+    so that its config's connection keys hold."""
+    t = p.timeouts or cfg.timeouts
+    tls = tls_context(p, "config", name)
+    if p.transport == "httpx":
+        return httpx_transport(name, p, cfg.limits, t, tls)
+    return UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle, ssl_context=tls)
 
 
 def builder_options(ctx: "TurnContext", tools: Any, max_tool_calls: int | None, *, seal: bool = True) -> dict[str, Any]:
