@@ -40,13 +40,15 @@ class HyperUpstream:
     """A Chat Completions upstream served by hypercorn in a thread of its own: TLS with
     ``certfile``/``keyfile``, client certificates required when ``client_ca`` is given, HTTP/2
     by ALPN over TLS or by prior knowledge over plain TCP. Each request is logged with the HTTP
-    version it came in and its JSON body; ``delay`` paces the answer's pieces, and a request
-    whose client went away before the answer's end is marked ``gone`` (the monotonic time)."""
+    version it came in and its JSON body; ``hang`` delays the status line, ``delay`` paces the
+    answer's pieces, and a request whose client went away before the answer's end is marked
+    ``gone`` (the monotonic time)."""
 
     def __init__(self, tls: tuple[Any, Any] | None = None, client_ca: Any = None, max_streams: int = 100) -> None:
         self.requests: list[dict[str, Any]] = []
         self.pieces = text_stream("over", " the", " wire")
         self.delay = 0.0
+        self.hang = 0.0  # seconds before the status line
         config = HyperConfig()
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
@@ -94,7 +96,6 @@ class HyperUpstream:
                 break
         entry: dict[str, Any] = {"http_version": scope["http_version"], "path": scope["path"], "body": json.loads(body), "gone": None}
         self.requests.append(entry)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         ending = False
         async with trio.open_nursery() as nursery:
 
@@ -104,6 +105,8 @@ class HyperUpstream:
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
+            await trio.sleep(self.hang)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
             for piece in self.pieces:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
                 if self.delay:
@@ -328,6 +331,21 @@ async def test_http2_client_leaving_resets_the_upstream_stream(start_server, hyp
     r = await trio.to_thread.run_sync(ask, server, "after")
     assert answered(r) == "still fine"
     assert {q["http_version"] for q in up.requests} == {"2"}
+
+
+async def test_http2_first_byte_timeout_resets_the_upstream_stream(start_server, hyper, ca):
+    """An HTTP/2 upstream that does not answer within first_byte: 504, and its stream is reset
+    then, not left generating for nobody."""
+    up = hyper(tls=ca.issue("upstream"))
+    up.hang = 5.0
+    config = provider(up.base_url, transport="httpx", http2=True, ca_bundle=str(ca.cert)) + "\n[timeouts]\nconnect = 1\nfirst_byte = 1\n"
+    server = start_server([], config=config)
+    r = await trio.to_thread.run_sync(ask, server, "slow")
+    timed_out = time.monotonic()
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    while up.requests[0]["gone"] is None and time.monotonic() < timed_out + 2.0:
+        await trio.sleep(0.02)
+    assert up.requests[0]["gone"] is not None and up.requests[0]["gone"] - timed_out < 1.0
 
 
 # --- (d) a proxy ------------------------------------------------------------------------------
