@@ -50,7 +50,8 @@ def httpx_transport(
         limits=httpx.Limits(
             max_connections=limits.upstream_connections, max_keepalive_connections=MAX_IDLE, keepalive_expiry=timeouts.pool_idle
         ),
-        proxy=httpx.Proxy(proxy) if proxy is not None else None,
+        # an https:// proxy is trusted by the system's store too (ca_bundle is the upstream's CA)
+        proxy=httpx.Proxy(proxy, ssl_context=ssl.create_default_context()) if proxy is not None else None,
         trust_env=False,  # the proxy is chosen above; SSL_CERT_FILE is the TLS context's business
     )
 
