@@ -40,6 +40,11 @@ def httpx_transport(
     proxy = upstream_proxy(name, p, url)
     # HTTP/2 on https is negotiated (ALPN: h2, else HTTP/1.1); on http:// it can only be assumed
     h2c = p.http2 and url.scheme == "http"
+    via: httpx.Proxy | None = None
+    if proxy is not None:
+        # an https:// proxy is trusted by the system's store too (ca_bundle is the upstream's CA)
+        https = proxy.lower().startswith("https://")
+        via = httpx.Proxy(proxy, ssl_context=ssl.create_default_context()) if https else httpx.Proxy(proxy)
     if p.http2:
         _reset_abandoned_streams()
     return httpx.AsyncHTTPTransport(
@@ -50,8 +55,7 @@ def httpx_transport(
         limits=httpx.Limits(
             max_connections=limits.upstream_connections, max_keepalive_connections=MAX_IDLE, keepalive_expiry=timeouts.pool_idle
         ),
-        # an https:// proxy is trusted by the system's store too (ca_bundle is the upstream's CA)
-        proxy=httpx.Proxy(proxy, ssl_context=ssl.create_default_context()) if proxy is not None else None,
+        proxy=via,
         trust_env=False,  # the proxy is chosen above; SSL_CERT_FILE is the TLS context's business
     )
 
