@@ -30,8 +30,10 @@ from respline.adapters.frontends.observed import observed
 from respline.adapters.frontends.safety_net import internal_error, log_fault
 from respline.adapters.frontends.websocket import serve_websocket
 from respline.adapters.gateway import Gateway
+from respline.adapters.gateway.event_log import stored_frames
 from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError
+from respline.engine.stages.sse import DONE_FRAME
 from respline.engine.translate import parse_create
 
 log = logging.getLogger("respline.http")
@@ -282,8 +284,8 @@ class CreateHandler:
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
     """SSE frames of a background run's stored events after ``after``; [DONE] at the end."""
     async for events in gateway.follow(tenant, response_id, after):
-        yield b"".join(b"event: " + ev.type.encode() + b"\ndata: " + ev.data + b"\n\n" for ev in events)
-    yield b"data: [DONE]\n\n"
+        yield stored_frames(events)
+    yield DONE_FRAME
 
 
 def build_app(

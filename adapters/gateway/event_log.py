@@ -7,7 +7,7 @@ stored just before its terminal event is logged, so a log can lack only its end,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import msgspec
 import trio
@@ -16,6 +16,7 @@ from respline.adapters.watch import CANCELLED
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import responses_pipeline
+from respline.engine.stages.sse import frame
 from respline.engine.store import Store, StoredEvent, StoredResponse
 from respline.engine.translate import response_builtins
 from respline.engine.wire.responses import TERMINAL_EVENTS, Response, event_type, type_of
@@ -49,18 +50,13 @@ class EventLog:
         template = msgspec.convert(base, Response)
         pipe = responses_pipeline(template, self.ids, self.clock, encoding=None, reasoning_dialect=self.dialect)
         opening = pipe.start()
-        replay = b"".join(
-            b"event: " + ev.type.encode() + b"\ndata: " + ev.data + b"\n\n"
-            for ev in events
-            if ev.type not in TERMINAL_TYPES and ev.type != "error"
-        )
-        pipe.feed(replay)
+        pipe.feed(stored_frames(ev for ev in events if ev.type not in TERMINAL_TYPES and ev.type != "error"))
         if end is not None:
             tail = pipe.fail(end)
         else:
             kind = "response.incomplete" if stored.response.get("status") == "incomplete" else "response.completed"
             terminal = _json.encode({"type": kind, "response": stored.response})
-            tail = pipe.feed(b"event: " + kind.encode() + b"\ndata: " + terminal + b"\n\n") + pipe.close()
+            tail = pipe.feed(frame(terminal, kind.encode())) + pipe.close()
         new = tail if events else opening + tail
         seq = events[-1].seq if events else -1
         for ev in new:
@@ -125,6 +121,11 @@ class EventLog:
 
 def stored_event(event: Any) -> StoredEvent:
     return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
+
+
+def stored_frames(events: Iterable[StoredEvent]) -> bytes:
+    """Stored events as the SSE frames they were (a follower's stream, a log replayed)."""
+    return b"".join(frame(ev.data, ev.type.encode()) for ev in events)
 
 
 # the keys of a Response that only its end sets (close_log's template leaves them out)

@@ -12,6 +12,7 @@ from respline.adapters.providers.common import HttpProvider, Prepared, TurnConte
 from respline.adapters.providers.openai_chat.config import ChatConfig
 from respline.adapters.providers.openai_chat.stages import chat_pipeline
 from respline.engine.errors import ApiError
+from respline.engine.stages.sse import DONE_FRAME, frame
 from respline.engine.translate import ChatDialect, to_chat_request
 from respline.engine.wire import request as Q
 
@@ -67,7 +68,7 @@ def completion_as_sse(body: bytes) -> bytes:
         choice = data["choices"][0]
         message = dict(choice["message"])
     except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError):
-        return b"data: " + body.strip().replace(b"\n", b" ") + b"\n\n"
+        return frame(body.strip().replace(b"\n", b" "))
     calls = message.get("tool_calls")
     if calls:
         message["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls)]
@@ -78,12 +79,12 @@ def completion_as_sse(body: bytes) -> bytes:
         "model": data.get("model"),
         "choices": [{"index": 0, "delta": message, "logprobs": choice.get("logprobs"), "finish_reason": choice.get("finish_reason")}],
     }
-    out = b"data: " + _encode(chunk) + b"\n\n"
+    out = frame(_encode(chunk))
     if data.get("usage") is not None:
         usage = {"id": data.get("id"), "object": "chat.completion.chunk", "created": data.get("created"), "model": data.get("model"),
                  "choices": [], "usage": data["usage"]}
-        out += b"data: " + _encode(usage) + b"\n\n"
-    return out + b"data: [DONE]\n\n"
+        out += frame(_encode(usage))
+    return out + DONE_FRAME
 
 
 def error_from_upstream(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
