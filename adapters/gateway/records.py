@@ -17,6 +17,7 @@ from respline.adapters.gateway.turn import Turn
 from respline.adapters.watch import CANCELLED
 from respline.engine.store import RunLease, Store, StoredResponse
 from respline.engine.translate import response_builtins
+from respline.engine.wire.responses import Response
 
 
 class Records:
@@ -37,18 +38,7 @@ class Records:
             if turn.stop is CANCELLED:
                 body["status"], body["error"] = "cancelled", None
             # final, and its lease ended, in one write: the one round trip the terminal event waits for
-            await self.store.put_response(
-                StoredResponse(
-                    tenant=turn.tenant,
-                    id=resp.id,
-                    response=body,
-                    input_items=turn.stored_input,
-                    previous_response_id=turn.previous_response_id,
-                    created_at=resp.created_at,
-                    background=turn.background,
-                ),
-                release=turn.leased,
-            )
+            await self.store.put_response(_stored(turn, resp, body), release=turn.leased)
             turn.leased = False
         await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
@@ -80,17 +70,18 @@ class Records:
         resp = msgspec.structs.replace(turn.pipeline.response, status=status)
         body = response_builtins(resp)
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
-        await self.store.put_response(
-            StoredResponse(
-                tenant=turn.tenant,
-                id=resp.id,
-                response=body,
-                input_items=turn.stored_input,
-                previous_response_id=turn.previous_response_id,
-                created_at=resp.created_at,
-                background=turn.background,
-            ),
-            lease=lease,
-            progress=progress,
-        )
+        await self.store.put_response(_stored(turn, resp, body), lease=lease, progress=progress)
         return body
+
+
+def _stored(turn: Turn, resp: Response, body: dict[str, Any]) -> StoredResponse:
+    """The turn's response ``resp`` as stored, ``body`` its stored form."""
+    return StoredResponse(
+        tenant=turn.tenant,
+        id=resp.id,
+        response=body,
+        input_items=turn.stored_input,
+        previous_response_id=turn.previous_response_id,
+        created_at=resp.created_at,
+        background=turn.background,
+    )
