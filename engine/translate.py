@@ -417,12 +417,7 @@ def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str,
         elif t == "input_image":
             url = p.get("image_url")
             if not url:
-                raise ApiError(
-                    400,
-                    "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
-                    param=f"{where}[{j}].image_url",
-                    code="invalid_value",
-                )
+                raise image_url_needed(f"{where}[{j}].image_url")
             image: dict[str, Any] = {"url": url}
             if p.get("detail"):
                 image["detail"] = p["detail"]
@@ -436,13 +431,21 @@ def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str,
                 f["file_data"] = p["file_url"]
             out.append({"type": "file", "file": f})
         else:
-            raise ApiError(
-                400,
-                f"Invalid value for '{where}[{j}].type': {t!r} is not a supported content part.",
-                param=f"{where}[{j}].type",
-                code="invalid_value",
-            )
+            raise unsupported_part(f"{where}[{j}].type", t)
     return out
+
+
+def unsupported_part(param: str, kind: Any) -> ApiError:
+    return ApiError(400, f"Invalid value for '{param}': {kind!r} is not a supported content part.", param=param, code="invalid_value")
+
+
+def image_url_needed(param: str) -> ApiError:
+    return ApiError(
+        400,
+        "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
+        param=param,
+        code="invalid_value",
+    )
 
 
 def _output_text(output: str | list[dict[str, Any]]) -> str:

@@ -35,7 +35,15 @@ from respline.engine import compaction, tool_policy
 from respline.engine.errors import ApiError, item_not_found
 from respline.engine.seal import REASONING, opened_payload
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap
-from respline.engine.translate import _text_of_parts, compaction_summary, translate_tool_choice, translate_tools, upstream_tool_name
+from respline.engine.translate import (
+    _text_of_parts,
+    compaction_summary,
+    image_url_needed,
+    translate_tool_choice,
+    translate_tools,
+    unsupported_part,
+    upstream_tool_name,
+)
 from respline.engine.wire import request as Q
 
 log = logging.getLogger("respline.translate.anthropic")
@@ -85,12 +93,7 @@ def _image_block(p: dict[str, Any], where: str) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "file", "file_id": file_id}}
     url = p.get("image_url")
     if not isinstance(url, str) or not url:
-        raise ApiError(
-            400,
-            "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
-            param=f"{where}.image_url",
-            code="invalid_value",
-        )
+        raise image_url_needed(f"{where}.image_url")
     parsed = _data_url(url)
     if parsed is not None:
         media, data = parsed
@@ -154,12 +157,7 @@ def _blocks(parts: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         elif t == "input_file":
             out.append(_file_block(p, f"{where}[{j}]"))
         else:
-            raise ApiError(
-                400,
-                f"Invalid value for '{where}[{j}].type': {t!r} is not a supported content part.",
-                param=f"{where}[{j}].type",
-                code="invalid_value",
-            )
+            raise unsupported_part(f"{where}[{j}].type", t)
     return out
 
 
