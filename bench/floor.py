@@ -82,15 +82,21 @@ _streams: dict[int, tuple[bytes, list[bytes], bytes]] = {}
 _wholes: dict[int, bytes] = {}
 
 
+async def lifespan(receive, send) -> None:
+    """hypercorn's lifespan messages answered: started, then stopped (writepath.py's app too)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     body = b""
