@@ -82,22 +82,24 @@ _streams: dict[int, tuple[bytes, list[bytes], bytes]] = {}
 _wholes: dict[int, bytes] = {}
 
 
-async def lifespan(receive, send) -> None:
-    """hypercorn's lifespan messages answered: started, then stopped (writepath.py's app too)."""
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+async def not_http(scope, receive, send) -> bool:
+    """True for a scope that is not an HTTP request: hypercorn's lifespan, answered here (started,
+    then stopped), or anything else, ignored. writepath.py's app answers it the same way."""
+    if scope["type"] == "http":
+        return False
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                break
+    return True
 
 
 async def app(scope, receive, send) -> None:
-    if scope["type"] == "lifespan":
-        await lifespan(receive, send)
-        return
-    if scope["type"] != "http":
+    if await not_http(scope, receive, send):
         return
     body = b""
     more = True
