@@ -40,7 +40,7 @@ from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_r
 from respline.adapters.providers.anthropic import anthropic_error
 from upstream import Reply
 from upstream_formats import a_end, a_start, a_text, a_thinking, a_tool, anthropic_text, anthropic_tool, sse
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import checked, checked_replay, parse_sse
 from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
 from test_codex import items as codex_items
 
@@ -206,12 +206,7 @@ def test_error_event_and_cut_stream():
 
 
 def run(body: bytes, **options) -> list[dict]:
-    events = parse_sse(b"".join(replay([body], kind="anthropic", **options)))
-    for ev in events:
-        validate_event(ev, options.get("reasoning_dialect", "openai"))
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay([body], kind="anthropic", **options)
 
 
 def test_thinking_sealed_with_signature():
@@ -627,9 +622,7 @@ def test_upstream_error_status_and_midstream_error(anthropic_server, upstream):
     r = httpx.post(anthropic_server.url + "/responses", json={"model": "claude-x", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
 
 

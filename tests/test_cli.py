@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from upstream import DONE, USAGE, Reply, chunk, text_stream
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import check_lifecycle, checked, parse_sse, validate_event
 
 DEMO = ROOT / "fixtures" / "demo" / "text.sse"
 
@@ -35,9 +35,7 @@ def test_replay_is_deterministic_and_valid():
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     events = parse_sse(a.stdout)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["response"]["output"][-1]["content"][0]["text"].startswith("Hello from respline")
     # without --deterministic the ids differ from run to run
     c = respline("replay", str(DEMO))
@@ -49,9 +47,7 @@ def test_replay_reasoning_dialects():
     for dialect in ("openai", "openresponses", "summary"):
         out = respline("replay", str(DEMO), "--deterministic", "--reasoning-dialect", dialect)
         events = parse_sse(out.stdout)
-        for ev in events:
-            validate_event(ev, dialect=dialect)
-        check_lifecycle(events)
+        checked(events, dialect)
         names[dialect] = {e["type"] for e in events if "reasoning" in e["type"]}
     assert names["openai"] == {"response.reasoning_text.delta", "response.reasoning_text.done"}
     assert names["openresponses"] == {"response.reasoning.delta", "response.reasoning.done"}

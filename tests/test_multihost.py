@@ -27,7 +27,7 @@ import pgtest
 from pgtest import pg_schema  # noqa: F401 - a fixture
 from conftest import Server
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
-from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
+from validate import checked, parse_sse, validate_event, validate_response
 
 KEY = "sk-multihost"
 SECRET = "multihost-shared-secret-0123456789abcdef"
@@ -200,9 +200,7 @@ def test_background_run_completes_for_a_follower_on_another_host(cluster, upstre
         timeout=30,
     )
     events = parse_sse(raw.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["type"] == "response.completed"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "".join(
         f"w{i} " for i in range(30)

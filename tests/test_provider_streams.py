@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from respline.engine.replay import load_recording, replay
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import checked_replay
 
 STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
 if not STREAMS.is_dir():
@@ -42,13 +42,7 @@ def upstream(name: str) -> bytes:
 
 def run(name: str, **options) -> list[dict]:
     """Replay, then check framing, every event, the lifecycle and the final response."""
-    events = parse_sse(b"".join(replay([upstream(name)], **options)))
-    dialect = options.get("reasoning_dialect", "openai")
-    for ev in events:
-        validate_event(ev, dialect)
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay([upstream(name)], **options)
 
 
 def chunks(name: str) -> list[dict]:

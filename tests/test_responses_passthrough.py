@@ -20,7 +20,7 @@ from respline.engine.translate import input_items, parse_create
 from respline.engine.translate_responses import to_responses_request
 from upstream import Reply
 from upstream_formats import ResponsesStream, responses_text, responses_tool, sse
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import checked, checked_replay, parse_sse
 from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
 from test_codex import items as codex_items
 
@@ -31,13 +31,7 @@ SEALER = sealing.SEALER
 
 def run(body: bytes | list[bytes], **options) -> list[dict]:
     pieces = body if isinstance(body, list) else [body]
-    events = parse_sse(b"".join(replay(pieces, kind="openai-responses", **options)))
-    dialect = options.get("reasoning_dialect", "openai")
-    for ev in events:
-        validate_event(ev, dialect)
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay(pieces, kind="openai-responses", **options)
 
 
 def ev(etype: str, **fields) -> bytes:
@@ -372,9 +366,7 @@ def test_upstream_errors(passthrough_server, upstream):
     r = httpx.post(passthrough_server.url + "/responses", json={"model": "gpt-x", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for e in events:
-        validate_event(e)
-    check_lifecycle(events)
+    checked(events)
     assert types_of(events)[-2:] == ["error", "response.failed"]
 
 

@@ -11,7 +11,7 @@ from respline.adapters.config import ConfigError, Fallback, RouteConfig, Router,
 from conftest import TEST_KEY, Server, free_port
 from upstream import Reply, USAGE, chunk, text_stream
 from upstream_formats import anthropic_text
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import checked, parse_sse
 
 CONFIG = """
 [providers.chat]
@@ -146,9 +146,7 @@ def test_no_retry_once_streaming_began(routed, upstream):
     r = httpx.post(routed.url + "/responses", json={"model": "fb-midstream", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["type"] == "response.failed"
     assert len(upstream.requests) == 1
 
