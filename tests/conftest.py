@@ -13,10 +13,40 @@ from pathlib import Path
 import httpx
 import pytest
 
+from respline.adapters.config import Config, ConfigError, load
 from upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-test-key"
+
+
+def route_all_to(upstream_url: str, kind: str = "openai-chat", route: str = "") -> str:
+    """Config text: the provider ``up`` (``kind``) at ``upstream_url`` and one route sending every
+    model to it; ``route`` adds lines to that route (``context_window = 120``)."""
+    return f"""
+[providers.up]
+kind = "{kind}"
+base_url = "{upstream_url}"
+
+[[routes]]
+model = "*"
+provider = "up"
+{route}
+"""
+
+
+def load_config(tmp: Path, text: str) -> Config:
+    """``text`` as a config file, loaded as ``respline serve --config`` loads it."""
+    path = tmp / "c.toml"
+    path.write_text(text)
+    return load(path)
+
+
+def config_error(tmp: Path, text: str) -> str:
+    """Why ``text`` is refused as a config (the test fails if it is not)."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp, text)
+    return str(exc.value)
 
 
 def free_port() -> int:
@@ -66,14 +96,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
+
+
+def terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, as a user stops respline; SIGKILL if it has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import trio
 
 import pgtest
 from pgtest import pg_schema  # noqa: F401 - a fixture
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
 from validate import checked, parse_sse, validate_event, validate_response
 
@@ -49,15 +49,7 @@ shutdown_grace = 0.5
 backend = "postgres"
 dsn = "$RESPLINE_PG_DSN"
 {extra}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream_url)}"""
 
 
 def start_hosts(tmp: Path, schema: pgtest.Schema, upstream_url: str, n: int, extra: str = "") -> list[Server]:

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 import pgtest
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk, text_stream
 from validate import checked, parse_sse, validate_response
 
@@ -64,15 +64,7 @@ shutdown_grace = 0.5
 
 [store]
 {backend.toml}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream_server.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream_server.base_url)}"""
     s = Server(tmp, [], config=config, env=backend.env)
     yield s
     s.stop()
@@ -359,15 +351,7 @@ shutdown_grace = 0.3
 
 [store]
 {durable.toml}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream.base_url)}"""
     first_server = Server(tmp_path, [], config=config, env=durable.env)
     try:
         client = openai.OpenAI(base_url=first_server.url, api_key="x", max_retries=0)
