@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from respline.adapters.config import Config, ConfigError, load
 from upstream import Upstream
@@ -47,6 +48,17 @@ def config_error(tmp: Path, text: str) -> str:
     with pytest.raises(ConfigError) as exc:
         load_config(tmp, text)
     return str(exc.value)
+
+
+async def until_healthy(client: httpx.AsyncClient) -> None:
+    """Wait, up to about 4 s, for a server started in this process to answer ``/health``."""
+    for _ in range(200):
+        try:
+            if (await client.get("/health")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await trio.sleep(0.02)
 
 
 def free_port() -> int:
