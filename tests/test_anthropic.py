@@ -41,8 +41,7 @@ from respline.adapters.providers.anthropic import anthropic_error
 from upstream import Reply
 from upstream_formats import a_end, a_start, a_text, a_thinking, a_tool, anthropic_text, anthropic_tool, sse
 from validate import checked, checked_replay, parse_sse
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
 STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams" / "anthropic"
 SEALER = sealing.SEALER
@@ -653,9 +652,7 @@ def test_codex_tool_loop_with_thinking_signature(codex, anthropic_server, upstre
         Reply(anthropic_text("The command printed hi-from-claude.")),
     )
     events, _ = run_codex(codex, anthropic_server.url, tmp_path, "Run echo hi-from-claude and report the output")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-claude" in commands[0]["aggregated_output"]
-    assert codex_items(events, "agent_message")[-1]["text"] == "The command printed hi-from-claude."
+    assert_ran(events, "hi-from-claude", "The command printed hi-from-claude.")
     assert events[-1]["type"] == "turn.completed"
 
     assert len(upstream.requests) == 2

@@ -21,8 +21,7 @@ from respline.engine.translate_responses import to_responses_request
 from upstream import Reply
 from upstream_formats import ResponsesStream, responses_text, responses_tool, sse
 from validate import checked, checked_replay, parse_sse
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
 FOLDERS = ("openai-responses", "azure-openai-responses", "responses-compatible")
@@ -376,9 +375,7 @@ def test_codex_tool_loop_through_passthrough(codex, passthrough_server, upstream
         Reply(responses_text("The command printed hi-from-responses.")),
     )
     events, _ = run_codex(codex, passthrough_server.url, tmp_path, "Run echo hi-from-responses and report the output")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-responses" in commands[0]["aggregated_output"]
-    assert codex_items(events, "agent_message")[-1]["text"] == "The command printed hi-from-responses."
+    assert_ran(events, "hi-from-responses", "The command printed hi-from-responses.")
     first, second = (r["body"] for r in upstream.requests)
     assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
     kinds = [i.get("type") for i in second["input"]]
