@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -106,6 +107,10 @@ class Server:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def sdk(self, key: str = TEST_KEY) -> openai.OpenAI:
+        """The openai SDK pointed at this server, without its retries (a test sees every answer)."""
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0)
 
     def stop(self) -> None:
         terminate(self.proc)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import openai
 import pytest
 
 from conftest import TEST_KEY, Server
@@ -547,7 +546,7 @@ def anthropic_server(upstream_server, tmp_path_factory):
 
 @pytest.fixture
 def client(anthropic_server):
-    return openai.OpenAI(base_url=anthropic_server.url, api_key=TEST_KEY, max_retries=0)
+    return anthropic_server.sdk()
 
 
 def test_sdk_text_stream(client, upstream):

@@ -113,7 +113,7 @@ provider = "gem"
 
 @pytest.fixture
 def client(gemini_server):
-    return openai.OpenAI(base_url=gemini_server.url, api_key=TEST_KEY, max_retries=0)
+    return gemini_server.sdk()
 
 
 def test_text_stream(gemini_server, upstream):

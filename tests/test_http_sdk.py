@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import openai
 import pytest
 
 from conftest import TEST_KEY
@@ -22,7 +21,7 @@ WEATHER_TOOL = {
 
 @pytest.fixture
 def client(respline):
-    return openai.OpenAI(base_url=respline.url, api_key=TEST_KEY, max_retries=0)
+    return respline.sdk()
 
 
 def raw_stream(respline, body: dict) -> list[dict]:

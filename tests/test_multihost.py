@@ -83,7 +83,7 @@ def cluster(upstream_server, tmp_path_factory, cluster_db):
 
 
 def sdk(host: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=host.url, api_key=KEY, max_retries=0)
+    return host.sdk(KEY)
 
 
 def test_chain_conversation_and_items_across_three_hosts(cluster, upstream):

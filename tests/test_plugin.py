@@ -133,7 +133,7 @@ provider = "nd"
 
 @pytest.fixture
 def client(ndjson_server):
-    return openai.OpenAI(base_url=ndjson_server.url, api_key=TEST_KEY, max_retries=0)
+    return ndjson_server.sdk()
 
 
 def test_text_stream_end_to_end(ndjson_server, upstream):

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
 from conftest import TEST_KEY, Server
@@ -319,7 +318,7 @@ provider = "up"
 
 @pytest.fixture
 def client(passthrough_server):
-    return openai.OpenAI(base_url=passthrough_server.url, api_key=TEST_KEY, max_retries=0)
+    return passthrough_server.sdk()
 
 
 def test_sdk_stream_through_passthrough(client, upstream):

@@ -80,7 +80,7 @@ def routed(upstream_server, tmp_path_factory):
 
 @pytest.fixture
 def client(routed):
-    return openai.OpenAI(base_url=routed.url, api_key=TEST_KEY, max_retries=0)
+    return routed.sdk()
 
 
 def test_exact_route_with_upstream_model(client, upstream):

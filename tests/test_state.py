@@ -72,7 +72,7 @@ shutdown_grace = 0.5
 
 
 def sdk(server, key=KEY_A) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
+    return server.sdk(key)
 
 
 def slow_text(n: int, delay: float) -> Reply:
