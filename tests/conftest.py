@@ -16,10 +16,30 @@ import pytest
 import trio
 
 from respline.adapters.config import Config, ConfigError, load
+from respline.engine.replay import load_recording
 from upstream import Upstream
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-test-key"
+# third-party recorded streams live beside the project, never in it (provider-streams/README.md)
+PROVIDER_STREAMS = ROOT.parent / "shared" / "provider-streams"
+NO_RECORDINGS = f"third-party provider recordings not found at {PROVIDER_STREAMS} (they live beside the project)"
+
+
+def recordings(*folders: str) -> list[str]:
+    """The recorded streams of these provider-streams folders, as ``folder/file``; none where absent."""
+    return sorted(
+        f"{d}/{p.name}"
+        for d in folders
+        if (PROVIDER_STREAMS / d).is_dir()
+        for p in (PROVIDER_STREAMS / d).iterdir()
+        if p.name.endswith((".sse", ".jsonl"))
+    )
+
+
+def recording(name: str) -> bytes:
+    """One recorded stream (``folder/file``) as SSE bytes (a JSONL recording reframed)."""
+    return load_recording(name, (PROVIDER_STREAMS / name).read_bytes())
 
 
 def route_all_to(upstream_url: str, kind: str = "openai-chat", route: str = "") -> str:

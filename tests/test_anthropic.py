@@ -6,13 +6,12 @@ to end against a scripted Anthropic-format upstream (a tool loop with thinking c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 
-from conftest import TEST_KEY, Server
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings
 from respline.engine.deltas import (
     Finish,
     ItemBreak,
@@ -29,7 +28,7 @@ from respline.engine.deltas import (
 )
 from respline.engine.errors import ApiError
 from respline.engine.ids import deterministic
-from respline.engine.replay import load_recording, replay
+from respline.engine.replay import replay
 from respline.engine.seal import Sealer
 import sealing
 from respline.engine.stages.anthropic_decoder import AnthropicDecoder
@@ -42,7 +41,6 @@ from upstream_formats import a_end, a_start, a_text, a_thinking, a_tool, anthrop
 from validate import checked, checked_replay, parse_sse
 from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
-STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams" / "anthropic"
 SEALER = sealing.SEALER
 
 
@@ -271,15 +269,7 @@ def test_midstream_error_event_fails():
 
 # --- every recorded Anthropic stream ---------------------------------------------------------------
 
-if STREAMS.is_dir():
-    RECORDINGS = sorted(p.name for p in STREAMS.iterdir() if p.name.endswith((".sse", ".jsonl")))
-else:
-    RECORDINGS = []
-NO_RECORDINGS = f"third-party provider recordings not found at {STREAMS} (they live beside the project)"
-
-
-def recording(name: str) -> bytes:
-    return load_recording(name, (STREAMS / name).read_bytes())
+RECORDINGS = recordings("anthropic")
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
@@ -298,7 +288,7 @@ def test_recording_replays_and_validates(name):
 
 
 def _final(name: str, **options) -> dict:
-    return run(recording(name), **options)[-1]["response"]
+    return run(recording("anthropic/" + name), **options)[-1]["response"]
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)

@@ -6,14 +6,13 @@ CLI end to end against a scripted Responses-format upstream.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import TEST_KEY, Server
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings
 from respline.engine.errors import ApiError
-from respline.engine.replay import load_recording, replay
+from respline.engine.replay import replay
 import sealing
 from respline.engine.translate import input_items, parse_create
 from respline.engine.translate_responses import to_responses_request
@@ -22,7 +21,6 @@ from upstream_formats import ResponsesStream, responses_text, responses_tool, ss
 from validate import checked, checked_replay, parse_sse
 from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
 FOLDERS = ("openai-responses", "azure-openai-responses", "responses-compatible")
 SEALER = sealing.SEALER
 
@@ -167,14 +165,7 @@ def test_any_split_gives_same_frames():
 
 # --- every recorded Responses-API stream -----------------------------------------------------------
 
-RECORDINGS = sorted(
-    f"{d}/{p.name}" for d in FOLDERS if (SHARED / d).is_dir() for p in (SHARED / d).iterdir() if p.name.endswith((".sse", ".jsonl"))
-)
-NO_RECORDINGS = f"third-party provider recordings not found at {SHARED} (they live beside the project)"
-
-
-def recording(name: str) -> bytes:
-    return load_recording(name, (SHARED / name).read_bytes())
+RECORDINGS = recordings(*FOLDERS)
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
