@@ -18,6 +18,7 @@ import trio
 from respline.adapters.config import Config, ConfigError, load
 from respline.engine.replay import load_recording
 from upstream import Upstream
+from validate import parse_sse
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-test-key"
@@ -80,6 +81,19 @@ async def until_healthy(client: httpx.AsyncClient) -> None:
         except httpx.HTTPError:
             pass
         await trio.sleep(0.02)
+
+
+def replay_command(tmp: Path, kind: str, stream: bytes) -> list[dict]:
+    """``respline replay --kind KIND --deterministic`` of an upstream's stream (saved in ``tmp``),
+    run as a user runs it: the events it printed."""
+    path = tmp / "upstream.sse"
+    path.write_bytes(stream)
+    out = subprocess.run(
+        [sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", kind, "--deterministic", str(path)],
+        cwd=ROOT, capture_output=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return parse_sse(out.stdout)
 
 
 def free_port() -> int:

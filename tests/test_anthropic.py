@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings, replay_command
 from respline.engine.deltas import (
     Finish,
     ItemBreak,
@@ -615,17 +615,7 @@ def test_upstream_error_status_and_midstream_error(anthropic_server, upstream):
 
 
 def test_replay_command_knows_anthropic(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    path = tmp_path / "a.sse"
-    path.write_bytes(b"".join(anthropic_text("Hi")))
-    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "anthropic", "--deterministic", str(path)],
-                         cwd=ROOT, capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    events = parse_sse(out.stdout)
+    events = replay_command(tmp_path, "anthropic", b"".join(anthropic_text("Hi")))
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hi"
 
 

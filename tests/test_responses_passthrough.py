@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings, replay_command
 from respline.engine.errors import ApiError
 from respline.engine.replay import replay
 import sealing
@@ -379,14 +379,5 @@ def test_codex_tool_loop_through_passthrough(codex, passthrough_server, upstream
 
 
 def test_replay_command_knows_openai_responses(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    path = tmp_path / "r.sse"
-    path.write_bytes(b"".join(responses_text("Replayed")))
-    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "openai-responses", "--deterministic", str(path)],
-                         cwd=ROOT, capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert parse_sse(out.stdout)[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"
+    events = replay_command(tmp_path, "openai-responses", b"".join(responses_text("Replayed")))
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"
