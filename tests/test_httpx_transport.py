@@ -23,9 +23,8 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hyper_serve
 
 from certs import CA
-from conftest import ROOT
+from conftest import config_error, load_config, route_all_to
 from loopback import SocketServer
-from respline.adapters.config import ConfigError, load
 from test_observability import scrape, value
 from upstream import DONE, Reply, chunk, text_stream
 from validate import checked, parse_sse
@@ -203,10 +202,9 @@ def proxy(monkeypatch):
     p.stop()
 
 
-def provider(base_url: str, **options: Any) -> str:
+def provider(base_url: str, kind: str = "openai-chat", **options: Any) -> str:
     """A config with one provider, ``up``, serving every model, with these connection keys."""
-    lines = [f"{k} = {json.dumps(v)}" for k, v in options.items()]
-    return "\n".join(["[providers.up]", f'base_url = "{base_url}"', *lines, "", "[[routes]]", 'model = "*"', 'provider = "up"', ""])
+    return route_all_to(base_url, kind, provider="\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items()))
 
 
 def ask(server, text: str = "hi", **extra: Any) -> httpx.Response:
@@ -434,12 +432,9 @@ async def test_httpx_transport_client_leaving_closes_the_upstream(start_server, 
 # --- (e) what cannot work is refused at load ---------------------------------------------------
 
 
-def _config(tmp_path, base_url: str = "https://up.example/v1", kind: str | None = None, **options: Any) -> str:
-    text = provider(base_url, **options)
-    if kind is not None:
-        text = text.replace("[providers.up]", f'[providers.up]\nkind = "{kind}"')
-    (tmp_path / "c.toml").write_text(text)
-    return str(tmp_path / "c.toml")
+def _refused(tmp_path, base_url: str = "https://up.example/v1", **options: Any) -> str:
+    """Why a config whose provider has these keys does not load."""
+    return config_error(tmp_path, provider(base_url, **options))
 
 
 @pytest.mark.parametrize(
@@ -459,10 +454,7 @@ def _config(tmp_path, base_url: str = "https://up.example/v1", kind: str | None 
     ],
 )
 def test_connection_config_errors(tmp_path, options, message):
-    kind = options.pop("kind", None)
-    with pytest.raises(ConfigError) as exc:
-        load(_config(tmp_path, kind=kind, **options))
-    assert message in str(exc.value), str(exc.value)
+    assert message in _refused(tmp_path, **options)
 
 
 def test_connection_config_errors_about_files_and_schemes(tmp_path, ca):
@@ -476,19 +468,16 @@ def test_connection_config_errors_about_files_and_schemes(tmp_path, ca):
         ({"client_cert": str(tmp_path / "junk.pem"), "client_key": str(key)}, "are not a PEM certificate and its key"),
     ]
     for options, message in cases:
-        with pytest.raises(ConfigError) as exc:
-            load(_config(tmp_path, **options))
-        assert message in str(exc.value), str(exc.value)
-    with pytest.raises(ConfigError) as exc:
-        load(_config(tmp_path, base_url="http://up.example/v1", ca_bundle=str(ca.cert)))
-    assert "providers.up.ca_bundle: base_url 'http://up.example/v1' is not https://" in str(exc.value)
-    with pytest.raises(ConfigError) as exc:
-        load(_config(tmp_path, base_url="http://up.example/v1", transport="httpx", http2=True, proxy="http://p:3128"))
-    assert "providers.up.http2: HTTP/2 over http:// (prior knowledge) does not go through a proxy" in str(exc.value)
+        assert message in _refused(tmp_path, **options)
+    why = _refused(tmp_path, "http://up.example/v1", ca_bundle=str(ca.cert))
+    assert "providers.up.ca_bundle: base_url 'http://up.example/v1' is not https://" in why
+    why = _refused(tmp_path, "http://up.example/v1", transport="httpx", http2=True, proxy="http://p:3128")
+    assert "providers.up.http2: HTTP/2 over http:// (prior knowledge) does not go through a proxy" in why
     # what works loads: the files are read at load, the context is made again at start
-    cfg = load(_config(tmp_path, transport="httpx", http2=True, ca_bundle=str(ca.cert), client_cert=str(other_cert), client_key=str(other_key)))
-    assert cfg.providers["up"].transport == "httpx" and cfg.providers["up"].http2
-    assert load(_config(tmp_path)).providers["up"].transport == "fast"  # the default
+    options = {"transport": "httpx", "http2": True, "ca_bundle": str(ca.cert), "client_cert": str(other_cert), "client_key": str(other_key)}
+    up = load_config(tmp_path, provider("https://up.example/v1", **options)).providers["up"]
+    assert up.transport == "httpx" and up.http2
+    assert load_config(tmp_path, provider("https://up.example/v1")).providers["up"].transport == "fast"  # the default
 
 
 def test_encrypted_client_key_is_refused_not_prompted(tmp_path, ca):
@@ -501,17 +490,4 @@ def test_encrypted_client_key_is_refused_not_prompted(tmp_path, ca):
     locked.write_bytes(
         private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw"))
     )
-    with pytest.raises(ConfigError) as exc:
-        load(_config(tmp_path, client_cert=str(cert), client_key=str(locked)))
-    assert "providers.up.client_key: the private key is encrypted" in str(exc.value)
-
-
-def test_connection_config_error_stops_the_server(tmp_path):
-    """At start a bad combination is one line naming the key, and exit code 2."""
-    import subprocess
-    import sys
-
-    path = _config(tmp_path, http2=True)
-    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "serve", "--config", path, "--port", "1"], capture_output=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 2
-    assert b'providers.up.http2 needs transport = "httpx"' in out.stderr
+    assert "providers.up.client_key: the private key is encrypted" in _refused(tmp_path, client_cert=str(cert), client_key=str(locked))

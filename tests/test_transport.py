@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from respline.adapters.http1 import HeadReader, encode_request
 from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
 from certs import CA
+from conftest import route_all_to
 from loopback import SocketServer
 from upstream import text_stream
 from validate import checked, parse_sse
@@ -434,8 +435,7 @@ def _ask(server, text: str, **extra) -> httpx.Response:
 
 def _serve(start_server, base_url: str, transport: str):
     """A server whose one provider reaches ``base_url`` over ``transport``."""
-    config = f'[providers.up]\nbase_url = "{base_url}"\ntransport = "{transport}"\n[[routes]]\nmodel = "*"\nprovider = "up"\n'
-    return start_server([], config=config)
+    return start_server([], config=route_all_to(base_url, provider=f'transport = "{transport}"'))
 
 
 @pytest.mark.parametrize("transport", ["fast", "httpx"])
@@ -475,19 +475,12 @@ def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw
     assert up.connections == 2
 
 
-def test_pool_idle_from_the_config(start_server, raw_upstream):
-    """`timeouts.pool_idle` (per provider too) is the pooled connections' idle expiry; 0 never
-    reuses one."""
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_pool_idle_from_the_config(start_server, raw_upstream, transport):
+    """`timeouts.pool_idle` (per provider too) is the pooled connections' idle expiry, on either
+    transport; 0 never reuses one."""
     up = raw_upstream(["answer", "answer"])
-    server = start_server([], config=f"""
-[providers.up]
-base_url = "{up.base_url}"
-timeouts = {{ pool_idle = 0 }}
-
-[[routes]]
-model = "*"
-provider = "up"
-""")
+    server = start_server([], config=route_all_to(up.base_url, provider=f'transport = "{transport}"\ntimeouts = {{ pool_idle = 0 }}'))
     for text in ("one", "two"):
         assert checked(parse_sse(_ask(server, text).content))[-1]["type"] == "response.completed"
     assert up.inputs() == ["one", "two"] and up.connections == 2

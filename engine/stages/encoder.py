@@ -1,9 +1,11 @@
-"""Events -> wire frames: SSE (``event:`` + ``data:`` in one frame) or bare JSON for WebSocket."""
+"""Events -> wire frames: SSE (``event:`` + ``data:`` in one frame, framed as sse.py says) or
+bare JSON for WebSocket."""
 
 from __future__ import annotations
 
 import msgspec
 
+from respline.engine.stages.sse import DONE_FRAME, END, prefix
 from respline.engine.wire.responses import Event, PassEvent
 
 _encoder = msgspec.json.Encoder()
@@ -13,12 +15,12 @@ _prefixes: dict[type, bytes] = {}
 def sse_prefix(cls: type) -> bytes:
     p = _prefixes.get(cls)
     if p is None:
-        p = _prefixes[cls] = b"event: " + cls.__struct_config__.tag.encode() + b"\ndata: "
+        p = _prefixes[cls] = prefix(cls.__struct_config__.tag.encode())
     return p
 
 
 def _pass_prefix(event: PassEvent) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: "
+    return prefix(event["type"].encode())
 
 
 def encode_json(event: Event) -> bytes:
@@ -35,22 +37,23 @@ class SseEncoder:
         p = _prefixes.get(cls)
         if p is None:
             p = _pass_prefix(event) if cls is PassEvent else sse_prefix(cls)
-        return [p + _encoder.encode(event) + b"\n\n"]
+        return [p + _encoder.encode(event) + END]
 
     def feed_all(self, events: list[Event]) -> list[bytes]:
         prefixes = _prefixes
         encode = _encoder.encode
+        end = END
         out = []
         for event in events:
             p = prefixes.get(type(event))
             if p is None:
                 out += self.feed(event)
             else:
-                out.append(p + encode(event) + b"\n\n")
+                out.append(p + encode(event) + end)
         return out
 
     def close(self) -> list[bytes]:
-        return [b"data: [DONE]\n\n"]
+        return [DONE_FRAME]
 
 
 class JsonEncoder:
