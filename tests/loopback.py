@@ -1,5 +1,5 @@
-"""A TCP server on loopback for tests that speak raw bytes: one thread accepts, one thread per
-connection runs the subclass's ``serve``."""
+"""A TCP server on loopback for tests that speak raw bytes (one thread accepts, one thread per
+connection runs the subclass's ``serve``), and the byte relay of the proxies built on it."""
 
 from __future__ import annotations
 
@@ -33,3 +33,21 @@ class SocketServer:
 
     def stop(self) -> None:
         self._sock.close()
+
+
+def relay(src: socket.socket, dst: socket.socket, keep: bytearray | None = None) -> None:
+    """Copy what ``src`` sends to ``dst`` (and into ``keep``) until either end stops, then shut
+    both down: the relay holds neither end open once one has gone."""
+    try:
+        while data := src.recv(65536):
+            if keep is not None:
+                keep += data
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -24,7 +24,7 @@ from hypercorn.trio import serve as hyper_serve
 
 from certs import CA
 from conftest import config_error, load_config, route_all_to
-from loopback import SocketServer
+from loopback import SocketServer, relay
 from test_observability import scrape, value
 from upstream import DONE, Reply, chunk, text_stream
 from validate import checked, parse_sse
@@ -165,28 +165,9 @@ class Proxy(SocketServer):
             up.sendall(b"\r\n".join([b" ".join([method, origin.encode(), version]), *kept]) + b"\r\n\r\n")
         if rest:
             up.sendall(rest)
-        back = threading.Thread(target=_pipe, args=(up, conn), daemon=True)
-        back.start()
-        _pipe(conn, up)
-        back.join(30)
-        conn.close()
-        up.close()
+        threading.Thread(target=relay, args=(up, conn), daemon=True).start()
+        relay(conn, up)
 
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-# --- helpers ------------------------------------------------------------------------------------
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 
