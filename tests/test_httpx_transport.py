@@ -27,7 +27,7 @@ from conftest import config_error, load_config, route_all_to
 from loopback import SocketServer, relay
 from test_observability import scrape, value
 from upstream import DONE, Reply, chunk, text_stream
-from validate import checked, parse_sse
+from validate import checked, parse_sse, validate_event, validate_response
 
 TRANSPORTS = ["fast", "httpx"]
 
@@ -276,18 +276,27 @@ def test_http2_prior_knowledge_on_http(start_server, hyper):
     server = start_server([], config=provider(up.base_url, transport="httpx", http2=True))
     r = httpx.post(server.url + "/responses", json={"model": "m", "input": "h2c"}, timeout=30)  # not streamed
     assert r.status_code == 200 and r.json()["output"][-1]["content"][0]["text"] == "over the wire"
+    validate_response(r.json())
     assert [q["http_version"] for q in up.requests] == ["2"]
 
 
 async def _leave_after_first_delta(server) -> float:
-    """A streamed request whose client leaves at its first text delta: when it left."""
+    """A streamed request whose client leaves at its first text delta, every event it got
+    valid: when it left."""
+    seen = b""
     async with httpx.AsyncClient(timeout=10) as client:
         async with client.stream("POST", server.url + "/responses", json={"model": "m", "input": "x", "stream": True}) as r:
             assert r.status_code == 200
             async for piece in r.aiter_bytes():
-                if b"output_text.delta" in piece:
+                seen += piece
+                if b"output_text.delta" in seen:
                     break
-    return time.monotonic()
+    left = time.monotonic()
+    events = parse_sse(seen[: seen.rindex(b"\n\n") + 2], require_done=False)
+    for ev in events:
+        validate_event(ev)
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
+    return left
 
 
 async def test_http2_client_leaving_resets_the_upstream_stream(start_server, hyper, ca):
