@@ -64,7 +64,7 @@ from respline.engine.translate import (
 )
 from respline.engine.wire import request as Q
 from respline.engine.wire import responses as R
-from respline.engine.wire.responses import TERMINAL_EVENTS, MessageItem, OutputText, Response, event_type, type_of
+from respline.engine.wire.responses import TERMINAL_TYPES, MessageItem, OutputText, Response, encode_event, type_of
 
 log = logging.getLogger("respline.gateway")
 
@@ -73,7 +73,6 @@ _json = msgspec.json.Encoder()
 _compact_decoder = msgspec.json.Decoder(compaction.CompactRequest)
 
 TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
-TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
 Emit = Callable[[list], Awaitable[None]]
 
@@ -541,7 +540,7 @@ class Gateway:
                         frames = held + frames
                         held = []
                     if frames:
-                        if pipe.builder.finished:  # an in-band upstream error ended it
+                        if pipe.finished:  # an in-band upstream error ended it
                             out = frames
                             break
                         if getattr(body, "complete", False):
@@ -555,8 +554,8 @@ class Gateway:
                             ex.first_token = perf_counter()
                         if turn.stop is not None:
                             break  # cut while writing
-                        if durable and len(pipe.builder.output) != items:
-                            items = len(pipe.builder.output)
+                        if durable and len(pipe.output) != items:
+                            items = len(pipe.output)
                             await self.record_status(turn, "in_progress", progress=True)  # an item completed
                         turn.since = trio.current_time()
         except trio.Cancelled as exc:  # the client left (or, past the shutdown backstop, the server)
@@ -585,7 +584,7 @@ class Gateway:
             raise gone
         if failure is None:
             failure = turn.stop
-        self._upstream_end(turn, failure or getattr(pipe.builder, "failure", None))  # (or in-band)
+        self._upstream_end(turn, failure or pipe.failure)  # (or in-band)
         if first_token and failure is None:  # the whole answer came in one read, with its end
             ex.first_token = perf_counter()
         out = held + out  # (held: nothing was read)
@@ -629,7 +628,7 @@ class Gateway:
         """Persist what the client is about to be told exists: the response and conversation.
         A cancelled run is stored ``cancelled`` (its events end in ``response.failed``)."""
         resp = turn.pipeline.response
-        output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        output = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         if turn.store:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
@@ -767,7 +766,7 @@ class Gateway:
         the lease it starts under (``begin_record``); ``progress``: a later write supersedes it."""
         resp = msgspec.structs.replace(turn.pipeline.response, status=status)
         body = response_builtins(resp)
-        body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         await self.store.put_response(
             StoredResponse(
                 tenant=turn.tenant,
@@ -896,7 +895,7 @@ class Gateway:
 
 
 def stored_event(event: Any) -> StoredEvent:
-    return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
+    return StoredEvent(event.sequence_number, type_of(event), encode_event(event))
 
 
 # the keys of a Response that only its end sets (close_log's template leaves them out)

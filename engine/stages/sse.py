@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from respline.engine.stage import Stage
+
 
 class SseEvent(Struct):
     event: bytes | None
@@ -19,7 +21,7 @@ class SseEvent(Struct):
 DONE = b"[DONE]"
 
 
-class SseDecoder:
+class SseDecoder(Stage[bytes, SseEvent]):
     __slots__ = ("_buf", "_data", "_event")
 
     def __init__(self) -> None:

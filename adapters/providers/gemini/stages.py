@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     ReasoningSignature,
@@ -40,6 +41,8 @@ from respline.engine.deltas import (
     UsageDelta,
 )
 from respline.engine.ids import Ids
+from respline.engine.stage import Stage
+from respline.engine.stages.sse import SseEvent
 
 SIGNATURE_PREFIX = "gemini:"
 
@@ -67,7 +70,7 @@ def stream_error(err: dict[str, Any]) -> UpstreamError:
     return UpstreamError(str(err.get("message") or "Gemini reported an error"), type=etype, code=code or "upstream_error")
 
 
-class GeminiDecoder:
+class GeminiDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> deltas. Only the first candidate is read (respline asks for one)."""
 
     def __init__(self, ids: Ids | None = None) -> None:
@@ -78,7 +81,7 @@ class GeminiDecoder:
         self._calls = 0
         self._ended = False
 
-    def feed(self, event: Any) -> list:
+    def feed(self, event: SseEvent) -> list[Delta]:
         if self._ended:
             return []
         try:
@@ -148,7 +151,7 @@ class GeminiDecoder:
             return UpstreamError(f"Gemini ended the turn with {reason}: the model produced a function call it could not complete.")
         return Finish("stop")
 
-    def close(self) -> list:
+    def close(self) -> list[Delta]:
         return []
 
 
