@@ -24,7 +24,6 @@ from respline.engine.stages.builder import ResponseBuilder
 from respline.engine.stages.encoder import JsonEncoder, SseEncoder
 from respline.engine.stages.reasoning_dialect import OPENAI, dialect_stage
 from respline.engine.stages.rebuilder import CompletionRebuilder
-from respline.engine.stages.responses_decoder import ResponsesDecoder
 from respline.engine.stages.responses_normaliser import ResponsesNormaliser
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.stages.sse import SseDecoder
@@ -223,8 +222,8 @@ def responses_pipeline(
     encoding: str | None = "sse",
     reasoning_dialect: str = OPENAI,
 ) -> ResponsePipeline:
-    """A Responses-API upstream: SSE framing and the ResponsesDecoder, then the normaliser in the
-    builder's place and the same tail."""
+    """A Responses-API upstream: SSE framing, then the normaliser in the builder's place and the
+    same tail."""
     normaliser = ResponsesNormaliser(template, ids, clock)
     encoder = ENCODERS[encoding]() if encoding else None
-    return ResponsePipeline([SseDecoder(), ResponsesDecoder()], normaliser, encoder, reasoning_dialect=reasoning_dialect)
+    return ResponsePipeline([SseDecoder()], normaliser, encoder, reasoning_dialect=reasoning_dialect)

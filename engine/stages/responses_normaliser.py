@@ -1,9 +1,10 @@
 """A Responses-API upstream's events -> respline's own events (QUIRKS I49-I57).
 
-The upstream already speaks the target format, so this stage, after the ResponsesDecoder
-(engine/stages/responses_decoder.py, which reads the upstream's shapes), takes the
-ResponseBuilder's place (docs/architecture.md); the reasoning dialect stage, the Sequencer and
-the CompletionRebuilder follow it as they follow the builder. It is a ``ResponseStage`` like the
+The upstream already speaks the target format, so this stage takes the ResponseBuilder's place
+after the SSE framing (docs/architecture.md); the reasoning dialect stage, the Sequencer and the
+CompletionRebuilder follow it as they follow the builder. Each SseEvent is first read by
+engine/stages/responses_decoder.py (the upstream's shapes: typed lifecycle events, the terminal
+event, errors, events with no Struct of ours); this module is the item lifecycle alone. It is a ``ResponseStage`` like the
 builder (``start``, ``feed``, ``close``, ``fail``, ``seed``, ``response``, ``finished``,
 ``failure``) and guarantees what the builder guarantees, whatever the upstream sent:
 
@@ -50,8 +51,9 @@ from respline.engine.stages.responses_decoder import (
     UnknownEvent,
     UpEvent,
     UpstreamEnd,
-    UpstreamItem,
+    read,
 )
+from respline.engine.stages.sse import SseEvent
 from respline.engine.wire import responses as R
 
 log = logging.getLogger("respline.responses")
@@ -95,7 +97,7 @@ class _Item:
         self.args_done = False
 
 
-class ResponsesNormaliser(ResponseStage[UpstreamItem], BatchStage[UpstreamItem, R.Event]):
+class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]):
     def __init__(self, template: R.Response, ids: Ids, clock: Clock) -> None:
         self.response = template
         self._ids = ids
@@ -125,50 +127,46 @@ class ResponsesNormaliser(ResponseStage[UpstreamItem], BatchStage[UpstreamItem, 
         resp = self.response
         return [R.ResponseCreated(response=resp), R.ResponseInProgress(response=resp)]
 
-    def feed(self, e: UpstreamItem) -> list[R.Event]:
+    def feed(self, ev: SseEvent) -> list[R.Event]:
+        return self.feed_all([ev])
+
+    def feed_all(self, events: list[SseEvent]) -> list[R.Event]:
         out: list[R.Event] = []
-        self._event(e, out)
+        for ev in events:
+            if self._ended:
+                break
+            e: Any = read(ev)
+            if e is None:
+                continue
+            kind = type(e)
+            if kind is not UpEvent:
+                if kind is UpstreamEnd:
+                    self._terminal(e, out)
+                elif kind is UnknownEvent:
+                    self._pass(e, out)
+                elif kind is UpstreamError:
+                    out += self._fail(e)
+                continue
+            etype = e.type  # a lifecycle event (the per-token case)
+            if etype in TEXT_DELTAS:
+                self._text_delta(e, etype, out)
+            elif etype == "response.function_call_arguments.delta" or etype == "response.custom_tool_call_input.delta":
+                self._args_delta(e, out)
+            elif etype in TEXT_DONES:
+                self._text_done(e, etype, out)
+            elif etype == "response.output_item.added":
+                self._item_added(e, out)
+            elif etype == "response.output_item.done":
+                self._item_done(e, out)
+            elif etype == "response.content_part.added" or etype == "response.reasoning_summary_part.added":
+                self._part_added(e, etype, out)
+            elif etype == "response.content_part.done" or etype == "response.reasoning_summary_part.done":
+                self._part_done(e, etype, out)
+            elif etype == "response.function_call_arguments.done":
+                self._args_done(e, e.arguments, out)
+            elif etype == "response.custom_tool_call_input.done":
+                self._args_done(e, e.input, out)
         return out
-
-    def feed_all(self, events: list[UpstreamItem]) -> list[R.Event]:
-        out: list[R.Event] = []
-        for e in events:
-            self._event(e, out)
-        return out
-
-    def _event(self, e: UpstreamItem, out: list) -> None:
-        if self._ended:
-            return
-        kind = type(e)
-        if kind is UpEvent:
-            self._lifecycle(e, out)  # type: ignore[arg-type]
-        elif kind is UpstreamEnd:
-            self._terminal(e, out)  # type: ignore[arg-type]
-        elif kind is UnknownEvent:
-            self._pass(e, out)  # type: ignore[arg-type]
-        elif kind is UpstreamError:
-            out += self._fail(e)  # type: ignore[arg-type]
-
-    def _lifecycle(self, e: UpEvent, out: list) -> None:
-        etype = e.type
-        if etype in TEXT_DELTAS:
-            self._text_delta(e, etype, out)
-        elif etype == "response.function_call_arguments.delta" or etype == "response.custom_tool_call_input.delta":
-            self._args_delta(e, out)
-        elif etype in TEXT_DONES:
-            self._text_done(e, etype, out)
-        elif etype == "response.output_item.added":
-            self._item_added(e, out)
-        elif etype == "response.output_item.done":
-            self._item_done(e, out)
-        elif etype == "response.content_part.added" or etype == "response.reasoning_summary_part.added":
-            self._part_added(e, etype, out)
-        elif etype == "response.content_part.done" or etype == "response.reasoning_summary_part.done":
-            self._part_done(e, etype, out)
-        elif etype == "response.function_call_arguments.done":
-            self._args_done(e, e.arguments, out)
-        elif etype == "response.custom_tool_call_input.done":
-            self._args_done(e, e.input, out)
 
     def close(self) -> list[R.Event]:
         if self._ended:
