@@ -19,7 +19,7 @@ import msgspec
 
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.stage import BatchStage, ResponseStage, Stage
+from respline.engine.stage import BatchStage, ResponseStage, Stage  # noqa: F401 (BatchStage, Stage: importable from here too)
 from respline.engine.stages.builder import ResponseBuilder
 from respline.engine.stages.encoder import JsonEncoder, SseEncoder
 from respline.engine.stages.reasoning_dialect import OPENAI, dialect_stage
@@ -30,9 +30,6 @@ from respline.engine.stages.sse import SseDecoder
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire import responses as R
 from respline.engine.wire.responses import OutputItem, Response
-
-__all__ = ["BatchStage", "Stage", "Pipeline", "PipelineResult", "ResponsePipeline", "builder_pipeline", "responses_pipeline"]
-
 
 def _feeder(stage: Stage) -> Callable[[list], list]:
     """A stage's list-in, list-out entry: its own ``feed_all`` where it is a BatchStage (the hot
