@@ -1545,7 +1545,8 @@ STAGES = (
     ("read upstream: the transport's body (readiness wait, read, chunked decoding)", ("_Body.__aiter__", "Response.aiter_raw", "ChunkedDecoder.")),
     ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
     ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
-    ("store and finish (the response written to the store)", ("Gateway.finish",)),
+    # (py-spy names a method by the class that defines it: Gateway's parts, adapters/gateway/)
+    ("store and finish (the response written to the store)", ("Records.finish", "Gateway.finish")),
 )
 
 
@@ -1554,7 +1555,7 @@ def _stage(frames: list[str]) -> str:
         if any(k in fr for fr in frames for k in keys):
             return label
     for i, fr in enumerate(frames[1:], 1):
-        if "Gateway.pump" in frames[i - 1] and ("CancelScope" in fr or "move_on_after" in fr):
+        if ("StreamPump.pump" in frames[i - 1] or "Gateway.pump" in frames[i - 1]) and ("CancelScope" in fr or "move_on_after" in fr):
             return "per-read timeout scope in Gateway.pump (trio.move_on_after per upstream chunk)"
     if any("adapters/" in fr and "cli.py" not in fr for fr in frames):
         return "other respline code (pump loop, handler)"

@@ -50,6 +50,7 @@ from respline.engine.deltas import (
 from respline.engine.ids import Ids
 from respline.engine.stage import Stage
 from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.upstream_errors.anthropic import stream_error
 from respline.engine.wire.anthropic import AnthropicEvent, AnthropicUsage
 
 log = logging.getLogger("respline.anthropic")
@@ -127,7 +128,7 @@ class AnthropicDecoder(Stage[SseEvent, Delta]):
         elif kind == "message_stop":
             self._stopped = True
         elif kind == "error" or ev.event == b"error":
-            out.append(_error(e.error))
+            out.append(stream_error(e.error))
             self._stopped = True
         # ping and event types this version does not know: nothing to do
         return out
@@ -288,19 +289,3 @@ class AnthropicDecoder(Stage[SseEvent, Delta]):
             cache_write_tokens=write,
             reasoning_tokens=thinking,
         )
-
-
-def _error(err) -> UpstreamError:
-    """``{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}``."""
-    if isinstance(err, dict):
-        etype = err.get("type")
-        message = err.get("message")
-        etype = etype if isinstance(etype, str) and etype else "api_error"
-        return UpstreamError(
-            message=message if isinstance(message, str) and message else etype,
-            type=etype,
-            code=etype,
-        )
-    if isinstance(err, str) and err:
-        return UpstreamError(message=err, type="api_error", code="api_error")
-    return UpstreamError(message="upstream error", type="api_error", code="api_error")

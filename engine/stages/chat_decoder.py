@@ -25,6 +25,7 @@ from respline.engine.deltas import (
 )
 from respline.engine.stage import BatchStage
 from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.upstream_errors.openai import upstream_error_from
 from respline.engine.wire.chat import ChatChunk, ChatUsage
 
 log = logging.getLogger("respline.chat")
@@ -60,26 +61,6 @@ def usage_from_chat(u: ChatUsage) -> UsageDelta:
         cache_write_tokens=write,
         reasoning_tokens=reasoning,
     )
-
-
-def upstream_error_from(payload: Any, fallback: str = "upstream error") -> UpstreamError:
-    """An in-band error object (OpenAI, OpenRouter numeric codes, Groq, vLLM) -> UpstreamError."""
-    if isinstance(payload, dict):
-        inner = payload.get("error", payload)
-        if isinstance(inner, str):
-            return UpstreamError(message=inner, type="server_error", code="server_error")
-        if isinstance(inner, dict):
-            message = str(inner.get("message") or fallback)
-            etype = inner.get("type")
-            code = inner.get("code")
-            param = inner.get("param")
-            return UpstreamError(
-                message=message,
-                type=str(etype) if etype else "server_error",
-                code=str(code) if code is not None else (str(etype) if etype else "server_error"),
-                param=param if isinstance(param, str) else None,
-            )
-    return UpstreamError(message=fallback)
 
 
 class ThinkTags:

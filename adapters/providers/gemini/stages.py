@@ -40,6 +40,7 @@ from respline.engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
+from respline.adapters.providers.gemini.errors import stream_error
 from respline.engine.ids import Ids
 from respline.engine.stage import Stage
 from respline.engine.stages.sse import SseEvent
@@ -48,27 +49,6 @@ SIGNATURE_PREFIX = "gemini:"
 
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 _BAD_CALL = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
-
-# Gemini's error status -> (OpenAI error type, code)
-ERROR_STATUS = {
-    "INVALID_ARGUMENT": ("invalid_request_error", None),
-    "FAILED_PRECONDITION": ("invalid_request_error", None),
-    "OUT_OF_RANGE": ("invalid_request_error", None),
-    "UNAUTHENTICATED": ("authentication_error", "invalid_api_key"),
-    "PERMISSION_DENIED": ("permission_error", None),
-    "NOT_FOUND": ("invalid_request_error", "not_found"),
-    "RESOURCE_EXHAUSTED": ("rate_limit_error", "rate_limit_exceeded"),
-    "INTERNAL": ("server_error", "server_error"),
-    "UNKNOWN": ("server_error", "server_error"),
-    "UNAVAILABLE": ("server_error", "overloaded"),
-    "DEADLINE_EXCEEDED": ("server_error", "upstream_timeout"),
-}
-
-
-def stream_error(err: dict[str, Any]) -> UpstreamError:
-    etype, code = ERROR_STATUS.get(str(err.get("status") or ""), ("server_error", "server_error"))
-    return UpstreamError(str(err.get("message") or "Gemini reported an error"), type=etype, code=code or "upstream_error")
-
 
 class GeminiDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> deltas. Only the first candidate is read (respline asks for one)."""
