@@ -42,6 +42,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 sys.path.insert(0, str(BENCH))
 import codex_request  # noqa: E402
+from loadgen import raise_nofile  # noqa: E402
 
 PROMPT = "Write a long story about a gateway."
 # scenario 6 (gateway benchmarks' definitions): 64 text chunks 20 ms apart, and an upstream that
@@ -62,13 +63,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def proc_tree(pid: int) -> list[int]:

@@ -19,8 +19,7 @@ from respline.adapters.providers.gemini.translate import to_gemini_request
 from respline.engine.translate import input_items, parse_create
 from upstream import Reply
 from validate import checked, parse_sse
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
 SIG = "CiQBcsjafEXAMPLE+sig/with+slashes=="
 TOOL = {"type": "function", "name": "get_weather", "description": "weather", "parameters": {
@@ -114,7 +113,7 @@ provider = "gem"
 
 @pytest.fixture
 def client(gemini_server):
-    return openai.OpenAI(base_url=gemini_server.url, api_key=TEST_KEY, max_retries=0)
+    return gemini_server.sdk()
 
 
 def test_text_stream(gemini_server, upstream):
@@ -231,10 +230,8 @@ def test_codex_tool_loop_and_apply_patch(codex, gemini_server, upstream, tmp_pat
         Reply(sse(chunk({"text": "Ran it and created hello.txt."}, finish="STOP"))),
     )
     events, work = run_codex(codex, gemini_server.url, tmp_path, "Run echo hi-from-gemini, then create hello.txt")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-gemini" in commands[0]["aggregated_output"]
+    assert_ran(events, "hi-from-gemini", "Ran it and created hello.txt.")
     assert (work / "hello.txt").read_text() == "hello from gemini\n"
-    assert codex_items(events, "agent_message")[-1]["text"] == "Ran it and created hello.txt."
     assert events[-1]["type"] == "turn.completed"
 
     assert len(upstream.requests) == 3
