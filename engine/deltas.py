@@ -35,9 +35,20 @@ class ReasoningSignature(Delta):
     The signature is what lets the thinking go back upstream next turn: the builder seals it
     into the reasoning item's ``encrypted_content`` with the text. A signature with no thinking
     text before it is a reasoning item of its own, with no content part (QUIRKS G42).
+
+    Anthropic's signatures are base64 and travel as they are; any other provider's carry their
+    issuer as a prefix (``gemini:...``, see ``signature_issuer``), so a signature is only ever
+    sent back to the kind of upstream that issued it, whatever the route does in between.
     """
 
     signature: str
+
+
+def signature_issuer(signature: str) -> str | None:
+    """The provider that issued a reasoning signature when it was not Anthropic (the prefix
+    before ``:``; base64 has no colon), None for an Anthropic signature."""
+    issuer, colon, _ = signature.partition(":")
+    return issuer if colon else None
 
 
 class RedactedReasoning(Delta):

@@ -45,7 +45,8 @@ from respline.engine.ids import Ids
 from respline.engine.stage import Stage
 from respline.engine.stages.sse import SseEvent
 
-SIGNATURE_PREFIX = "gemini:"
+ISSUER = "gemini"
+SIGNATURE_PREFIX = ISSUER + ":"  # engine/deltas.py signature_issuer: whose signature it is
 
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 _BAD_CALL = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
