@@ -48,7 +48,7 @@ from respline.engine import registry
 from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
 from respline.engine.store import Retention
-from respline.engine.stages.builder import REASONING_DIALECTS
+from respline.engine.stages.reasoning_dialect import REASONING_DIALECTS
 
 log = logging.getLogger("respline")
 

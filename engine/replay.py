@@ -10,7 +10,7 @@ from typing import Iterable
 
 from respline.engine import registry
 from respline.engine.ids import Clock, Ids, deterministic
-from respline.engine.stages.builder import OPENAI
+from respline.engine.stages.reasoning_dialect import OPENAI
 from respline.engine.stages.sse import frame
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire.responses import Response

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import msgspec
 
 from respline.engine import compaction, tool_policy
+from respline.engine.deltas import signature_issuer
 from respline.engine.errors import ApiError, item_not_found
 from respline.engine.seal import REASONING, opened_payload
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap
@@ -192,18 +193,23 @@ def _is_error(item: Q.FunctionCallOutputIn | Q.CustomToolCallOutputIn) -> bool:
     return False
 
 
-def thinking_block(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input") -> dict[str, Any] | None:
+def thinking_block(
+    item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input", issuer: str | None = None
+) -> dict[str, Any] | None:
     """The ``thinking`` / ``redacted_thinking`` block a reasoning item was, or None (reasoning
-    that was not Anthropic's). A respline-sealed token that does not open is a 400."""
+    that was not the upstream's: ``issuer`` is the provider whose signatures it takes, None for
+    Anthropic). A respline-sealed token that does not open is a 400."""
     opened = opened_payload(unseal, item.encrypted_content, f"{where}.encrypted_content", REASONING)
     if not opened:
         return None
     redacted = opened.get("redacted")
     if isinstance(redacted, str) and redacted:
-        return {"type": "redacted_thinking", "data": redacted}
+        return {"type": "redacted_thinking", "data": redacted} if issuer is None else None
     signature = opened.get("signature")
     text = opened.get("text")
-    if isinstance(signature, str) and signature and isinstance(text, str):
+    # another provider's signature (Gemini's sent to Anthropic after a fallback or a change of
+    # model, or the reverse) would be refused upstream: that reasoning is not its to see
+    if isinstance(signature, str) and signature and isinstance(text, str) and signature_issuer(signature) == issuer:
         return {"type": "thinking", "thinking": text, "signature": signature}
     return None
 
@@ -245,8 +251,9 @@ def to_anthropic_messages(
     instructions: str | None,
     items: list[Any],
     unseal: Callable[[str], dict | None] | None = None,
+    issuer: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, messages)."""
+    """(system texts, messages); ``issuer``: whose reasoning signatures go back (``thinking_block``)."""
     system: list[str] = [instructions] if instructions else []
     turns = _Turns()
     for i, item in enumerate(items):
@@ -284,7 +291,7 @@ def to_anthropic_messages(
                 block["is_error"] = True
             turns.tool_result(block)
         elif kind is Q.ReasoningIn:
-            thinking = thinking_block(item, unseal, where)
+            thinking = thinking_block(item, unseal, where, issuer)
             if thinking is not None:
                 turns.add("assistant", [thinking])
         elif kind is Q.ItemReferenceIn:

@@ -304,7 +304,7 @@ class WebSocketSession:
             if prev is not None:
                 self.cache.pop(prev, None)
             return
-        output = [msgspec.to_builtins(i) for i in turn.pipeline.builder.output]
+        output = [msgspec.to_builtins(i) for i in turn.pipeline.output]
         self._remember(resp.id, _Entry(items=(context or []) + turn.stored_input + output))
 
     async def _emit(self, frames: list) -> None:

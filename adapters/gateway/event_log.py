@@ -19,12 +19,11 @@ from respline.engine.pipeline import responses_pipeline
 from respline.engine.stages.sse import frame
 from respline.engine.store import Store, StoredEvent, StoredResponse
 from respline.engine.translate import response_builtins
-from respline.engine.wire.responses import TERMINAL_EVENTS, Response, event_type, type_of
+from respline.engine.wire.responses import TERMINAL_TYPES, Response, encode_event, type_of
 
 _json = msgspec.json.Encoder()
 
 TERMINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
-TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
 
 class EventLog:
@@ -120,7 +119,7 @@ class EventLog:
 
 
 def stored_event(event: Any) -> StoredEvent:
-    return StoredEvent(event.sequence_number, type_of(event), _json.encode(event))
+    return StoredEvent(event.sequence_number, type_of(event), encode_event(event))
 
 
 def stored_frames(events: Iterable[StoredEvent]) -> bytes:

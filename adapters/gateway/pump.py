@@ -83,7 +83,7 @@ class StreamPump:
                         frames = held + frames
                         held = []
                     if frames:
-                        if pipe.builder.finished:  # an in-band upstream error ended it
+                        if pipe.finished:  # an in-band upstream error ended it
                             out = frames
                             break
                         if getattr(body, "complete", False):
@@ -97,8 +97,8 @@ class StreamPump:
                             ex.first_token = perf_counter()
                         if turn.stop is not None:
                             break  # cut while writing
-                        if durable and len(pipe.builder.output) != items:
-                            items = len(pipe.builder.output)
+                        if durable and len(pipe.output) != items:
+                            items = len(pipe.output)
                             await self.record_status(turn, "in_progress", progress=True)  # an item completed
                         turn.since = trio.current_time()
         except trio.Cancelled as exc:  # the client left (or, past the shutdown backstop, the server)
@@ -127,7 +127,7 @@ class StreamPump:
             raise gone
         if failure is None:
             failure = turn.stop
-        self._upstream_end(turn, failure or getattr(pipe.builder, "failure", None))  # (or in-band)
+        self._upstream_end(turn, failure or pipe.failure)  # (or in-band)
         if first_token and failure is None:  # the whole answer came in one read, with its end
             ex.first_token = perf_counter()
         out = held + out  # (held: nothing was read)

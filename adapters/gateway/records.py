@@ -32,7 +32,7 @@ class Records:
         """Persist what the client is about to be told exists: the response and conversation.
         A cancelled run is stored ``cancelled`` (its events end in ``response.failed``)."""
         resp = turn.pipeline.response
-        output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        output = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         if turn.store:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
@@ -69,7 +69,7 @@ class Records:
         the lease it starts under (``begin_record``); ``progress``: a later write supersedes it."""
         resp = msgspec.structs.replace(turn.pipeline.response, status=status)
         body = response_builtins(resp)
-        body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
+        body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         await self.store.put_response(_stored(turn, resp, body), lease=lease, progress=progress)
         return body
 

@@ -33,6 +33,7 @@ import logging
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -47,6 +48,7 @@ from respline.engine.deltas import (
     UsageDelta,
 )
 from respline.engine.ids import Ids
+from respline.engine.stage import Stage
 from respline.engine.stages.sse import DONE, SseEvent
 from respline.engine.upstream_errors.anthropic import stream_error
 from respline.engine.wire.anthropic import AnthropicEvent, AnthropicUsage
@@ -85,7 +87,7 @@ class _Block:
         self.shown = False  # text: some non-whitespace text was emitted
 
 
-class AnthropicDecoder:
+class AnthropicDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> neutral deltas for an Anthropic Messages upstream."""
 
     __slots__ = ("_ids", "_blocks", "_usage", "_stopped", "_text_open", "_pending_ws", "_tool_index")
@@ -99,7 +101,7 @@ class AnthropicDecoder:
         self._pending_ws = ""  # a whitespace-only text block, kept until the next text shows
         self._tool_index = 0
 
-    def feed(self, ev: SseEvent) -> list:
+    def feed(self, ev: SseEvent) -> list[Delta]:
         data = ev.data
         if data == DONE:
             return []
@@ -131,7 +133,7 @@ class AnthropicDecoder:
         # ping and event types this version does not know: nothing to do
         return out
 
-    def close(self) -> list:
+    def close(self) -> list[Delta]:
         if self._stopped:
             return []
         # the body ended with no stop_reason and no message_stop: a cut stream, not an answer

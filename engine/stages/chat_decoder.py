@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -22,6 +23,7 @@ from respline.engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
+from respline.engine.stage import BatchStage
 from respline.engine.stages.sse import DONE, SseEvent
 from respline.engine.upstream_errors.openai import upstream_error_from
 from respline.engine.wire.chat import ChatChunk, ChatUsage
@@ -141,7 +143,7 @@ def _content_parts(parts: list[Any], out: list) -> None:
                         out.append(ReasoningDelta(sub["text"]))
 
 
-class ChatDecoder:
+class ChatDecoder(BatchStage[SseEvent, Delta]):
     """SseEvent -> neutral deltas for a Chat Completions upstream."""
 
     __slots__ = ("_think", "done", "_ended")
@@ -153,15 +155,15 @@ class ChatDecoder:
         # (sent last, QUIRKS D21) or an error; [DONE] is tracked by ``done``
         self._ended = False
 
-    def feed_all(self, events: list[SseEvent]) -> list:
-        out: list = []
+    def feed_all(self, events: list[SseEvent]) -> list[Delta]:
+        out: list[Delta] = []
         chunk = self._chunk
         for ev in events:
             chunk(ev, out)
         return out
 
-    def feed(self, ev: SseEvent) -> list:
-        out: list = []
+    def feed(self, ev: SseEvent) -> list[Delta]:
+        out: list[Delta] = []
         self._chunk(ev, out)
         return out
 

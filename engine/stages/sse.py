@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from respline.engine.stage import Stage
+
 
 class SseEvent(Struct):
     event: bytes | None
@@ -39,7 +41,7 @@ def frame(data: bytes, event: bytes | None = None) -> bytes:
     return (b"data: " if event is None else prefix(event)) + data + END
 
 
-class SseDecoder:
+class SseDecoder(Stage[bytes, SseEvent]):
     __slots__ = ("_buf", "_data", "_event")
 
     def __init__(self) -> None:

@@ -3,8 +3,8 @@ OpenAI-compatible upstreams give them (OpenRouter's numeric codes, Groq, vLLM, a
 
 ``error_from_upstream`` reads a refusal (a Chat Completions or a Responses upstream);
 ``upstream_error_from`` an error inside a Chat Completions stream (engine/stages/chat_decoder.py).
-A Responses upstream's stream errors are Responses events, read by its normaliser
-(engine/stages/responses_normaliser.py ``_error_of``).
+A Responses upstream's stream errors are Responses events, read with its other events
+(engine/stages/responses_decoder.py ``_error_of``).
 """
 
 from __future__ import annotations

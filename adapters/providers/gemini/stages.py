@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     ReasoningSignature,
@@ -41,13 +42,16 @@ from respline.engine.deltas import (
 )
 from respline.adapters.providers.gemini.errors import stream_error
 from respline.engine.ids import Ids
+from respline.engine.stage import Stage
+from respline.engine.stages.sse import SseEvent
 
-SIGNATURE_PREFIX = "gemini:"
+ISSUER = "gemini"
+SIGNATURE_PREFIX = ISSUER + ":"  # engine/deltas.py signature_issuer: whose signature it is
 
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 _BAD_CALL = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
-class GeminiDecoder:
+class GeminiDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> deltas. Only the first candidate is read (respline asks for one)."""
 
     def __init__(self, ids: Ids | None = None) -> None:
@@ -58,7 +62,7 @@ class GeminiDecoder:
         self._calls = 0
         self._ended = False
 
-    def feed(self, event: Any) -> list:
+    def feed(self, event: SseEvent) -> list[Delta]:
         if self._ended:
             return []
         try:
@@ -128,7 +132,7 @@ class GeminiDecoder:
             return UpstreamError(f"Gemini ended the turn with {reason}: the model produced a function call it could not complete.")
         return Finish("stop")
 
-    def close(self) -> list:
+    def close(self) -> list[Delta]:
         return []
 
 

@@ -15,7 +15,7 @@ from respline.adapters.providers.openai_responses.provider import ResponsesProvi
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline, responses_pipeline
 from respline.engine.registry import ProviderKind
-from respline.engine.stages.builder import OPENAI
+from respline.engine.stages.reasoning_dialect import OPENAI
 from respline.engine.upstream_errors.openai import error_from_upstream
 from respline.engine.wire.responses import Response
 
