@@ -24,7 +24,8 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header, client_closer, internal_error, log_fault
+from respline.adapters.frontends.connection import client_closer
+from respline.adapters.frontends.http import Auth, _header, internal_error, log_fault
 from respline.adapters import logs
 from respline.adapters.exchange import Exchange
 from respline.adapters.gateway import Gateway
