@@ -220,3 +220,17 @@ def test_an_http_1_0_client_is_written_through_hypercorn(start_server, upstream)
     events = checked(parse_sse(body))
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "old client"
     assert THROUGH in server.log() and DIRECT not in server.log()
+
+
+async def test_an_http2_client_is_written_through_hypercorn(start_server, upstream):
+    """HTTP/2 (prior knowledge, no TLS) has its own framing and flow control: hypercorn's h2
+    protocol writes the stream, and it arrives whole."""
+    server = start_server(["--upstream", upstream.base_url, "--store", "memory"], config=DEBUG)
+    upstream.queue(Reply(text_stream("over", " h2"), delay=0.02))
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+        async with client.stream("POST", server.url + "/responses", json={"model": "m", "input": "x", "stream": True}) as r:
+            assert r.http_version == "HTTP/2"
+            body = await r.aread()
+    events = checked(parse_sse(body))
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "over h2"
+    assert THROUGH in server.log() and DIRECT not in server.log()
