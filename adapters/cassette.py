@@ -500,21 +500,26 @@ def check(c: Cassette) -> tuple[bool, list[str]]:
     return ok, lines
 
 
-def cmd_show(args: Any) -> int:
+def _open(where: str) -> Cassette | None:
+    """The cassette a command names, or None with the reason on stderr (exit code 2)."""
     try:
-        c = Cassette(args.dir)
+        return Cassette(where)
     except ConfigError as exc:
         print(f"respline: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_show(args: Any) -> int:
+    c = _open(args.dir)
+    if c is None:
         return 2
     print("\n".join(show(c)))
     return 0
 
 
 def cmd_check(args: Any) -> int:
-    try:
-        c = Cassette(args.dir)
-    except ConfigError as exc:
-        print(f"respline: {exc}", file=sys.stderr)
+    c = _open(args.dir)
+    if c is None:
         return 2
     ok, lines = check(c)
     print("\n".join(lines))

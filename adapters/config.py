@@ -26,7 +26,7 @@ import msgspec
 from msgspec import Struct
 
 from respline.engine import registry
-from respline.engine.stages.builder import OPENAI, REASONING_DIALECTS
+from respline.engine.stages.reasoning_dialect import OPENAI, REASONING_DIALECTS
 from respline.engine.tool_policy import POLICIES as HOSTED_TOOL_POLICIES
 
 # A provider's ``kind`` names its package in the registry (engine/registry.py): built in are

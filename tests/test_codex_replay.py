@@ -13,7 +13,7 @@ import socket
 import threading
 
 from conftest import TEST_KEY, free_port
-from test_codex import codex, items, run_codex  # noqa: F401 - codex is a fixture
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - codex is a fixture
 from upstream import Reply, text_stream, tool_stream
 
 PATCH = "*** Begin Patch\n*** Add File: notes.txt\n+recorded once, replayed forever\n*** End Patch\n"
@@ -100,10 +100,8 @@ def _responses(data: bytes):
 
 
 def check_task(events: list[dict], work) -> None:
-    commands = items(events, "command_execution")
-    assert commands and "hello-cassette" in commands[0]["aggregated_output"] and commands[0]["exit_code"] == 0
+    assert assert_ran(events, "hello-cassette", "Ran it and wrote notes.txt.")["exit_code"] == 0
     assert (work / "notes.txt").read_text() == "recorded once, replayed forever\n"
-    assert items(events, "agent_message")[-1]["text"] == "Ran it and wrote notes.txt."
     assert events[-1]["type"] == "turn.completed"
 
 

@@ -105,8 +105,7 @@ class HttpProvider:
         self.url = httpx.URL(endpoint(cfg, self.default_path))
         key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
         self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
-        t = self.timeouts
-        self._timeout = {"connect": t.connect, "read": None, "write": 60.0, "pool": t.connect}
+        self._timeout = upstream_timeout(self.timeouts).as_dict()
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
@@ -141,6 +140,11 @@ def endpoint(cfg: ProviderConfig, default_path: str) -> str:
     return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
 
 
+def upstream_timeout(t: Timeouts) -> httpx.Timeout:
+    """httpx's deadlines for an upstream call: none on reads, whose deadlines (first byte, idle,
+    total) respline keeps itself, per stream."""
+    return httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+
 
 def build_provider(
     kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
@@ -149,7 +153,7 @@ def build_provider(
     its class over the upstream connection pool (adapters/transport.py). ``wrap`` (``serve
     --record``) tees the transport into the cassette."""
     t = p.timeouts or cfg.timeouts
-    timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+    timeout = upstream_timeout(t)
     transport: httpx.AsyncBaseTransport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
     if wrap is not None:
         transport = wrap(transport)
