@@ -47,25 +47,20 @@ class Reader:
             raise EOFError("the server closed the connection")
         self.buf += data
 
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
+    def _before(self, sep: bytes) -> bytes:
+        """What comes before the next ``sep`` (taken, with it)."""
+        while (end := self.buf.find(sep)) < 0:
             self._more()
-        end = self.buf.index(b"\r\n")
-        line = bytes(self.buf[:end])
-        del self.buf[: end + 2]
-        return line
+        out = bytes(self.buf[:end])
+        del self.buf[: end + len(sep)]
+        return out
 
     def head(self) -> bytes:
-        while b"\r\n\r\n" not in self.buf:
-            self._more()
-        end = self.buf.index(b"\r\n\r\n")
-        head = bytes(self.buf[:end])
-        del self.buf[: end + 4]
-        return head
+        return self._before(b"\r\n\r\n")
 
     def chunk(self) -> bytes:
         """The next chunk's data (b"" for the last chunk, whose trailers must be empty)."""
-        size = int(self._line(), 16)
+        size = int(self._before(b"\r\n"), 16)
         while len(self.buf) < size + 2:
             self._more()
         data, end = bytes(self.buf[:size]), bytes(self.buf[size : size + 2])
