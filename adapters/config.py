@@ -78,6 +78,9 @@ class ServerConfig(Struct, forbid_unknown_fields=True):
     log_level: str = "info"  # debug | info | warning | error
     log_format: str = ""  # "json" | "text"; "" = json unless stderr is a terminal
     access_log: bool = True  # one line per request when it ends (logger respline.access)
+    # a streamed body's chunks written straight to the client's socket, past hypercorn's
+    # per-write layers (adapters/frontends/connection.py); false: every write through hypercorn
+    direct_write: bool = True
     # seconds in-flight streams, WebSocket turns and background runs get to finish at shutdown;
     # then each is ended with error + response.failed and stored as it stands
     shutdown_grace: float = 10.0

@@ -34,6 +34,8 @@ _EAGER_READS = 8  # reads without a yield before the body iterator yields anyway
 # A read shorter than this most likely emptied the socket (a paced token is ~150 bytes): the next
 # read waits for readiness first instead of failing with EAGAIN
 _DRAINED = 4096
+# expired idle connections closed per checkout and per release (UpstreamTransport._trim)
+_TRIM = 2
 
 
 MAX_IDLE = 256  # idle connections kept for reuse (the httpx transport keeps as many)
@@ -259,17 +261,41 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Conn | None:
         """The most recently used idle connection that is young enough and still quiet. The age
-        is checked here, at checkout, rather than by a timer per connection; the expired and
-        the spoiled ones met on the way are closed."""
+        is checked here, at checkout, rather than by a timer per connection; the spoiled ones
+        met on the way are closed. The pool is a stack (the most recently used on top), so
+        once the top one has expired every one under it has too: that one is closed and the
+        rest are left to ``_trim``, a few per request (see there)."""
         pool = self._idle.get(key)
+        if not pool:
+            return None
         now = trio.current_time()
+        expiry = self._keepalive_expiry
+        found = None
         while pool:
             conn = pool.pop()
             self._n_idle -= 1
-            if now - conn.idle_since < self._keepalive_expiry and _quiet(conn):
-                return conn
+            if now - conn.idle_since >= expiry:
+                _close_now(conn)
+                break
+            if _quiet(conn):
+                found = conn
+                break
             _close_now(conn)
-        return None
+        self._trim(pool, now)
+        return found
+
+    def _trim(self, pool: deque[_Conn], now: float) -> None:
+        """Close at most ``_TRIM`` expired connections at the old end of ``pool``. A burst of
+        streams leaves as many idle connections, which expire together; closed all at once,
+        they held up the one request that found them expired (128 closes, and the upstream's
+        128 hang-ups in its way: 40 ms before its first token, bench/README.md), where a few
+        per checkout and release cost nothing and still empty the pool."""
+        expiry = self._keepalive_expiry
+        for _ in range(_TRIM):
+            if not pool or now - pool[0].idle_since < expiry:
+                return
+            self._n_idle -= 1
+            _close_now(pool.popleft())
 
     async def _connect(self, key: tuple[str, str, int], timeout: float | None) -> _Conn:
         scheme, host, port = key
@@ -292,9 +318,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         """A body read to its end: keep the connection for the next request unless either side
         said close."""
         self._limiter.release_on_behalf_of(conn.token)
-        if reusable and conn.keep_alive and self._n_idle < self._max_idle:
-            conn.idle_since = trio.current_time()
-            self._idle.setdefault(conn.key, deque()).append(conn)
+        now = trio.current_time()
+        pool = self._idle.get(conn.key)
+        if pool:
+            self._trim(pool, now)
+        if reusable and conn.keep_alive and self._n_idle < self._max_idle and self._keepalive_expiry > 0:
+            conn.idle_since = now
+            if pool is None:
+                pool = self._idle[conn.key] = deque()
+            pool.append(conn)
             self._n_idle += 1
         else:
             _close_now(conn)

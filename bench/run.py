@@ -215,6 +215,8 @@ class Target:
     def label(self) -> str:
         if self.kind == "respline-noobs":
             return "respline (no obs)"
+        if self.kind == "respline-hc":
+            return "respline (writes through hypercorn)"
         if self.kind.startswith("respline-w"):
             return f"respline --workers {self.kind[10:]}"
         return self.kind
@@ -273,7 +275,7 @@ class Bench:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"cannot run respline: {exc.__class__.__name__}"
 
-    def respline_config(self, obs: str | None, *, access_log: bool = True) -> str:
+    def respline_config(self, obs: str | None, *, access_log: bool = True, direct_write: bool = True) -> str:
         """respline's config file for the bench. ``obs``: None = as always (log_level warning);
         "on" = logging at info (request lines written) and metrics as configured by default;
         "off" = the same with ``[metrics] enabled = false`` and ``[server] access_log = false``
@@ -282,6 +284,8 @@ class Bench:
         gc_line = f"gc_thresholds = [{self.args.gc_thresholds}]\n" if self.args.gc_thresholds is not None else ""
         level = "warning" if obs is None else "info"
         server = f'[server]\nlog_level = "{level}"\n{gc_line}'
+        if not direct_write:
+            server += "direct_write = false\n"
         if obs == "off" and access_log:
             server += "access_log = false\n"
         metrics = "\n[metrics]\nenabled = false\n" if obs == "off" else ""
@@ -295,7 +299,7 @@ class Bench:
         while True:
             port = free_port()
             cfg = self.tmp / f"{kind}.toml"
-            cfg.write_text(self.respline_config(obs, access_log=access_log))
+            cfg.write_text(self.respline_config(obs, access_log=access_log, direct_write=kind != "respline-hc"))
             cmd = [
                 self.respline_bin, "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--upstream", f"http://127.0.0.1:{self.upstream.port}/v1",
@@ -1031,8 +1035,12 @@ def paced_targets(b: Bench, gw: Target, peers: list[Target] | None) -> tuple[lis
         started.append(b.start_respline(workers=b.args.paced_workers, store=f"sqlite:{b.tmp / 'paced.db'}", kind=f"respline-w{b.args.paced_workers}"))
     if not b.args.no_floor:
         started.append(b.start_floor())
-    targets = [b.direct(), gw] + started[:1] + ([b.obs_off_target()] if b.args.obs_off else []) + started[1:] + (peers or [])
     only = {k.strip() for k in b.args.paced_targets.split(",") if k.strip()}
+    # the same respline writing every body message through hypercorn ([server] direct_write =
+    # false): only when asked for, beside "respline", so both write paths run interleaved
+    hc = [b.start_respline(kind="respline-hc")] if "respline-hc" in only else []
+    targets = [b.direct(), gw, *hc] + started[:1] + ([b.obs_off_target()] if b.args.obs_off else []) + started[1:] + (peers or [])
+    started += hc
     if only:
         targets = [t for t in targets if t.direct or t.kind in only or t.kind.split("-")[0] in only]
     return targets, started
@@ -1301,7 +1309,7 @@ def _rps_md(rps: dict, targets: list[Target], rates: list[int]) -> list[str]:
 
 def _paced_verdicts(res: dict, gw: Target, targets: list[Target]) -> dict:
     out: dict = {}
-    respl = [t.kind for t in targets if t.kind.startswith("respline") and t.kind != "respline-noobs"]
+    respl = [t.kind for t in targets if t.kind.startswith("respline") and t.kind not in ("respline-noobs", "respline-hc")]
     if "ladder" in res:
         best = max((res["ladder"][k]["clean_streams"] or 0 for k in respl), default=0)
         out["clean_streams"] = {"value": best, "target": ">= 256", "met": best >= 256}
@@ -1663,7 +1671,8 @@ def main() -> int:
                    help="scenario 6: also respline --workers N (SQLite store); 0 or 1 = not")
     p.add_argument("--paced-levels", default="", help="scenario 6 clean-stream ladder (default 1,8,16,32,64,128,256,512; quick 1,16)")
     p.add_argument("--rps-levels", default="", help="scenario 6 requests/s ladder (default 25,...,6000; quick 250,1000)")
-    p.add_argument("--paced-targets", default="", help="scenario 6: only these targets besides direct (respline, respline-w2, floor, respline-noobs, litellm)")
+    p.add_argument("--paced-targets", default="", help="scenario 6: only these targets besides direct (respline, respline-w2, floor, respline-noobs, litellm; "
+                   "respline-hc, only when named: respline with [server] direct_write = false)")
     p.add_argument("--paced-store", action="store_true", help="scenario 6's streams with store: true (the store grows as they run)")
     p.add_argument("--paced-parts", default="", help="scenario 6: some of ladder,one,rps (default all)")
     p.add_argument("--profile-fleet", type=int, default=0, metavar="N",

@@ -6,6 +6,8 @@ between writes, as a client of a paced stream does; ``--gap-ms 0`` writes back t
 reports this process's CPU per write, less the CPU of the sleeps alone:
 
     syscall          os.write on the socket (the kernel's loopback path, the reader's wake-up)
+    chunk writer     respline's ChunkWriter (adapters/frontends/connection.py) on the same socket:
+                     the frame as one HTTP/1.1 chunk, one non-blocking writev
     trio send_all    trio's SocketStream.send_all (its conflict detector, checkpoints, the send)
     + shielded scope hypercorn's ``with trio.CancelScope(shield=True)`` around it
     + send lock      hypercorn's ``async with self.send_lock`` (a trio.Lock) around that
@@ -13,6 +15,9 @@ reports this process's CPU per write, less the CPU of the sleeps alone:
     hypercorn        an ASGI app's ``await send({"type": "http.response.body", ...})`` served by
                      hypercorn's trio worker, configured as ``respline serve`` configures it: the
                      whole path (HTTPStream, H11Protocol, TCPServer, the above)
+    chunk writer     respline's direct body write (adapters/frontends/connection.py) in the same
+                     hypercorn setup: the head through hypercorn, then each frame framed as one
+                     HTTP/1.1 chunk and written with one non-blocking writev on the client's socket
 
     python bench/writepath.py [--writes 3000] [--gap-ms 2]
 """
@@ -90,14 +95,22 @@ async def layers(writes: int, gap: float, rounds: int) -> dict[str, float]:
             with trio.CancelScope(shield=True):
                 await stream.send_all(FRAME)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from respline.adapters.frontends.connection import ChunkWriter
+
+    chunks = ChunkWriter(stream, lock)
+
+    async def chunk_writer() -> None:
+        await chunks.write(FRAME)
+
     async def framed() -> None:
         data = conn.send(h11.Data(data=FRAME))
         async with lock:
             with trio.CancelScope(shield=True):
                 await stream.send_all(data)
 
-    rows = (("sleeps alone", sleep_only), ("syscall", syscall), ("trio send_all", send_all), ("+ shielded scope", shielded),
-            ("+ send lock", locked), ("+ h11 framing", framed))
+    rows = (("sleeps alone", sleep_only), ("syscall", syscall), ("chunk writer (respline's, on this socket)", chunk_writer),
+            ("trio send_all", send_all), ("+ shielded scope", shielded), ("+ send lock", locked), ("+ h11 framing", framed))
     # rounds of every layer in turn, each less its round's sleeps alone; the median round counts
     # (the machine is shared: a round may be slowed as a whole)
     per: dict[str, list[float]] = {label: [] for label, _ in rows}
@@ -120,14 +133,16 @@ async def layers(writes: int, gap: float, rounds: int) -> dict[str, float]:
     return out
 
 
-async def through_hypercorn(writes: int, gap: float, rounds: int) -> float:
-    """CPU per ``send`` of an ASGI app served by hypercorn as respline serves (sleeps included)."""
+async def through_hypercorn(writes: int, gap: float, rounds: int, direct: bool = False) -> float:
+    """CPU per ``send`` of an ASGI app served by hypercorn as respline serves (sleeps included);
+    ``direct``: per write of respline's chunk writer on the same connection instead."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from floor import not_http  # bench/ is the script's folder, first on sys.path
     from hypercorn.trio import serve
 
     from respline.adapters.cli import hyper_config
     from respline.adapters.config import Config as ResplineConfig
+    from respline.adapters.frontends.connection import chunk_writer
 
     result: dict[str, float] = {}
     done = trio.Event()
@@ -139,6 +154,15 @@ async def through_hypercorn(writes: int, gap: float, rounds: int) -> float:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         message = {"type": "http.response.body", "body": FRAME, "more_body": True}
         await send(message)
+        if direct:
+            writer = chunk_writer(send)
+            assert writer is not None, "hypercorn's connection was not found"
+
+            async def send(message, send=send) -> None:  # noqa: F811 - the frame, past hypercorn
+                if message["more_body"]:
+                    await writer.write(message["body"])
+                else:
+                    await send(message)
         # in rounds, each less the sleeps alone of its round, measured here (under hypercorn's
         # own tasks and timers)
         per = []
@@ -186,12 +210,20 @@ def main() -> None:
     rows = trio.run(layers, a.writes, gap, a.rounds)
     base = rows.pop("sleeps alone")
     rows["hypercorn (the whole path)"] = trio.run(through_hypercorn, a.writes, gap, a.rounds) + base
+    rows["respline's chunk writer (past hypercorn)"] = trio.run(through_hypercorn, a.writes, gap, a.rounds, True) + base
     print(f"CPU per write of a {len(FRAME)}-byte frame, {a.writes} writes {a.gap_ms:g} ms apart ({a.rounds} rounds, median), "
           f"less the sleeps' own {base:.1f} us (trio waking the process from idle):\n")
     print("| layer | us per write | added by the layer |\n|---|---|---|")
     prev = 0.0
     for label, v in rows.items():
         v -= base
+        # the chunk writers stand beside hypercorn's stack: compared with the syscall / hypercorn
+        if label.startswith("chunk writer"):
+            print(f"| {label} | {v:.1f} | {v - rows['syscall'] + base:+.1f} over the syscall |")
+            continue
+        if label.startswith("respline's"):
+            print(f"| {label} | {v:.1f} | {v - rows['hypercorn (the whole path)'] + base:+.1f} against hypercorn's |")
+            continue
         print(f"| {label} | {v:.1f} | {v - prev:+.1f} |")
         prev = v
 

@@ -1,12 +1,10 @@
 """ASGI plumbing every front end shares (http.py, websocket.py, observed.py): reading a request
-header, answering with a whole body or an error envelope, refusing a WebSocket upgrade, and
-finding the client's connection to close it."""
+header, answering with a whole body or an error envelope, refusing a WebSocket upgrade. (The
+client's connection itself: connection.py.)"""
 
 from __future__ import annotations
 
 from typing import Iterable
-
-import trio
 
 from respline.engine.errors import ApiError
 
@@ -38,7 +36,7 @@ async def send_error(send, err: ApiError) -> None:
 def id_headers(scope: dict) -> list[tuple[bytes, bytes]]:
     """An upgrade's answer carries the connection's request id, as every HTTP answer does
     (made sane by adapters/frontends/observed.py); sent with the answer, not by wrapping
-    ``send``, which would cost every frame a call and hide hypercorn's connection (client_closer)."""
+    ``send``, which would cost every frame a call and hide hypercorn's connection (connection.py)."""
     rid = scope.get("respline.request_id")
     return [(b"x-request-id", rid.encode())] if rid else []
 
@@ -62,27 +60,3 @@ async def deny_upgrade(scope: dict, send, err: ApiError) -> None:
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
-
-
-def client_closer(send):
-    """A function that closes this client's connection, from any task, even mid-write; None if
-    the server is not one whose connection can be found.
-
-    hypercorn writes to the socket inside a shielded cancel scope (TCPServer.protocol_send), so
-    cancelling a task blocked on a client that stopped reading does not end the write: the task,
-    the connection and its upstream connection would be held forever. Closing the socket does end
-    it (trio wakes a task blocked on a socket closed under it, and hypercorn takes that as the
-    client leaving). The ASGI ``send`` is a bound method of hypercorn's stream object, whose
-    ``send`` is the protocol's, whose ``send`` is the TCPServer's, which holds the trio stream."""
-    fn = send
-    for _ in range(6):
-        owner = getattr(fn, "__self__", None)
-        if owner is None:
-            return None
-        stream = getattr(owner, "stream", None)
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            return stream.socket.close
-        fn = getattr(owner, "send", None)
-    return None

@@ -24,7 +24,8 @@ from quart_trio import QuartTrio
 from respline.adapters import counting
 from respline.adapters.frontends import state_routes
 from respline.adapters.exchange import Exchange
-from respline.adapters.frontends.asgi import client_closer, deny_upgrade, header, send_error, send_json
+from respline.adapters.frontends.asgi import deny_upgrade, header, send_error, send_json
+from respline.adapters.frontends.connection import chunk_writer, client_closer
 from respline.adapters.frontends.auth import Auth
 from respline.adapters.frontends.observed import observed
 from respline.adapters.frontends.safety_net import internal_error, log_fault
@@ -137,6 +138,7 @@ class CreateHandler:
         self.auth = auth
         self.body_limit = gateway.cfg.limits.body_bytes
         self.body_timeout = gateway.cfg.timeouts.client_body
+        self.direct_write = gateway.cfg.server.direct_write
 
     async def __call__(self, scope: dict, receive, send) -> None:
         state = _RequestState()
@@ -149,17 +151,18 @@ class CreateHandler:
             await send(message)
 
         # from hypercorn's own send: the wrappers around it hide its connection
-        closer = client_closer(scope.get("respline.send") or send)
+        raw = scope.get("respline.send") or send
+        closer = client_closer(raw)
         ex = scope.get("respline.exchange")
         try:
-            await self._handle(scope, receive, send_tracked, state, closer, ex)
+            await self._handle(scope, receive, send_tracked, state, closer, ex, raw if self.direct_write else None)
         except Exception as exc:  # noqa: BLE001 - the safety net: one logged traceback, never hypercorn's
             log_fault(log, f"POST {scope['path']}", exc)
             if not state.started:
                 await send_error(send, internal_error())
             # else the response stays cut (no end of body): the client sees it failed
 
-    async def _handle(self, scope: dict, receive, send, state: _RequestState, closer, ex: Exchange | None) -> None:
+    async def _handle(self, scope: dict, receive, send, state: _RequestState, closer, ex: Exchange | None, raw) -> None:
         try:
             try:
                 tenant = self.auth.scope_tenant(scope)
@@ -193,7 +196,7 @@ class CreateHandler:
         async with trio.open_nursery() as nursery:
             state.scope = nursery.cancel_scope
             nursery.start_soon(_watch_disconnect, receive, state)
-            await self._serve(request, tenant, send, closer, ex)
+            await self._serve(request, tenant, send, closer, ex, raw)
             state.finished = True
             nursery.cancel_scope.cancel()
         if state.scope.cancelled_caught and not state.finished:
@@ -201,7 +204,9 @@ class CreateHandler:
                 ex.client_gone = True
             log.info("client went away; upstream request cancelled")
 
-    async def _serve(self, request: list, tenant: str, send, closer, ex: Exchange | None) -> None:
+    async def _serve(self, request: list, tenant: str, send, closer, ex: Exchange | None, raw) -> None:
+        """``raw``: hypercorn's own ``send``, to write a streamed body past it (connection.py);
+        None writes every body message through ``send``."""
         gw = self.gateway
         req = request.pop()
         turn = None
@@ -209,7 +214,7 @@ class CreateHandler:
             try:
                 stream = bool(req.stream)
                 if req.background:
-                    await self._background(req, tenant, stream, send, ex)
+                    await self._background(req, tenant, stream, send, ex, raw)
                     return
                 turn = await gw.prepare_request(req, tenant, encoding="sse" if stream else None)
                 turn.close_client = closer
@@ -235,12 +240,12 @@ class CreateHandler:
                     else:
                         await send_json(send, 200, _json.encode(response))
                     return
-                await self._stream(turn, upstream, send)
+                await self._stream(turn, upstream, send, raw)
         finally:
             if ex is not None and turn is not None:
                 ex.absorb(turn)
 
-    async def _background(self, req, tenant: str, stream: bool, send, ex: Exchange | None) -> None:
+    async def _background(self, req, tenant: str, stream: bool, send, ex: Exchange | None, raw) -> None:
         """Start a background run; answer at once (queued) or follow its events as SSE.
         Either way the run continues if this client goes away."""
         if req.store is False:
@@ -255,30 +260,51 @@ class CreateHandler:
             await send_json(send, 200, _json.encode(body))
             return
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        write = body_writer(send, raw, ex)
         async for frames in sse_follow(gw, tenant, body["id"], -1):
-            await send({"type": "http.response.body", "body": frames, "more_body": True})
+            await write(frames)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, turn, upstream, send) -> None:
+    async def _stream(self, turn, upstream, send, raw) -> None:
         """The request's task pumps the upstream through the pipeline and writes each read's
         frames to the client in one message, itself: a slow client blocks that write, so the
         upstream is not read meanwhile and the kernel's buffers carry the backpressure, with
         no channel or second task (each is memory of every open stream and a task switch per
         token). Frames ready together (one upstream read) go out together; a client that
         falls behind gets what piled up in the next read. A pump that raised leaves the
-        response cut (no end of body), and the error propagates."""
-        # one message dict per stream, refilled per write: hypercorn copies the body out
-        message = {"type": "http.response.body", "body": b"", "more_body": True}
+        response cut (no end of body), and the error propagates. The head and the end of the
+        body go through hypercorn; the frames in between, where it can, straight to the
+        client's socket (``body_writer``)."""
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        write = body_writer(send, raw, turn.exchange)
 
         async def emit(frames: list) -> None:
             if frames:
-                message["body"] = frames[0] if len(frames) == 1 else b"".join(frames)
-                await send(message)
+                await write(frames[0] if len(frames) == 1 else b"".join(frames))
 
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await self.gateway.pump(turn, upstream, emit)
         if not client_dropped(turn):  # (a client dropped for not reading has no connection left)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def body_writer(send, raw, ex: Exchange | None):
+    """``write(data)`` for the middle of a streamed body whose head was sent: one HTTP/1.1 chunk
+    per call straight to the client's socket when hypercorn's own ``send`` (``raw``) leads to one
+    (connection.py), else an ASGI body message through ``send``. Either way the body is ended
+    with ``send`` (``more_body: False``)."""
+    writer = chunk_writer(raw, ex) if raw is not None else None
+    if log.isEnabledFor(logging.DEBUG):  # (what tests look for: which way a stream was written)
+        log.debug("streamed body: %s", "chunks straight to the socket" if writer is not None else "through hypercorn")
+    if writer is not None:
+        return writer.write
+    # one message dict per stream, refilled per write: hypercorn copies the body out
+    message = {"type": "http.response.body", "body": b"", "more_body": True}
+
+    async def through_send(data: bytes) -> None:
+        message["body"] = data
+        await send(message)
+
+    return through_send
 
 
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):

@@ -25,7 +25,8 @@ import msgspec
 import trio
 
 from respline.adapters import logs
-from respline.adapters.frontends.asgi import client_closer, deny_upgrade, id_headers
+from respline.adapters.frontends.asgi import deny_upgrade, id_headers
+from respline.adapters.frontends.connection import client_closer
 from respline.adapters.frontends.auth import Auth
 from respline.adapters.frontends.safety_net import internal_error, log_fault
 from respline.adapters.exchange import Exchange
