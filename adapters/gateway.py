@@ -97,7 +97,8 @@ class Turn:
         "previous_response_id",
         "background",
         "tenant",
-        "stored_input",
+        "_stored_input",  # (the stored_input property)
+        "typed_input",
         "provider",
         "route",
         "items",
@@ -140,6 +141,24 @@ class Turn:
         self.leased = False
         self.exchange: Exchange | None = None
         self.answer = None  # Prepared.answer: reads an upstream's whole JSON answer as a stream
+        self._stored_input: list[dict[str, Any]] | None = None
+        self.typed_input: tuple = ((), None)  # (input items, Ids): what stored_input is made of
+
+    @property
+    def stored_input(self) -> list[dict[str, Any]]:
+        """The input items as stored and listed (engine/items.py), made when first asked for:
+        not before the upstream call, and never for a turn nothing stores (``store: false``
+        over HTTP, as Codex sends it: ~60 items, each given an id, then dropped)."""
+        if self._stored_input is None:
+            items, ids = self.typed_input
+            self._stored_input = [normalise(it, ids) for it in items]
+            self.typed_input = ((), None)
+        return self._stored_input
+
+    @stored_input.setter
+    def stored_input(self, value: list[dict[str, Any]]) -> None:
+        self._stored_input = value
+        self.typed_input = ((), None)
 
 
 class Gateway:
@@ -240,7 +259,7 @@ class Gateway:
         turn.previous_response_id = req.previous_response_id
         turn.background = bool(req.background)
         turn.tenant = tenant
-        turn.stored_input = [normalise(it, self.ids) for it in items]
+        turn.typed_input = (items, self.ids)  # turn.stored_input, when asked for
         turn.route = route
         turn.items = prior + new
         turn.compact = triggered

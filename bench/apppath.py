@@ -13,6 +13,9 @@ where it goes.
     python bench/apppath.py --cprofile 30         # + the top 30 functions by own time
     python bench/apppath.py --rev main            # respline as of a git revision, then this tree,
                                                   # in alternate rounds (one process per round)
+    python bench/apppath.py --instructions --rev main --rounds 1
+                                                  # instructions per request (valgrind's callgrind,
+                                                  # apt's valgrind package): exact on a busy machine
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import cProfile
 import json
 import pstats
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,6 +57,9 @@ class CannedTransport(httpx.AsyncBaseTransport):
         if b"text/event-stream" in request.headers.get("accept", "").encode():
             return httpx.Response(200, headers=[(b"content-type", b"text/event-stream")], stream=httpx.ByteStream(self.stream))
         return httpx.Response(200, headers=[(b"content-type", b"application/json")], stream=httpx.ByteStream(self.whole))
+
+
+WARM_UP = 200  # requests before the measured ones: first-call caches, the allocator's pools
 
 
 def _unchunk(data: bytes) -> bytes:
@@ -116,7 +123,7 @@ async def measure(args: argparse.Namespace) -> None:
         out = await one(app, body)
         if b"completed" not in out:
             raise SystemExit(f"not a completed response: {out[:400]!r}")
-        for _ in range(200):
+        for _ in range(WARM_UP):
             await one(app, body)
         rounds = []
         for _ in range(args.rounds):
@@ -141,25 +148,60 @@ async def measure(args: argparse.Namespace) -> None:
             stats.strip_dirs().sort_stats("tottime").print_stats(args.cprofile)
 
 
+def instructions(argv: list[str], env: dict[str, str]) -> float:
+    """Machine instructions per request, counted by valgrind (callgrind): two runs of this
+    script that differ only in their number of requests, the difference divided by it. Exact
+    and the same on a busy machine, so one change shows even where CPU time is all noise."""
+    counts = []
+    for n in (INSTR_FEW, INSTR_MANY):
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, *argv,
+               "--requests", str(n), "--rounds", "1", "--json"]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        if found is None:
+            raise SystemExit(f"valgrind said no count:\n{out.stderr[-2000:]}")
+        counts.append(int(found.group(1)))
+    return (counts[1] - counts[0]) / (INSTR_MANY - INSTR_FEW)
+
+
+INSTR_FEW, INSTR_MANY = 20, 220
+
+
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
-    """``--rev``: a process per round, alternately the revision's respline and this tree's."""
+    """``--rev`` and ``--instructions``: a process (or two, under valgrind) per round, alternately
+    the revision's respline and this tree's."""
     import run  # noqa: PLC0415  (the bench's git archive helper)
 
-    rest = [a for i, a in enumerate(argv) if a != "--rev" and (i == 0 or argv[i - 1] != "--rev")]
-    rest = [*rest, "--rounds", "1", "--json"]
+    drop = {"--rev": 1, "--rounds": 1, "--requests": 1, "--instructions": 0}
+    rest, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+        elif a in drop:
+            skip = drop[a]
+        else:
+            rest.append(a)
     with tempfile.TemporaryDirectory(prefix="respline-apppath-") as d:
-        wrapper = run.checkout_rev(args.rev, Path(d))
-        trees = {args.rev: str(Path(wrapper).parent), "this tree": None}
+        trees: dict[str, str | None] = {}
+        if args.rev:
+            trees[args.rev] = str(Path(run.checkout_rev(args.rev, Path(d))).parent)
+        trees["this tree"] = None
         found: dict[str, list[float]] = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, path in trees.items():
                 env = dict(os.environ)
                 if path is not None:
                     env["PYTHONPATH"] = path
-                out = subprocess.run([sys.executable, __file__, *rest], env=env, capture_output=True, text=True, check=True)
+                if args.instructions:
+                    found[name].append(instructions(rest, env))
+                    continue
+                cmd = [sys.executable, __file__, *rest, "--requests", str(args.requests), "--rounds", "1", "--json"]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                 found[name].append(json.loads(out.stdout.strip().splitlines()[-1])["us"])
+        unit = "thousand instructions" if args.instructions else "us of CPU"
+        scale = 1e-3 if args.instructions else 1.0
         for name, rounds in found.items():
-            print(f"{name}: {statistics.median(rounds):.1f} us of CPU per request (rounds {', '.join(f'{r:.1f}' for r in rounds)})")
+            print(f"{name}: {statistics.median(rounds) * scale:.1f} {unit} per request (rounds {', '.join(f'{r * scale:.1f}' for r in rounds)})")
 
 
 def main() -> int:
@@ -171,9 +213,10 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--cprofile", type=int, default=0, metavar="N")
     p.add_argument("--rev", default=None, help="compare with respline as of this git revision")
+    p.add_argument("--instructions", action="store_true", help="count instructions per request with valgrind instead of timing")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.rev:
+    if args.rev or args.instructions:
         compare(args, sys.argv[1:])
     else:
         trio.run(measure, args)
