@@ -76,23 +76,19 @@ def _unchunk(data: bytes) -> bytes:
 
 
 async def one(app, body: bytes) -> bytes:
-    """One request through the app: the body, then nothing until the app has answered."""
+    """One request through the app, its messages delivered as hypercorn delivers them: through a
+    memory channel, the body first, ``http.disconnect`` once the response has ended; each send
+    yields once, as hypercorn's write to the socket does."""
     sent: list[bytes] = []
-    done = trio.Event()
-    request = {"type": "http.request", "body": body, "more_body": False}
-    pending = [request]
-
-    async def receive() -> dict:
-        if pending:
-            return pending.pop()
-        await done.wait()
-        return {"type": "http.disconnect"}
+    to_app, receive_channel = trio.open_memory_channel(10)
+    to_app.send_nowait({"type": "http.request", "body": body, "more_body": False})
 
     async def send(message: dict) -> None:
         if message["type"] == "http.response.body":
             sent.append(message.get("body", b""))
             if not message.get("more_body"):
-                done.set()
+                to_app.send_nowait({"type": "http.disconnect"})
+        await trio.lowlevel.checkpoint()  # hypercorn's socket write yields
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
@@ -100,7 +96,7 @@ async def one(app, body: bytes) -> bytes:
         "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
     }
-    await app(scope, receive, send)
+    await app(scope, receive_channel.receive, send)
     return b"".join(sent)
 
 
@@ -110,6 +106,10 @@ async def measure(args: argparse.Namespace) -> None:
             ["serve", "--upstream", "http://127.0.0.1:9/v1", "--store", "memory", "--secret-file", str(Path(d) / "secret")]
         )
         cfg = cli.build_config(parsed)
+        cfg.metrics.enabled = not args.no_metrics
+        if args.access_log:  # respline serve's default: log_level info, a JSON request line each (to /dev/null here)
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+            cli.setup_logging(cfg)
         gateway, _clients = cli.build_gateway(cfg)
         cli.build_telemetry(cfg, gateway)
         model = args.model
@@ -120,6 +120,7 @@ async def measure(args: argparse.Namespace) -> None:
         else:
             body = json.dumps({"model": model, "input": "Write a long story about a gateway.", "store": False, "stream": args.stream}).encode()
         app = build_app(gateway, cli.build_auth(cfg))
+        cli.tune_gc(cfg.server.gc_thresholds)  # the garbage collector as respline serve sets it
         out = await one(app, body)
         if b"completed" not in out:
             raise SystemExit(f"not a completed response: {out[:400]!r}")
@@ -212,6 +213,8 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=2000, help="requests per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--cprofile", type=int, default=0, metavar="N")
+    p.add_argument("--no-metrics", action="store_true", help="[metrics] enabled = false: what the metrics cost")
+    p.add_argument("--access-log", action="store_true", help="log at info as respline serve does by default (request lines to /dev/null)")
     p.add_argument("--rev", default=None, help="compare with respline as of this git revision")
     p.add_argument("--instructions", action="store_true", help="count instructions per request with valgrind instead of timing")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)

@@ -13,6 +13,8 @@ turn (``--rev`` adds respline as of a git revision as a second target), medians 
     python bench/reqpath.py --floor                        # + the hypercorn floor (bench/floor.py)
     python bench/reqpath.py --cprofile 40                  # + respline's top 40 functions (cProfile)
     python bench/reqpath.py --obs                          # log_level info: request lines written
+    python bench/reqpath.py --instructions --floor --rev main   # instructions per request (valgrind):
+                                                           # exact, whatever else the machine runs
 
 ``--cprofile`` runs respline under cProfile, enabled only while the measured requests run
 (SIGUSR1 toggles it), and prints the functions by own time and by cumulative time; the profiler
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import pstats
+import re
 import shutil
 import signal
 import socket
@@ -121,29 +124,62 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def start_respline(tmp: Path, name: str, upstream: int, args: argparse.Namespace, rev: str | None) -> tuple[run.Proc, Path | None]:
+def respline_command(tmp: Path, name: str, upstream: int, args: argparse.Namespace, rev: str | None) -> tuple[list[str], dict, Path | None]:
+    """How to start respline serve (as bench/run.py configures it) for this target: the command,
+    its environment and where its cProfile stats go (``--cprofile``)."""
     cfg = tmp / f"{name}.toml"
     level = "info" if args.obs else "warning"
     cfg.write_text(f'[server]\nlog_level = "{level}"\n\n[limits]\nupstream_connections = 20000\n')
-    port = run.free_port()
-    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream}/v1",
+    serve = ["serve", "--host", "127.0.0.1", "--port", "{port}", "--upstream", f"http://127.0.0.1:{upstream}/v1",
              "--config", str(cfg), "--store", "memory", "--secret-file", str(tmp / "secret")]
     env = dict(os.environ)
     prof_out = None
     if rev:
-        wrapper = run.checkout_rev(rev, tmp)
-        env["PYTHONPATH"] = str(Path(wrapper).parent)
+        env["PYTHONPATH"] = str(Path(run.checkout_rev(rev, tmp)).parent)
     if args.cprofile:
         prof_out = tmp / f"{name}.prof"
         env["RESPLINE_PROFILE_OUT"] = str(prof_out)
-        cmd = [sys.executable, "-c", _PROFILED, *serve]
-    elif rev:
-        cmd = [wrapper, *serve]
-    else:
-        cmd = [str(run.ROOT / ".venv" / "bin" / "respline"), *serve]
-    p = run.Proc(name, cmd, port, "/health", tmp, env=env)
-    p.wait_ready(60)
-    return p, prof_out
+        return [sys.executable, "-c", _PROFILED, *serve], env, prof_out
+    return [sys.executable, "-m", "respline.adapters.cli", *serve], env, None
+
+
+def start(name: str, cmd: list[str], env: dict, tmp: Path, valgrind: bool = False) -> run.Proc:
+    """The target on a free port (``{port}`` in its command); under valgrind's callgrind, which
+    counts every instruction the process runs and prints the total when it exits."""
+    port = run.free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    if valgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
+    p = run.Proc(f"{name}-{'vg' if valgrind else 'run'}", cmd, port, "/health", tmp, env=env)
+    p.wait_ready(300 if valgrind else 60)
+    return p
+
+
+def counted_stop(p: run.Proc) -> int:
+    """Stop a target started under valgrind and read its instruction count."""
+    p.p.send_signal(signal.SIGTERM)
+    p.p.wait(300)
+    p.logf.close()
+    found = re.search(r"Collected : (\d+)", p.log_path.read_text(errors="replace"))
+    if found is None:
+        raise RuntimeError(f"{p.name}: valgrind printed no count:\n{p.tail()}")
+    return int(found.group(1))
+
+
+def instructions(name: str, cmd: list[str], env: dict, tmp: Path, body: bytes) -> float:
+    """Instructions per request: two runs under valgrind that differ only in how many requests
+    they serve (warm-up and start-up the same), the difference divided by that."""
+    counts = []
+    for n in (INSTR_FEW, INSTR_MANY):
+        p = start(name, cmd, env, tmp, valgrind=True)
+        try:
+            measure(p, body, n)
+        finally:
+            counts.append(counted_stop(p))
+    return (counts[1] - counts[0]) / (INSTR_MANY - INSTR_FEW)
+
+
+INSTR_FEW, INSTR_MANY = 20, 220
 
 
 def measure(p: run.Proc, body: bytes, n: int) -> dict:
@@ -259,6 +295,8 @@ def main() -> int:
     p.add_argument("--obs", action="store_true", help="log_level info (request lines written) instead of warning")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="run respline under cProfile; print its top N functions")
     p.add_argument("--py-spy", type=int, default=0, metavar="N", help="py-spy (1 kHz) on respline while it is measured: phases, top N functions")
+    p.add_argument("--instructions", action="store_true",
+                   help="count each target's instructions per request with valgrind (apt's valgrind package) instead of timing")
     p.add_argument("--profile-out", default=None, metavar="PREFIX", help="keep the cProfile stats as PREFIX-<target>.prof (for pstats)")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, run._interrupt)
@@ -274,14 +312,20 @@ def main() -> int:
             deadline = time.monotonic() + 15
             while run.http_get(up_port, "/health") == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
+            commands: list[tuple[str, list[str], dict, Path | None]] = []
             if args.floor:
-                port = run.free_port()
-                floor = run.Proc("floor", [sys.executable, str(BENCH / "floor.py"), "--port", str(port)], port, "/health", tmp)
-                procs.append(floor)
-                floor.wait_ready(60)
-                targets.append(("hypercorn floor", floor, None))
-            for name, rev in ([("before", args.rev)] if args.rev else []) + [("this tree", None)]:
-                proc, prof = start_respline(tmp, name.replace(" ", "-"), up_port, args, rev)
+                commands.append(("hypercorn floor", [sys.executable, str(BENCH / "floor.py"), "--port", "{port}"], dict(os.environ), None))
+            for name, rev in ([(args.rev, args.rev)] if args.rev else []) + [("this tree", None)]:
+                commands.append((name, *respline_command(tmp, re.sub(r"[^A-Za-z0-9]", "-", name), up_port, args, rev)))
+            if args.instructions:
+                print(f"load average {os.getloadavg()[0]:.2f}; instructions per {'streamed' if args.stream else 'non-streaming'} "
+                      f"request to {args.model} (valgrind, {INSTR_MANY} - {INSTR_FEW} requests)", file=sys.stderr, flush=True)
+                print("\n| target | thousand instructions per request |\n|---|---|")
+                for name, cmd, env, _ in commands:
+                    print(f"| {name} | {instructions(name, cmd, env, tmp, body) / 1000:.0f} |", flush=True)
+                return 0
+            for name, cmd, env, prof in commands:
+                proc = start(name, cmd, env, tmp)
                 procs.append(proc)
                 targets.append((name, proc, prof))
             results: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
