@@ -20,7 +20,9 @@ import trio
 
 from respline.adapters import logs
 from respline.adapters.exchange import Exchange, new_request_id
-from respline.adapters.gateway import TERMINAL_STATUSES, Gateway, Turn, stored_event
+from respline.adapters.gateway import Gateway
+from respline.adapters.gateway.event_log import TERMINAL_STATUSES, stored_event
+from respline.adapters.gateway.turn import Turn
 from respline.adapters.watch import CANCELLED
 from respline.engine.errors import ApiError
 

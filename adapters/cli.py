@@ -35,8 +35,10 @@ from respline.adapters import tracing
 from respline.adapters.exchange import Telemetry
 from respline.adapters.frontends.observed import metrics_only
 from respline.adapters.metrics import MULTIPROC_ENV, Metrics, TimedStore, mark_worker_dead
-from respline.adapters.frontends.http import Auth, build_app
-from respline.adapters.gateway import Gateway, load_secret
+from respline.adapters.frontends.auth import Auth
+from respline.adapters.frontends.http import build_app
+from respline.adapters.gateway import Gateway
+from respline.adapters.secret import load_secret
 from respline.adapters.providers.common import build_provider
 from respline.adapters.providers.replay_cassette import player as cassette_replay
 from respline.adapters.state import private_file, resolve
@@ -46,7 +48,7 @@ from respline.engine import registry
 from respline.engine.replay import load_recording, replay
 from respline.engine.seal import Sealer
 from respline.engine.store import Retention
-from respline.engine.stages.builder import REASONING_DIALECTS
+from respline.engine.stages.reasoning_dialect import REASONING_DIALECTS
 
 log = logging.getLogger("respline")
 

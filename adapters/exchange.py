@@ -121,7 +121,7 @@ class Exchange:
         if resp is None:
             return
         self.response_id = resp.id
-        failure = getattr(pipe.builder, "failure", None)
+        failure = pipe.failure
         if failure is not None and self.error is None:
             self.error = failure.code or "server_error"
         elif resp.error is not None and self.error is None:

@@ -82,7 +82,11 @@ _streams: dict[int, tuple[bytes, list[bytes], bytes]] = {}
 _wholes: dict[int, bytes] = {}
 
 
-async def app(scope, receive, send) -> None:
+async def not_http(scope, receive, send) -> bool:
+    """True for a scope that is not an HTTP request: hypercorn's lifespan, answered here (started,
+    then stopped), or anything else, ignored. writepath.py's app answers it the same way."""
+    if scope["type"] == "http":
+        return False
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()
@@ -90,8 +94,12 @@ async def app(scope, receive, send) -> None:
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
+                break
+    return True
+
+
+async def app(scope, receive, send) -> None:
+    if await not_http(scope, receive, send):
         return
     body = b""
     more = True

@@ -22,9 +22,11 @@ is one JSON object on stdout:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import resource
+import select
 import socket
 import sys
 import time
@@ -87,6 +89,75 @@ class Markers:
         self.ok = cfg.get("ok_marker", "[DONE]").encode()
         self.token = cfg.get("token_marker", "").encode() or None
         self.bad = [m.encode() for m in cfg.get("bad_markers", [])]
+
+    def scan(self, c, window: bytes) -> None:
+        """Note on ``c`` (an epoll-mode connection) whether ``window`` holds the marker of a
+        complete answer or an error marker."""
+        if not c.ok and self.ok in window:
+            c.ok = True
+        for b in self.bad:
+            if b in window:
+                c.bad = True
+
+
+def _rounded(seconds: list[float]) -> list[float]:
+    return [round(x, 6) for x in seconds]
+
+
+def _latencies(ttfb: list[float], ttft: list[float], durations: list[float]) -> dict:
+    return {"ttfb": _rounded(ttfb), "ttft": _rounded(ttft), "durations": _rounded(durations)}
+
+
+# --- the epoll modes' connections (hold and fleet): what they do alike ---------------------------
+# ``c`` is a _Held or a _FleetConn: its socket (``sock``, ``fd``), ``phase``, the request bytes
+# left to send (``out``) and the response head read so far (``buf``).
+
+
+def _writable(c, ep) -> str | None:
+    """``c`` may be written to: its connect finished (a fleet connection opened for the pool, with
+    no exchange yet, goes idle), or the socket takes more of the request; once all is sent, it
+    waits for the head. A transport error's reason, or None."""
+    if c.phase == "connect":
+        rc = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if rc:
+            return f"transport: {errno.errorcode.get(rc, rc)}"
+        if not hasattr(c, "out"):
+            c.phase = "idle"
+            ep.modify(c.fd, select.EPOLLIN)
+            return None
+        c.phase = "send"
+    try:
+        sent = c.sock.send(c.out)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        return f"transport: {exc.__class__.__name__}"
+    c.out = c.out[sent:]
+    if not len(c.out):
+        c.phase = "head"
+        ep.modify(c.fd, select.EPOLLIN)
+    return None
+
+
+def _read_head(c, piece: bytes) -> tuple[bytes, bytes] | None:
+    """(the response head, lower-cased; the body bytes after it) once the head is complete."""
+    c.buf += piece
+    end = c.buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = c.buf[:end].lower()
+    rest = c.buf[end + 4 :]
+    c.buf = b""
+    return head, rest
+
+
+def _forget(c, conns: dict, ep) -> None:
+    conns.pop(c.fd, None)
+    try:
+        ep.unregister(c.fd)
+    except OSError:
+        pass
+    c.sock.close()
 
 
 async def connect(host: str, port: int, source: str | None) -> trio.SocketStream:
@@ -323,9 +394,7 @@ async def run_mode(cfg: dict) -> dict:
         "reads": counters["reads"],
         "wall": wall,
         "client_cpu": cpu_seconds() - cpu0,
-        "ttfb": [round(x, 6) for x in ttfb],
-        "ttft": [round(x, 6) for x in ttft],
-        "durations": [round(x, 6) for x in durations],
+        **_latencies(ttfb, ttft, durations),
     }
 
 
@@ -361,9 +430,6 @@ def hold_mode(cfg: dict) -> dict:
     and an ``epoll_ctl`` per wait). At 10,000 streams x 1 token/s that difference is ~0.3 of a
     core, which this bench's 2-core machine otherwise takes from the gateway under test.
     """
-    import errno
-    import select
-
     request = build_request(cfg)
     mk = Markers(cfg)
     n = int(cfg["streams"])
@@ -373,8 +439,6 @@ def hold_mode(cfg: dict) -> dict:
     sources = cfg.get("source_ips") or [None]
     addr = (cfg["host"], int(cfg["port"]))
     token_marker = mk.token
-    ok_marker = mk.ok
-    bad_markers = mk.bad
     errors: dict[str, int] = {}
     ttft: list[float] = []
     conns: dict[int, _Held] = {}
@@ -406,12 +470,7 @@ def hold_mode(cfg: dict) -> dict:
             c.gated = False
             pending -= 1
         events_done += c.events
-        conns.pop(c.fd, None)
-        try:
-            ep.unregister(c.fd)
-        except OSError:
-            pass
-        c.sock.close()
+        _forget(c, conns, ep)
 
     def start_one() -> None:
         nonlocal started, pending
@@ -440,23 +499,9 @@ def hold_mode(cfg: dict) -> dict:
         ep.register(c.fd, select.EPOLLOUT)
 
     def on_writable(c: _Held) -> None:
-        if c.phase == "connect":
-            rc = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if rc:
-                drop(c, f"transport: {errno.errorcode.get(rc, rc)}")
-                return
-            c.phase = "send"
-        try:
-            sent = c.sock.send(c.out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            drop(c, f"transport: {exc.__class__.__name__}")
-            return
-        c.out = c.out[sent:]
-        if not len(c.out):
-            c.phase = "head"
-            ep.modify(c.fd, select.EPOLLIN)
+        failed = _writable(c, ep)
+        if failed:
+            drop(c, failed)
 
     def on_readable(c: _Held) -> None:
         nonlocal pending, opened, finished_early
@@ -478,13 +523,10 @@ def hold_mode(cfg: dict) -> dict:
             if c.gated:  # first response byte: the next stream may start connecting
                 c.gated = False
                 pending -= 1
-            c.buf += piece
-            end = c.buf.find(b"\r\n\r\n")
-            if end < 0:
+            read = _read_head(c, piece)
+            if read is None:
                 return
-            head = c.buf[:end].lower()
-            piece = c.buf[end + 4 :]
-            c.buf = b""
+            head, piece = read
             if head[9:12] != b"200":
                 drop(c, f"http {head[9:12].decode(errors='replace')}")
                 return
@@ -499,11 +541,7 @@ def hold_mode(cfg: dict) -> dict:
             c.token_seen = True
             ttft.append(now() - c.t0)
             opened += 1
-        if not c.ok and ok_marker in window:
-            c.ok = True
-        for b in bad_markers:
-            if b in window:
-                c.bad = True
+        mk.scan(c, window)
         c.tail = window[-48:]
         if c.chunked and c.tail.endswith(b"\r\n0\r\n\r\n"):
             if c.ok and not c.bad:
@@ -571,7 +609,7 @@ def hold_mode(cfg: dict) -> dict:
         "finished_early": finished_early,
         "errors": errors_at_close,
         "events": events_done,
-        "ttft": [round(x, 6) for x in ttft],
+        "ttft": _rounded(ttft),
         "client_cpu": cpu_seconds(),
         "timeline": timeline,
     }
@@ -648,9 +686,7 @@ def fleet_mode(cfg: dict) -> dict:
     An epoll loop rather than trio: a frame costs the client one ``os.read`` and a few bytes
     operations, so the client's own delays stay out of the gaps it measures.
     """
-    import errno
     import heapq
-    import select
 
     request = build_request(cfg)
     mk = Markers(cfg)
@@ -661,7 +697,7 @@ def fleet_mode(cfg: dict) -> dict:
     gap_limit = float(cfg.get("gap_limit_ms", 40)) / 1000
     sources = cfg.get("source_ips") or [None]
     addr = (cfg["host"], int(cfg["port"]))
-    token_marker, ok_marker, bad_markers = mk.token, mk.ok, mk.bad
+    token_marker = mk.token
     now = time.perf_counter
     ep = select.epoll()
     conns: dict[int, _FleetConn] = {}
@@ -712,12 +748,7 @@ def fleet_mode(cfg: dict) -> dict:
         return c
 
     def close(c: _FleetConn) -> None:
-        conns.pop(c.fd, None)
-        try:
-            ep.unregister(c.fd)
-        except OSError:
-            pass
-        c.sock.close()
+        _forget(c, conns, ep)
 
     def begin(c: _FleetConn, t_sched: float) -> None:
         counters["issued"] += 1
@@ -761,27 +792,9 @@ def fleet_mode(cfg: dict) -> dict:
         done(w, reuse)
 
     def on_writable(c: _FleetConn) -> None:
-        if c.phase == "connect":
-            rc = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if rc:
-                end(c, f"transport: {errno.errorcode.get(rc, rc)}")
-                return
-            if not hasattr(c, "out"):  # opened for the pool, no exchange yet
-                c.phase = "idle"
-                ep.modify(c.fd, select.EPOLLIN)
-                return
-            c.phase = "send"
-        try:
-            sent = c.sock.send(c.out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            end(c, f"transport: {exc.__class__.__name__}")
-            return
-        c.out = c.out[sent:]
-        if not len(c.out):
-            c.phase = "head"
-            ep.modify(c.fd, select.EPOLLIN)
+        failed = _writable(c, ep)
+        if failed:
+            end(c, failed)
 
     def on_readable(c: _FleetConn) -> None:
         try:
@@ -810,13 +823,10 @@ def fleet_mode(cfg: dict) -> dict:
         if c.phase == "head":
             if c.ttfb is None:
                 c.ttfb = t - c.t0
-            c.buf += piece
-            i = c.buf.find(b"\r\n\r\n")
-            if i < 0:
+            read = _read_head(c, piece)
+            if read is None:
                 return
-            head = c.buf[:i].lower()
-            piece = c.buf[i + 4 :]
-            c.buf = b""
+            head, piece = read
             try:
                 c.status = int(head[9:12])
             except ValueError:
@@ -847,11 +857,7 @@ def fleet_mode(cfg: dict) -> dict:
         elif token_marker is not None and token_marker in window:
             c.ttft = t - c.t0
             c.last_frame = t
-        if not c.ok and ok_marker in window:
-            c.ok = True
-        for b in bad_markers:
-            if b in window:
-                c.bad = True
+        mk.scan(c, window)
         c.tail = window[-48:]
         if (c.length >= 0 and c.total >= c.length) or (c.chunked and (c.tail.endswith(b"\r\n0\r\n\r\n") or c.tail == b"0\r\n\r\n")):
             if b"data: [DONE]" in c.tail:
@@ -983,9 +989,7 @@ def fleet_mode(cfg: dict) -> dict:
         "connects": counters["connects"],
         "wall": wall,
         "client_cpu": cpu_seconds() - cpu0,
-        "ttfb": [round(x, 6) for x in ttfb],
-        "ttft": [round(x, 6) for x in ttft],
-        "durations": [round(x, 6) for x in durations],
+        **_latencies(ttfb, ttft, durations),
         "gaps_n": len(gaps),
         "gap_pcts": {str(q): (gaps[min(len(gaps) - 1, int(round(q / 100 * (len(gaps) - 1))))] if gaps else None) for q in (50, 90, 99, 99.9, 100)},
         "gaps_over_limit": sum(1 for g in gaps if g > gap_limit),

@@ -179,7 +179,7 @@ def instructions(name: str, cmd: list[str], env: dict, tmp: Path, body: bytes) -
     return (counts[1] - counts[0]) / (INSTR_MANY - INSTR_FEW)
 
 
-INSTR_FEW, INSTR_MANY = 20, 220
+INSTR_FEW, INSTR_MANY = 20, 520
 
 
 def measure(p: run.Proc, body: bytes, n: int) -> dict:

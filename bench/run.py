@@ -42,6 +42,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 sys.path.insert(0, str(BENCH))
 import codex_request  # noqa: E402
+from loadgen import raise_nofile  # noqa: E402
 
 PROMPT = "Write a long story about a gateway."
 # scenario 6 (gateway benchmarks' definitions): 64 text chunks 20 ms apart, and an upstream that
@@ -62,13 +63,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def proc_tree(pid: int) -> list[int]:
@@ -1545,7 +1539,8 @@ STAGES = (
     ("read upstream: the transport's body (readiness wait, read, chunked decoding)", ("_Body.__aiter__", "Response.aiter_raw", "ChunkedDecoder.")),
     ("channel hand-off pump -> writer (trio memory channel)", ("MemorySendChannel.", "MemoryReceiveChannel.", "ReceiveChannel.__anext__")),
     ("request setup: read body, parse, translate, open upstream", ("prepare_request", "open_upstream", "read_body", "parse_create", "Gateway.save")),
-    ("store and finish (the response written to the store)", ("Gateway.finish",)),
+    # (py-spy names a method by the class that defines it: Gateway's parts, adapters/gateway/)
+    ("store and finish (the response written to the store)", ("Records.finish", "Gateway.finish")),
 )
 
 
@@ -1554,7 +1549,7 @@ def _stage(frames: list[str]) -> str:
         if any(k in fr for fr in frames for k in keys):
             return label
     for i, fr in enumerate(frames[1:], 1):
-        if "Gateway.pump" in frames[i - 1] and ("CancelScope" in fr or "move_on_after" in fr):
+        if ("StreamPump.pump" in frames[i - 1] or "Gateway.pump" in frames[i - 1]) and ("CancelScope" in fr or "move_on_after" in fr):
             return "per-read timeout scope in Gateway.pump (trio.move_on_after per upstream chunk)"
     if any("adapters/" in fr and "cli.py" not in fr for fr in frames):
         return "other respline code (pump loop, handler)"

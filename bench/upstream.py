@@ -26,12 +26,13 @@ import argparse
 import json
 import os
 import re
-import resource
 import signal
 import sys
 from collections import deque
 
 import trio
+
+from loadgen import raise_nofile  # bench/ is the script's folder, first on sys.path
 
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
@@ -43,13 +44,6 @@ WORDS = (
     " live", " too",
 )
 CREATED = 1700000000
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def _chunk_line(model: str, delta: dict, finish: str | None = None) -> bytes:

@@ -123,6 +123,7 @@ async def layers(writes: int, gap: float, rounds: int) -> dict[str, float]:
 async def through_hypercorn(writes: int, gap: float, rounds: int) -> float:
     """CPU per ``send`` of an ASGI app served by hypercorn as respline serves (sleeps included)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from floor import not_http  # bench/ is the script's folder, first on sys.path
     from hypercorn.trio import serve
 
     from respline.adapters.cli import hyper_config
@@ -132,15 +133,7 @@ async def through_hypercorn(writes: int, gap: float, rounds: int) -> float:
     done = trio.Event()
 
     async def app(scope, receive, send) -> None:
-        if scope["type"] == "lifespan":  # as floor.py answers it
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        if await not_http(scope, receive, send):
             return
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})

@@ -25,7 +25,7 @@ import msgspec
 from respline.engine import compaction
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.pipeline import ENCODERS, Pipeline, ResponsePipeline
+from respline.engine.pipeline import ENCODERS, Pipeline, PipelineResult, ResponsePipeline
 from respline.engine.stages.builder import error_event, failed_code
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.wire import request as Q
@@ -49,9 +49,10 @@ def summary_text(output: list[Any]) -> str:
     )
 
 
-class CompactionPipeline:
-    """The ResponsePipeline interface (``start``, ``feed``, ``fail``, ``close``, ``response``,
-    ``builder.finished``, ``builder.output``) over the summary call's own pipeline."""
+class CompactionPipeline(PipelineResult):
+    """The ResponsePipeline interface (``start``, ``feed``, ``fail``, ``close``, ``queued``, and
+    the result: ``response``, ``output``, ``finished``, ``failure``) over the summary call's own
+    pipeline."""
 
     __slots__ = ("inner", "response", "output", "finished", "queued", "_tail", "_ids", "_clock", "_seal")
 
@@ -77,8 +78,10 @@ class CompactionPipeline:
         self._seal = seal
 
     @property
-    def builder(self) -> "CompactionPipeline":
-        return self  # gateway and front ends read ``builder.finished`` / ``builder.output``
+    def failure(self) -> UpstreamError | None:
+        """The summary call's own failure, with the upstream's code (None when it answered,
+        even with no summary: that failure is respline's)."""
+        return self.inner.failure
 
     def start(self) -> list:
         resp = self.response
@@ -92,7 +95,7 @@ class CompactionPipeline:
         if self.finished:
             return []
         self.inner.feed(data)
-        return self._end() if self.inner.builder.finished else []
+        return self._end() if self.inner.finished else []
 
     def fail(self, err: UpstreamError) -> list:
         if self.finished:

@@ -64,6 +64,11 @@ class ApiError(Exception):
         return _encoder.encode(self.envelope())
 
 
+def item_not_found(item_id: str, param: str) -> ApiError:
+    """An ``item_reference`` (or an item id) that names no stored item."""
+    return ApiError(404, f"Item with id '{item_id}' not found.", param=param, code="item_not_found")
+
+
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 
 

@@ -12,17 +12,6 @@ from typing import Any
 from respline.engine.ids import Ids
 from respline.engine.wire import request as Q
 
-_PREFIX = {
-    "message": "msg_",
-    "function_call": "fc_",
-    "function_call_output": "fco_",
-    "reasoning": "rs_",
-    "custom_tool_call": "ctc_",
-    "custom_tool_call_output": "ctco_",
-    "compaction": "cmp_",
-}
-
-
 def _parts(role: str, content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(content, list):
         return content

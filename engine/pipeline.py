@@ -1,52 +1,35 @@
-"""Composes stages; the one place that knows their order (ARCHITECTURE.md).
+"""Composes stages; the one place that knows their order (docs/architecture.md).
 
-A stage (``Stage[In, Out]`` below) has ``feed(item) -> list`` and ``close() -> list``, and may
-have ``feed_all(items) -> list`` (``BatchStage``). Feeding the head pushes each output
+A stage (``Stage[In, Out]``, engine/stage.py) has ``feed(item) -> list`` and ``close() -> list``,
+and may have ``feed_all(items) -> list`` (``BatchStage``). Feeding the head pushes each output
 through every later stage in turn; closing a stage pushes what it still held through the later
 stages before they are closed themselves. Everything is synchronous: the adapters own the I/O.
+
+A ResponsePipeline is a provider's head stages, the stage that makes the Response (the
+ResponseBuilder or the ResponsesNormaliser: a ``ResponseStage``), then the common tail: the
+reasoning dialect stage (only for a dialect other than OpenAI's), the Sequencer, the
+CompletionRebuilder and the encoder. What it has made so far is its ``PipelineResult``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence
 
 import msgspec
 
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.stages.builder import OPENAI, ResponseBuilder
+from respline.engine.stage import BatchStage, ResponseStage, Stage  # noqa: F401 (BatchStage, Stage: importable from here too)
+from respline.engine.stages.builder import ResponseBuilder
 from respline.engine.stages.encoder import JsonEncoder, SseEncoder
+from respline.engine.stages.reasoning_dialect import OPENAI, dialect_stage
 from respline.engine.stages.rebuilder import CompletionRebuilder
 from respline.engine.stages.responses_normaliser import ResponsesNormaliser
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.stages.sse import SseDecoder
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire import responses as R
-from respline.engine.wire.responses import Response
-
-
-In = TypeVar("In", contravariant=True)
-Out = TypeVar("Out", covariant=True)
-
-
-class Stage(Protocol[In, Out]):
-    """A sans-I/O state machine: ``feed`` one item, get what it can emit now; ``close`` when
-    its input ended (cleanly or not), get what it still held. Between a provider's head stages
-    the item types are the kind's own (bytes -> SseEvent -> deltas); from the builder on they
-    are engine/deltas.py's ``Delta`` in and engine/wire/responses.py's ``Event`` out."""
-
-    def feed(self, item: In) -> list[Out]: ...
-
-    def close(self) -> list[Out]: ...
-
-
-class BatchStage(Stage[In, Out], Protocol):
-    """A stage with the hot path's list-in, list-out ``feed_all``: it must give exactly the
-    items ``feed`` gives item by item (tests/test_stage_contract.py checks it over every
-    fixture, for any split of the upstream bytes); it saves a list per item."""
-
-    def feed_all(self, items: list[In]) -> list[Out]: ...
-
+from respline.engine.wire.responses import OutputItem, Response
 
 def _feeder(stage: Stage) -> Callable[[list], list]:
     """A stage's list-in, list-out entry: its own ``feed_all`` where it is a BatchStage (the hot
@@ -91,41 +74,100 @@ class Pipeline:
         return out
 
 
-class ResponsePipeline:
+class PipelineResult(Protocol):
+    """What a response pipeline has made so far: what the gateway stores, logs and counts and
+    the front ends remember, read here and never from inside a stage. A ResponsePipeline and a
+    CompactionPipeline (engine/compact_turn.py) both give it."""
+
+    __slots__ = ()
+
+    @property
+    def response(self) -> Response:
+        """The Response as it stands: the template (``in_progress``) until the terminal event,
+        then that event's Response, with the whole output."""
+        ...
+
+    @property
+    def output(self) -> list[OutputItem]:
+        """The output items done so far, in output_index order, as the client was sent them."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """The terminal event has been made: the pipeline gives nothing more."""
+        ...
+
+    @property
+    def failure(self) -> UpstreamError | None:
+        """Why the response failed, with the upstream's own code (``response.failed`` carries
+        one from the SDK's closed set); None if it did not."""
+        ...
+
+
+class ResponsePipeline(PipelineResult):
     """Upstream bytes -> Responses frames (or event Structs when ``encoder`` is None).
 
     ``start()`` gives created/in_progress; ``feed(bytes)`` the frames those bytes complete;
     ``fail(err)`` ends the response with error + response.failed (an I/O fault);
     ``close()`` ends it normally (the upstream body ended).
+
+    The result is read off the end of the pipeline: ``output`` and the final ``response`` are
+    the CompletionRebuilder's (the items as the client got them, after every stage that may
+    change one), ``finished`` and ``failure`` the ResponseStage's.
     """
 
-    __slots__ = ("pipeline", "builder", "_builder_at", "_closed", "queued", "_seeded")
+    __slots__ = ("pipeline", "_builder", "_builder_at", "_rebuilder", "_started", "_closed", "queued", "_seeded")
 
     def __init__(
-        self, head: Sequence[Stage], builder: ResponseBuilder | ResponsesNormaliser, encoder: Stage | None
+        self, head: Sequence[Stage], builder: ResponseStage, encoder: Stage | None, *, reasoning_dialect: str = OPENAI
     ) -> None:
-        tail: list[Stage] = [Sequencer(), CompletionRebuilder()]
+        self._rebuilder = CompletionRebuilder()
+        tail: list[Stage] = [Sequencer(), self._rebuilder]
+        dialect = dialect_stage(reasoning_dialect)
+        if dialect is not None:
+            tail.insert(0, dialect)
         if encoder is not None:
             tail.append(encoder)
         self.pipeline = Pipeline([*head, builder, *tail])
-        self.builder = builder
+        self._builder = builder  # the ResponseBuilder, or the normaliser in its place
         self._builder_at = len(head)
+        self._started = False
         self._closed = False
         self.queued = False  # a background run: created (queued), queued, then in_progress
-        self._seeded: list = []
+        self._seeded: list[OutputItem] = []
 
-    def seed(self, item: Any) -> None:
+    def seed(self, item: OutputItem) -> None:
         """An output item respline made before the upstream call (a compaction): it opens the
         output, streamed whole right after the start events."""
-        self.builder.seed(item)
+        self._builder.seed(item)
         self._seeded.append(item)
+
+    # -- the result ------------------------------------------------------------------------
 
     @property
     def response(self) -> Response:
-        return self.builder.response
+        done = self._rebuilder.response
+        return self._builder.response if done is None else done
+
+    @property
+    def output(self) -> list[OutputItem]:
+        # before start() nothing has streamed but the seeded items are the output already (a
+        # queued background run is stored then)
+        return self._rebuilder.output if self._started else self._seeded
+
+    @property
+    def finished(self) -> bool:
+        return self._builder.finished
+
+    @property
+    def failure(self) -> UpstreamError | None:
+        return self._builder.failure
+
+    # -- driving it ------------------------------------------------------------------------
 
     def start(self) -> list:
-        events = self.builder.start()
+        self._started = True
+        events = self._builder.start()
         if self.queued:
             created = events[0].response
             queued = msgspec.structs.replace(created, status="queued")
@@ -138,7 +180,7 @@ class ResponsePipeline:
         return self.pipeline.feed(data)
 
     def fail(self, err: UpstreamError) -> list:
-        out = self.pipeline.feed_at(self._builder_at + 1, self.builder.fail(err))
+        out = self.pipeline.feed_at(self._builder_at + 1, self._builder.fail(err))
         return out + self.close()
 
     def close(self) -> list:
@@ -163,18 +205,10 @@ def builder_pipeline(
     seal_reasoning: Callable[..., str] | None = None,
     max_tool_calls: int | None = None,
 ) -> ResponsePipeline:
-    """A provider's decoding ``head``, then the ResponseBuilder and the common tail."""
-    builder = ResponseBuilder(
-        template,
-        ids,
-        clock,
-        reasoning_dialect=reasoning_dialect,
-        tools=tools,
-        seal_reasoning=seal_reasoning,
-        max_tool_calls=max_tool_calls,
-    )
+    """A provider's decoding ``head`` (bytes -> Delta), then the ResponseBuilder and the common tail."""
+    builder = ResponseBuilder(template, ids, clock, tools=tools, seal_reasoning=seal_reasoning, max_tool_calls=max_tool_calls)
     encoder = ENCODERS[encoding]() if encoding else None
-    return ResponsePipeline(head, builder, encoder)
+    return ResponsePipeline(head, builder, encoder, reasoning_dialect=reasoning_dialect)
 
 
 def responses_pipeline(
@@ -185,8 +219,8 @@ def responses_pipeline(
     encoding: str | None = "sse",
     reasoning_dialect: str = OPENAI,
 ) -> ResponsePipeline:
-    """A Responses-API upstream: the normaliser takes the builder's place; the Sequencer and the
-    CompletionRebuilder stay."""
-    normaliser = ResponsesNormaliser(template, ids, clock, reasoning_dialect=reasoning_dialect)
+    """A Responses-API upstream: SSE framing, then the normaliser in the builder's place and the
+    same tail."""
+    normaliser = ResponsesNormaliser(template, ids, clock)
     encoder = ENCODERS[encoding]() if encoding else None
-    return ResponsePipeline([SseDecoder()], normaliser, encoder)
+    return ResponsePipeline([SseDecoder()], normaliser, encoder, reasoning_dialect=reasoning_dialect)

@@ -16,6 +16,7 @@ The engine never imports an adapter: the entry points are loaded on first use, b
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ class RegistryError(Exception):
     pass
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class ProviderKind:
     """What one provider kind declares.
 
@@ -52,30 +54,16 @@ class ProviderKind:
     - ``fixtures``: its folder under fixtures/ (recorded streams with their expected output).
     """
 
-    __slots__ = ("name", "config", "provider", "pipeline", "error", "build", "upstream", "models", "fixtures")
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        config: type,
-        provider: type,
-        pipeline: Callable[..., Any],
-        error: Callable[..., Any],
-        build: Callable[..., Any] | None = None,
-        upstream: bool = True,
-        models: tuple[str, ...] = (),
-        fixtures: str | None = None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.provider = provider
-        self.pipeline = pipeline
-        self.error = error
-        self.build = build
-        self.upstream = upstream
-        self.models = models
-        self.fixtures = fixtures
+    name: str
+    _: KW_ONLY
+    config: type
+    provider: type
+    pipeline: Callable[..., Any]
+    error: Callable[..., Any]
+    build: Callable[..., Any] | None = None
+    upstream: bool = True
+    models: tuple[str, ...] = ()
+    fixtures: str | None = None
 
     def __repr__(self) -> str:
         return f"ProviderKind({self.name!r})"

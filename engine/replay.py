@@ -10,14 +10,15 @@ from typing import Iterable
 
 from respline.engine import registry
 from respline.engine.ids import Clock, Ids, deterministic
-from respline.engine.stages.builder import OPENAI
+from respline.engine.stages.reasoning_dialect import OPENAI
+from respline.engine.stages.sse import frame
 from respline.engine.toolmap import ToolMap
 from respline.engine.wire.responses import Response
 
 
 def reframe_jsonl(data: bytes) -> bytes:
     """``*.chunks.jsonl`` recordings hold one JSON chunk per line with the SSE framing stripped."""
-    return b"".join(b"data: " + line.strip() + b"\n\n" for line in data.splitlines() if line.strip())
+    return b"".join(frame(line.strip()) for line in data.splitlines() if line.strip())
 
 
 def load_recording(name: str, data: bytes) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import msgspec
 
 from respline.engine import compaction, tool_policy
-from respline.engine.errors import ApiError, decode_json, from_validation
+from respline.engine.errors import ApiError, decode_json, from_validation, item_not_found
 from respline.engine.ids import Clock, Ids
 from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap, ToolTarget
@@ -417,12 +417,7 @@ def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str,
         elif t == "input_image":
             url = p.get("image_url")
             if not url:
-                raise ApiError(
-                    400,
-                    "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
-                    param=f"{where}[{j}].image_url",
-                    code="invalid_value",
-                )
+                raise image_url_needed(f"{where}[{j}].image_url")
             image: dict[str, Any] = {"url": url}
             if p.get("detail"):
                 image["detail"] = p["detail"]
@@ -436,13 +431,21 @@ def _chat_parts(parts: list[dict[str, Any]], where: str) -> str | list[dict[str,
                 f["file_data"] = p["file_url"]
             out.append({"type": "file", "file": f})
         else:
-            raise ApiError(
-                400,
-                f"Invalid value for '{where}[{j}].type': {t!r} is not a supported content part.",
-                param=f"{where}[{j}].type",
-                code="invalid_value",
-            )
+            raise unsupported_part(f"{where}[{j}].type", t)
     return out
+
+
+def unsupported_part(param: str, kind: Any) -> ApiError:
+    return ApiError(400, f"Invalid value for '{param}': {kind!r} is not a supported content part.", param=param, code="invalid_value")
+
+
+def image_url_needed(param: str) -> ApiError:
+    return ApiError(
+        400,
+        "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
+        param=param,
+        code="invalid_value",
+    )
 
 
 def _output_text(output: str | list[dict[str, Any]]) -> str:
@@ -476,6 +479,22 @@ def reasoning_text(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | N
         # summary parts are separate paragraphs ("**Title**\n\nbody" each); do not glue them
         return _text_of_parts(item.summary, "\n\n")
     return ""
+
+
+def _tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A Chat Completions tool call on the assistant message, ``arguments`` as a JSON string."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def compaction_summary(item: Q.CompactionIn, unseal: Callable[[str], dict | None] | None, where: str = "input") -> str:
+    """The summary a respline-sealed compaction item holds, for an upstream that cannot take the
+    item itself (Chat, Anthropic): any other compaction item is refused, never dropped."""
+    param = f"{where}.encrypted_content"
+    opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
+    summary = opened.get("summary") if opened else None
+    if not isinstance(summary, str):  # not respline's: no other compaction item opens here
+        raise refused(param, COMPACTION, item.encrypted_content)
+    return summary
 
 
 def to_chat_messages(
@@ -532,27 +551,11 @@ def to_chat_messages(
                 content = item.content if isinstance(item.content, str) else _chat_parts(item.content, f"{where}.content")
                 messages.append({"role": "user", "content": content})
         elif kind is Q.FunctionCallIn:
-            assistant().tool_calls.append(
-                {
-                    "id": item.call_id,
-                    "type": "function",
-                    "function": {
-                        "name": upstream_tool_name(item.name, item.namespace),
-                        "arguments": item.arguments or "{}",
-                    },
-                }
-            )
+            name = upstream_tool_name(item.name, item.namespace)
+            assistant().tool_calls.append(_tool_call(item.call_id, name, item.arguments or "{}"))
         elif kind is Q.CustomToolCallIn:
-            assistant().tool_calls.append(
-                {
-                    "id": item.call_id,
-                    "type": "function",
-                    "function": {
-                        "name": upstream_tool_name(item.name, item.namespace),
-                        "arguments": _json.encode({CUSTOM_INPUT_PARAM: item.input}).decode(),
-                    },
-                }
-            )
+            name = upstream_tool_name(item.name, item.namespace)
+            assistant().tool_calls.append(_tool_call(item.call_id, name, _json.encode({CUSTOM_INPUT_PARAM: item.input}).decode()))
         elif kind is Q.FunctionCallOutputIn or kind is Q.CustomToolCallOutputIn:
             flush()
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _output_text(item.output)})
@@ -568,26 +571,15 @@ def to_chat_messages(
             # a client tool search: the call and its output, like a function call's
             call = tool_policy.search_call(item.raw)
             if call is not None:
-                assistant().tool_calls.append(
-                    {"id": call[0], "type": "function", "function": {"name": "tool_search", "arguments": _json.encode(call[1]).decode()}}
-                )
+                assistant().tool_calls.append(_tool_call(call[0], "tool_search", _json.encode(call[1]).decode()))
             found = tool_policy.search_output(item.raw, NAMESPACE_SEPARATOR)
             if found is not None:
                 flush()
                 messages.append({"role": "tool", "tool_call_id": found[0], "content": found[1]})
         elif kind is Q.ItemReferenceIn:
-            raise ApiError(
-                404,
-                f"Item with id '{item.id}' not found.",
-                param=f"{where}.id",
-                code="item_not_found",
-            )
+            raise item_not_found(item.id, f"{where}.id")
         elif kind is Q.CompactionIn:
-            param = f"{where}.encrypted_content"
-            opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
-            summary = opened.get("summary") if opened else None
-            if not isinstance(summary, str):  # not respline's: no other compaction item opens here
-                raise refused(param, COMPACTION, item.encrypted_content)
+            summary = compaction_summary(item, unseal, where)
             flush()
             messages.append(compaction.expand(summary))
     flush()
@@ -625,13 +617,8 @@ def to_chat_request(
         pass
     if req.max_output_tokens is not None:
         body[dialect.max_tokens_param] = req.max_output_tokens
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        value = getattr(req, key)
-        if value is not None:
-            body[key] = value
-    if req.stop is not None:
-        body["stop"] = req.stop
-    for key in dialect.request_fields:
+    # fields of the same name and meaning in both APIs; the dialect's own only where configured
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", *dialect.request_fields):
         value = getattr(req, key)
         if value is not None:
             body[key] = value

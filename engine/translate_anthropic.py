@@ -32,10 +32,19 @@ from typing import Any, Callable
 import msgspec
 
 from respline.engine import compaction, tool_policy
-from respline.engine.errors import ApiError
-from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
+from respline.engine.deltas import signature_issuer
+from respline.engine.errors import ApiError, item_not_found
+from respline.engine.seal import REASONING, opened_payload
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, NAMESPACE_SEPARATOR, ToolMap
-from respline.engine.translate import _text_of_parts, translate_tool_choice, translate_tools, upstream_tool_name
+from respline.engine.translate import (
+    _text_of_parts,
+    compaction_summary,
+    image_url_needed,
+    translate_tool_choice,
+    translate_tools,
+    unsupported_part,
+    upstream_tool_name,
+)
 from respline.engine.wire import request as Q
 
 log = logging.getLogger("respline.translate.anthropic")
@@ -85,12 +94,7 @@ def _image_block(p: dict[str, Any], where: str) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "file", "file_id": file_id}}
     url = p.get("image_url")
     if not isinstance(url, str) or not url:
-        raise ApiError(
-            400,
-            "Only image_url (an https or data: URL) is supported for input_image; file_id needs a file store.",
-            param=f"{where}.image_url",
-            code="invalid_value",
-        )
+        raise image_url_needed(f"{where}.image_url")
     parsed = _data_url(url)
     if parsed is not None:
         media, data = parsed
@@ -154,12 +158,7 @@ def _blocks(parts: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         elif t == "input_file":
             out.append(_file_block(p, f"{where}[{j}]"))
         else:
-            raise ApiError(
-                400,
-                f"Invalid value for '{where}[{j}].type': {t!r} is not a supported content part.",
-                param=f"{where}[{j}].type",
-                code="invalid_value",
-            )
+            raise unsupported_part(f"{where}[{j}].type", t)
     return out
 
 
@@ -176,6 +175,10 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _tool_use(call_id: str, name: str, input: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": input}
+
+
 def _is_error(item: Q.FunctionCallOutputIn | Q.CustomToolCallOutputIn) -> bool:
     if getattr(item, "success", None) is False or getattr(item, "is_error", None) is True:
         return True
@@ -190,18 +193,23 @@ def _is_error(item: Q.FunctionCallOutputIn | Q.CustomToolCallOutputIn) -> bool:
     return False
 
 
-def thinking_block(item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input") -> dict[str, Any] | None:
+def thinking_block(
+    item: Q.ReasoningIn, unseal: Callable[[str], dict | None] | None, where: str = "input", issuer: str | None = None
+) -> dict[str, Any] | None:
     """The ``thinking`` / ``redacted_thinking`` block a reasoning item was, or None (reasoning
-    that was not Anthropic's). A respline-sealed token that does not open is a 400."""
+    that was not the upstream's: ``issuer`` is the provider whose signatures it takes, None for
+    Anthropic). A respline-sealed token that does not open is a 400."""
     opened = opened_payload(unseal, item.encrypted_content, f"{where}.encrypted_content", REASONING)
     if not opened:
         return None
     redacted = opened.get("redacted")
     if isinstance(redacted, str) and redacted:
-        return {"type": "redacted_thinking", "data": redacted}
+        return {"type": "redacted_thinking", "data": redacted} if issuer is None else None
     signature = opened.get("signature")
     text = opened.get("text")
-    if isinstance(signature, str) and signature and isinstance(text, str):
+    # another provider's signature (Gemini's sent to Anthropic after a fallback or a change of
+    # model, or the reverse) would be refused upstream: that reasoning is not its to see
+    if isinstance(signature, str) and signature and isinstance(text, str) and signature_issuer(signature) == issuer:
         return {"type": "thinking", "thinking": text, "signature": signature}
     return None
 
@@ -243,8 +251,9 @@ def to_anthropic_messages(
     instructions: str | None,
     items: list[Any],
     unseal: Callable[[str], dict | None] | None = None,
+    issuer: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, messages)."""
+    """(system texts, messages); ``issuer``: whose reasoning signatures go back (``thinking_block``)."""
     system: list[str] = [instructions] if instructions else []
     turns = _Turns()
     for i, item in enumerate(items):
@@ -263,29 +272,11 @@ def to_anthropic_messages(
             else:
                 turns.add("assistant" if role == "assistant" else "user", _blocks(content, f"{where}.content"))
         elif kind is Q.FunctionCallIn:
-            turns.add(
-                "assistant",
-                [
-                    {
-                        "type": "tool_use",
-                        "id": item.call_id,
-                        "name": upstream_tool_name(item.name, item.namespace),
-                        "input": _tool_input(item.arguments),
-                    }
-                ],
-            )
+            name = upstream_tool_name(item.name, item.namespace)
+            turns.add("assistant", [_tool_use(item.call_id, name, _tool_input(item.arguments))])
         elif kind is Q.CustomToolCallIn:
-            turns.add(
-                "assistant",
-                [
-                    {
-                        "type": "tool_use",
-                        "id": item.call_id,
-                        "name": upstream_tool_name(item.name, item.namespace),
-                        "input": {CUSTOM_INPUT_PARAM: item.input},
-                    }
-                ],
-            )
+            name = upstream_tool_name(item.name, item.namespace)
+            turns.add("assistant", [_tool_use(item.call_id, name, {CUSTOM_INPUT_PARAM: item.input})])
         elif kind is Q.FunctionCallOutputIn or kind is Q.CustomToolCallOutputIn:
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": item.call_id}
             output = item.output
@@ -300,25 +291,20 @@ def to_anthropic_messages(
                 block["is_error"] = True
             turns.tool_result(block)
         elif kind is Q.ReasoningIn:
-            thinking = thinking_block(item, unseal, where)
+            thinking = thinking_block(item, unseal, where, issuer)
             if thinking is not None:
                 turns.add("assistant", [thinking])
         elif kind is Q.ItemReferenceIn:
-            raise ApiError(404, f"Item with id '{item.id}' not found.", param=f"{where}.id", code="item_not_found")
+            raise item_not_found(item.id, f"{where}.id")
         elif kind is Q.CompactionIn:
-            param = f"{where}.encrypted_content"
-            opened = opened_payload(unseal, item.encrypted_content, param, COMPACTION)
-            summary = opened.get("summary") if opened else None
-            if not isinstance(summary, str):  # not respline's: no other compaction item opens here
-                raise refused(param, COMPACTION, item.encrypted_content)
-            msg = compaction.expand(summary)
+            msg = compaction.expand(compaction_summary(item, unseal, where))
             turns.add("user", [{"type": "text", "text": msg["content"]}])
         elif kind is Q.HostedItemIn:
             # a client tool search: tool_use and tool_result, like a function call's; other
             # hosted-tool items have no Anthropic form and are left out
             call = tool_policy.search_call(item.raw)
             if call is not None:
-                turns.add("assistant", [{"type": "tool_use", "id": call[0], "name": "tool_search", "input": call[1]}])
+                turns.add("assistant", [_tool_use(call[0], "tool_search", call[1])])
             found = tool_policy.search_output(item.raw, NAMESPACE_SEPARATOR)
             if found is not None:
                 turns.tool_result({"type": "tool_result", "tool_use_id": found[0], "content": found[1]})

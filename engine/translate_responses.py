@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 import msgspec
 
 from respline.engine import compaction
-from respline.engine.errors import ApiError
+from respline.engine.errors import item_not_found
 from respline.engine.seal import COMPACTION, REASONING, opened_payload, refused
 from respline.engine.wire import request as Q
 
@@ -78,7 +78,7 @@ def input_item(item: Any, unseal: Callable[[str], dict | None] | None, where: st
             raise refused(param, COMPACTION, item.encrypted_content)
         return {"type": "message", **compaction.expand(summary)}
     if kind is Q.ItemReferenceIn:
-        raise ApiError(404, f"Item with id '{item.id}' not found.", param="input", code="item_not_found")
+        raise item_not_found(item.id, "input")
     out = _strip_none(msgspec.to_builtins(item))
     out.pop("id", None)
     if kind is Q.FunctionCallOutputIn:

@@ -11,12 +11,91 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+import trio
 
+from respline.adapters.config import Config, ConfigError, load
+from respline.engine.replay import load_recording
 from upstream import Upstream
+from validate import parse_sse
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-test-key"
+# third-party recorded streams live beside the project, never in it (provider-streams/README.md)
+PROVIDER_STREAMS = ROOT.parent / "shared" / "provider-streams"
+NO_RECORDINGS = f"third-party provider recordings not found at {PROVIDER_STREAMS} (they live beside the project)"
+
+
+def recordings(*folders: str) -> list[str]:
+    """The recorded streams of these provider-streams folders, as ``folder/file``; none where absent."""
+    return sorted(
+        f"{d}/{p.name}"
+        for d in folders
+        if (PROVIDER_STREAMS / d).is_dir()
+        for p in (PROVIDER_STREAMS / d).iterdir()
+        if p.name.endswith((".sse", ".jsonl"))
+    )
+
+
+def recording(name: str) -> bytes:
+    """One recorded stream (``folder/file``) as SSE bytes (a JSONL recording reframed)."""
+    return load_recording(name, (PROVIDER_STREAMS / name).read_bytes())
+
+
+def route_all_to(upstream_url: str, kind: str = "openai-chat", route: str = "", provider: str = "") -> str:
+    """Config text: the provider ``up`` (``kind``) at ``upstream_url`` and one route sending every
+    model to it; ``route`` adds lines to that route (``context_window = 120``), ``provider`` to
+    the provider (``transport = "httpx"``)."""
+    return f"""
+[providers.up]
+kind = "{kind}"
+base_url = "{upstream_url}"
+{provider}
+
+[[routes]]
+model = "*"
+provider = "up"
+{route}
+"""
+
+
+def load_config(tmp: Path, text: str) -> Config:
+    """``text`` as a config file, loaded as ``respline serve --config`` loads it."""
+    path = tmp / "c.toml"
+    path.write_text(text)
+    return load(path)
+
+
+def config_error(tmp: Path, text: str) -> str:
+    """Why ``text`` is refused as a config (the test fails if it is not)."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp, text)
+    return str(exc.value)
+
+
+async def until_healthy(client: httpx.AsyncClient) -> None:
+    """Wait, up to about 4 s, for a server started in this process to answer ``/health``."""
+    for _ in range(200):
+        try:
+            if (await client.get("/health")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await trio.sleep(0.02)
+
+
+def replay_command(tmp: Path, kind: str, stream: bytes) -> list[dict]:
+    """``respline replay --kind KIND --deterministic`` of an upstream's stream (saved in ``tmp``),
+    run as a user runs it: the events it printed."""
+    path = tmp / "upstream.sse"
+    path.write_bytes(stream)
+    out = subprocess.run(
+        [sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", kind, "--deterministic", str(path)],
+        cwd=ROOT, capture_output=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return parse_sse(out.stdout)
 
 
 def free_port() -> int:
@@ -65,15 +144,24 @@ class Server:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def sdk(self, key: str = TEST_KEY) -> openai.OpenAI:
+        """The openai SDK pointed at this server, without its retries (a test sees every answer)."""
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0)
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log.close()
+
+
+def terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, as a user stops respline; SIGKILL if it has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import queue
 import re
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from conftest import terminate
 
 LISTENING = re.compile(r"respline listening on http://([^\s\"]+):(\d+)")
 
@@ -46,10 +47,4 @@ class Launched:
         raise AssertionError("respline did not log where it listens:\n" + "".join(self.lines))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)

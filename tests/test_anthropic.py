@@ -6,14 +6,12 @@ to end against a scripted Anthropic-format upstream (a tool loop with thinking c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import msgspec
-import openai
 import pytest
 
-from conftest import TEST_KEY, Server
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings, replay_command
 from respline.engine.deltas import (
     Finish,
     ItemBreak,
@@ -30,7 +28,7 @@ from respline.engine.deltas import (
 )
 from respline.engine.errors import ApiError
 from respline.engine.ids import deterministic
-from respline.engine.replay import load_recording, replay
+from respline.engine.replay import replay
 from respline.engine.seal import Sealer
 import sealing
 from respline.engine.stages.anthropic_decoder import AnthropicDecoder
@@ -40,11 +38,9 @@ from respline.engine.translate_anthropic import AnthropicDialect, to_anthropic_r
 from respline.adapters.providers.anthropic import anthropic_error
 from upstream import Reply
 from upstream_formats import a_end, a_start, a_text, a_thinking, a_tool, anthropic_text, anthropic_tool, sse
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from validate import checked, checked_replay, parse_sse
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
-STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams" / "anthropic"
 SEALER = sealing.SEALER
 
 
@@ -206,12 +202,7 @@ def test_error_event_and_cut_stream():
 
 
 def run(body: bytes, **options) -> list[dict]:
-    events = parse_sse(b"".join(replay([body], kind="anthropic", **options)))
-    for ev in events:
-        validate_event(ev, options.get("reasoning_dialect", "openai"))
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay([body], kind="anthropic", **options)
 
 
 def test_thinking_sealed_with_signature():
@@ -278,15 +269,7 @@ def test_midstream_error_event_fails():
 
 # --- every recorded Anthropic stream ---------------------------------------------------------------
 
-if STREAMS.is_dir():
-    RECORDINGS = sorted(p.name for p in STREAMS.iterdir() if p.name.endswith((".sse", ".jsonl")))
-else:
-    RECORDINGS = []
-NO_RECORDINGS = f"third-party provider recordings not found at {STREAMS} (they live beside the project)"
-
-
-def recording(name: str) -> bytes:
-    return load_recording(name, (STREAMS / name).read_bytes())
+RECORDINGS = recordings("anthropic")
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
@@ -305,7 +288,7 @@ def test_recording_replays_and_validates(name):
 
 
 def _final(name: str, **options) -> dict:
-    return run(recording(name), **options)[-1]["response"]
+    return run(recording("anthropic/" + name), **options)[-1]["response"]
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
@@ -553,7 +536,7 @@ def anthropic_server(upstream_server, tmp_path_factory):
 
 @pytest.fixture
 def client(anthropic_server):
-    return openai.OpenAI(base_url=anthropic_server.url, api_key=TEST_KEY, max_retries=0)
+    return anthropic_server.sdk()
 
 
 def test_sdk_text_stream(client, upstream):
@@ -627,24 +610,12 @@ def test_upstream_error_status_and_midstream_error(anthropic_server, upstream):
     r = httpx.post(anthropic_server.url + "/responses", json={"model": "claude-x", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
 
 
 def test_replay_command_knows_anthropic(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    path = tmp_path / "a.sse"
-    path.write_bytes(b"".join(anthropic_text("Hi")))
-    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "anthropic", "--deterministic", str(path)],
-                         cwd=ROOT, capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    events = parse_sse(out.stdout)
+    events = replay_command(tmp_path, "anthropic", b"".join(anthropic_text("Hi")))
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hi"
 
 
@@ -660,9 +631,7 @@ def test_codex_tool_loop_with_thinking_signature(codex, anthropic_server, upstre
         Reply(anthropic_text("The command printed hi-from-claude.")),
     )
     events, _ = run_codex(codex, anthropic_server.url, tmp_path, "Run echo hi-from-claude and report the output")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-claude" in commands[0]["aggregated_output"]
-    assert codex_items(events, "agent_message")[-1]["text"] == "The command printed hi-from-claude."
+    assert_ran(events, "hi-from-claude", "The command printed hi-from-claude.")
     assert events[-1]["type"] == "turn.completed"
 
     assert len(upstream.requests) == 2

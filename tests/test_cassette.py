@@ -46,6 +46,18 @@ def logged(server) -> str:
     return server.log_path.read_text(errors="replace")
 
 
+def replayed_twice(start_server, cassette: Path, session) -> list:
+    """What ``session(url)`` got from each of two strict replays of ``cassette``, each of which
+    served every recorded exchange once."""
+    out = []
+    for _ in range(2):
+        server = start_server(["--replay", str(cassette), "--replay-strict"])
+        out.append(session(server.url))
+        assert stop(server) == 0
+        assert "every recorded exchange was served once" in logged(server)
+    return out
+
+
 def text_of(response: dict) -> str:
     return "".join(
         part["text"] for item in response["output"] if item["type"] == "message" for part in item["content"]
@@ -149,12 +161,7 @@ def test_a_recorded_session_replays_byte_for_byte_with_no_upstream(recorded, sta
     assert json.loads((first / "request.json").read_text())["messages"][-1] == {"role": "user", "content": "Weather in Paris?"}
     assert (first / "upstream.sse").read_bytes().endswith(b"data: [DONE]\n\n")
 
-    transcripts = []
-    for _ in range(2):
-        server = start_server(["--replay", str(recorded), "--replay-strict"])
-        transcripts.append(session(server.url))
-        assert stop(server) == 0  # strict: every exchange served once
-        assert "every recorded exchange was served once" in logged(server)
+    transcripts = replayed_twice(start_server, recorded, session)
     assert transcripts[0] == transcripts[1]  # ids, timestamps and sealed reasoning included
     assert upstream.requests == []
 
@@ -369,11 +376,7 @@ def test_anthropic_and_responses_upstreams_replay_too(kind, start_server, upstre
     stop(server)
     assert {e["kind"] for e in json.loads((cassette / "cassette.json").read_text())["exchanges"]} == {kind}
     upstream.reset()
-    runs = []
-    for _ in range(2):
-        server = start_server(["--replay", str(cassette), "--replay-strict"])
-        runs.append(stateless_loop(server.url))
-        assert stop(server) == 0
+    runs = replayed_twice(start_server, cassette, stateless_loop)
     assert runs[0] == runs[1] and upstream.requests == []
 
 
@@ -392,12 +395,15 @@ PLUGIN_KIND_STREAMS = {
 
 @pytest.mark.parametrize("kind", ["gemini", "ndjson"])
 def test_registry_and_plugin_kinds_record_and_replay(kind, start_server, upstream, tmp_path):
+    """A registry kind and a plug-in kind record and replay, here over the httpx transport (the
+    recorder tees any transport); the cassette holds neither the key nor the connection keys."""
     cassette = tmp_path / "cassette"
     config = f"""
 [providers.up]
 kind = "{kind}"
 base_url = "{upstream.base_url}"
 api_key = "k-secret"
+transport = "httpx"
 [[routes]]
 model = "*"
 provider = "up"
@@ -420,12 +426,9 @@ provider = "up"
     meta = json.loads((cassette / "cassette.json").read_text())
     assert [e["kind"] for e in meta["exchanges"]] == [kind, kind]
     assert meta["providers"]["up"]["kind"] == kind and "k-secret" not in (cassette / "cassette.json").read_text()
+    assert "transport" not in meta["providers"]["up"]  # how this machine connects is not recorded
     upstream.reset()
-    runs = []
-    for _ in range(2):
-        server = start_server(["--replay", str(cassette), "--replay-strict"])
-        runs.append(ask(server.url))
-        assert stop(server) == 0
+    runs = replayed_twice(start_server, cassette, ask)
     assert runs[0] == runs[1] and upstream.requests == []
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from upstream import DONE, USAGE, Reply, chunk, text_stream
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import check_lifecycle, checked, parse_sse, validate_event
 
 DEMO = ROOT / "fixtures" / "demo" / "text.sse"
 
@@ -35,9 +35,7 @@ def test_replay_is_deterministic_and_valid():
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     events = parse_sse(a.stdout)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["response"]["output"][-1]["content"][0]["text"].startswith("Hello from respline")
     # without --deterministic the ids differ from run to run
     c = respline("replay", str(DEMO))
@@ -49,9 +47,7 @@ def test_replay_reasoning_dialects():
     for dialect in ("openai", "openresponses", "summary"):
         out = respline("replay", str(DEMO), "--deterministic", "--reasoning-dialect", dialect)
         events = parse_sse(out.stdout)
-        for ev in events:
-            validate_event(ev, dialect=dialect)
-        check_lifecycle(events)
+        checked(events, dialect)
         names[dialect] = {e["type"] for e in events if "reasoning" in e["type"]}
     assert names["openai"] == {"response.reasoning_text.delta", "response.reasoning_text.done"}
     assert names["openresponses"] == {"response.reasoning.delta", "response.reasoning.done"}
@@ -63,24 +59,24 @@ def test_replay_missing_file():
     assert out.returncode == 2 and b"cannot read" in out.stderr
 
 
-def test_bad_config_fails_at_start_with_key_path(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('[providers.x]\nkind = 5\n', [b"$.providers.x.kind", b"Expected `str`"]),
+        ('[server]\nportt = 8080\n', [b"portt"]),
+        ('[[routes]]\nmodel = "*"\nprovider = "nobody"\n', [b"routes[0].provider"]),
+        ('[providers.x]\nbase_url = "http://x/v1"\napi_key = "$RESPLINE_SURELY_UNSET"\n', [b"RESPLINE_SURELY_UNSET"]),
+        ('[server]\ngc_thresholds = [700, 10]\n', [b"server.gc_thresholds"]),
+        ('[providers.x]\nbase_url = "https://x/v1"\nhttp2 = true\n', [b'providers.x.http2 needs transport = "httpx"']),
+    ],
+)
+def test_bad_config_fails_at_start_with_key_path(tmp_path, text, said):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[providers.x]\nkind = 5\n')
+    bad.write_text(text)
     out = respline("serve", "--config", str(bad), "--port", "1")
     assert out.returncode == 2
-    assert b"$.providers.x.kind" in out.stderr and b"Expected `str`" in out.stderr
-    bad.write_text('[server]\nportt = 8080\n')
-    out = respline("serve", "--config", str(bad), "--port", "1")
-    assert out.returncode == 2 and b"portt" in out.stderr
-    bad.write_text('[[routes]]\nmodel = "*"\nprovider = "nobody"\n')
-    out = respline("serve", "--config", str(bad), "--port", "1")
-    assert out.returncode == 2 and b"routes[0].provider" in out.stderr
-    bad.write_text('[providers.x]\nbase_url = "http://x/v1"\napi_key = "$RESPLINE_SURELY_UNSET"\n')
-    out = respline("serve", "--config", str(bad), "--port", "1")
-    assert out.returncode == 2 and b"RESPLINE_SURELY_UNSET" in out.stderr
-    bad.write_text('[server]\ngc_thresholds = [700, 10]\n')
-    out = respline("serve", "--config", str(bad), "--port", "1")
-    assert out.returncode == 2 and b"server.gc_thresholds" in out.stderr
+    for words in said:
+        assert words in out.stderr
 
 
 def test_tune_gc_freezes_startup_objects_and_sets_thresholds():

@@ -52,13 +52,14 @@ def codex() -> Path:
     return binary
 
 
-CONFIG = """
-model = "gpt-5.5"
-model_provider = "respline"
+# what every Codex run here is set to (after the keys naming its model and provider): no
+# approvals, no sandbox, no update check, no web search, analytics, feedback or plug-ins
+SETTINGS = """
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
 check_for_update_on_startup = false
 web_search = "disabled"
+{extra}
 
 [analytics]
 enabled = false
@@ -69,7 +70,13 @@ enabled = false
 [features]
 plugins = false
 apps = false
+{features}
+"""
 
+CONFIG = """
+model = "gpt-5.5"
+model_provider = "respline"
+""" + SETTINGS + """
 [model_providers.respline]
 name = "respline"
 base_url = "{url}"
@@ -82,30 +89,42 @@ stream_idle_timeout_ms = 30000
 """
 
 
-def run_codex(codex: Path, url: str, tmp: Path, prompt: str, websockets: bool = False) -> tuple[list[dict], Path]:
-    home = tmp / "codex-home"
-    work = tmp / "work"
+def exec_codex(
+    codex: Path, config: str, tmp: Path, prompt: str, env: dict[str, str], *, args: tuple[str, ...] = (), timeout: float = 120
+) -> tuple[list[dict], Path]:
+    """``codex exec`` of ``prompt`` with ``config`` as its config.toml, in a fresh CODEX_HOME and
+    work folder under ``tmp``, with no proxy in its way: its JSON events and the work folder."""
+    home, work = tmp / "codex-home", tmp / "work"
     home.mkdir()
     work.mkdir()
-    (home / "config.toml").write_text(CONFIG.format(url=url, ws="true" if websockets else "false"))
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update({"CODEX_HOME": str(home), "RESPLINE_TEST_KEY": TEST_KEY, "NO_PROXY": "127.0.0.1,localhost"})
+    (home / "config.toml").write_text(config)
+    full_env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    full_env.update({"CODEX_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost", **env})
     proc = subprocess.run(
-        [str(codex), "exec", "--skip-git-repo-check", "--ephemeral", "--json", "-o", str(tmp / "last.txt"), prompt],
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [str(codex), "exec", "--skip-git-repo-check", "--ephemeral", "--json", *args, prompt],
+        cwd=work, env=full_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )
-    assert proc.returncode == 0, f"codex failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return events, work
+    assert proc.returncode == 0, f"codex failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")], work
+
+
+def run_codex(codex: Path, url: str, tmp: Path, prompt: str, websockets: bool = False) -> tuple[list[dict], Path]:
+    """Codex with respline as a configured Responses provider; its last message in tmp/last.txt."""
+    config = CONFIG.format(url=url, ws="true" if websockets else "false", extra="", features="")
+    return exec_codex(codex, config, tmp, prompt, {"RESPLINE_TEST_KEY": TEST_KEY}, args=("-o", str(tmp / "last.txt")))
 
 
 def items(events: list[dict], kind: str) -> list[dict]:
     return [e["item"] for e in events if e.get("type") == "item.completed" and e["item"].get("type") == kind]
+
+
+def assert_ran(events: list[dict], printed: str, answer: str) -> dict:
+    """Codex ran a command whose output holds ``printed``, and ``answer`` was its last message;
+    the command's item back for more asserts."""
+    commands = items(events, "command_execution")
+    assert commands and printed in commands[0]["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == answer
+    return commands[0]
 
 
 def test_codex_exec_tool_loop(codex, respline, upstream, tmp_path):
@@ -114,11 +133,7 @@ def test_codex_exec_tool_loop(codex, respline, upstream, tmp_path):
         Reply(text_stream("The command printed hi-from-codex.")),
     )
     events, _ = run_codex(codex, respline.url, tmp_path, "Run echo hi-from-codex and report the output")
-    commands = items(events, "command_execution")
-    assert commands and "hi-from-codex" in commands[0]["aggregated_output"]
-    assert commands[0]["exit_code"] == 0
-    answers = items(events, "agent_message")
-    assert answers[-1]["text"] == "The command printed hi-from-codex."
+    assert assert_ran(events, "hi-from-codex", "The command printed hi-from-codex.")["exit_code"] == 0
     assert events[-1]["type"] == "turn.completed"
     assert (tmp_path / "last.txt").read_text().strip() == "The command printed hi-from-codex."
 
@@ -165,9 +180,7 @@ def test_codex_websocket_tool_loop(codex, respline, upstream, tmp_path):
     events, _ = run_codex(codex, respline.url, tmp_path, "Run echo over-websocket", websockets=True)
     # no fallback to HTTP happened
     assert not [e for e in events if e.get("item", {}).get("type") == "error"], events
-    commands = items(events, "command_execution")
-    assert commands and "over-websocket" in commands[0]["aggregated_output"]
-    assert items(events, "agent_message")[-1]["text"] == "It printed over-websocket."
+    assert_ran(events, "over-websocket", "It printed over-websocket.")
     assert len(upstream.requests) == 2  # the prewarm made no upstream call
     second = upstream.requests[1]["body"]["messages"]
     # the whole context reached the upstream although Codex sent only the new items

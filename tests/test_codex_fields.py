@@ -9,36 +9,18 @@ built-in provider speaks WebSocket mode (it falls back to HTTP only when the upg
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import TEST_KEY
-from test_codex import codex  # noqa: F401 - the fixture that installs and checks the CLI
+from test_codex import SETTINGS, codex, exec_codex, items  # noqa: F401 - codex: the fixture that installs and checks the CLI
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
 
 BUILTIN = """
 model = "gpt-5.5"
 openai_base_url = "{url}"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-check_for_update_on_startup = false
-web_search = "disabled"
-{extra}
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[features]
-plugins = false
-apps = false
-{features}
-"""
+""" + SETTINGS
 
 BIG = {"prompt_tokens": 50000, "completion_tokens": 40, "total_tokens": 50040}
 
@@ -49,22 +31,9 @@ def with_usage(pieces: list[bytes], usage: dict) -> list[bytes]:
 
 
 def run_builtin(codex: Path, url: str, tmp: Path, prompt: str, *, extra: str = "", features: str = "") -> list[dict]:
-    home, work = tmp / "codex-home", tmp / "work"
-    home.mkdir()
-    work.mkdir()
-    (home / "config.toml").write_text(BUILTIN.format(url=url, extra=extra, features=features))
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update({"CODEX_HOME": str(home), "OPENAI_API_KEY": TEST_KEY, "CODEX_API_KEY": TEST_KEY, "NO_PROXY": "127.0.0.1,localhost"})
-    proc = subprocess.run(
-        [str(codex), "exec", "--skip-git-repo-check", "--ephemeral", "--json", prompt],
-        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180,
-    )
-    assert proc.returncode == 0, f"codex failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-
-
-def completed(events: list[dict], kind: str) -> list[dict]:
-    return [e["item"] for e in events if e.get("type") == "item.completed" and e["item"].get("type") == kind]
+    config = BUILTIN.format(url=url, extra=extra, features=features)
+    events, _ = exec_codex(codex, config, tmp, prompt, {"OPENAI_API_KEY": TEST_KEY, "CODEX_API_KEY": TEST_KEY}, timeout=180)
+    return events
 
 
 def test_codex_builtin_provider_compacts_and_continues(codex, respline, upstream, tmp_path):  # noqa: F811
@@ -78,9 +47,9 @@ def test_codex_builtin_provider_compacts_and_continues(codex, respline, upstream
     events = run_builtin(codex, respline.url, tmp_path, "Run echo before-compaction",
                          extra="model_auto_compact_token_limit = 1000")
     assert not [e for e in events if e.get("type") in ("error", "turn.failed")], events
-    assert not completed(events, "error"), events  # no fall back from WebSocket to HTTP
-    assert "before-compaction" in completed(events, "command_execution")[0]["aggregated_output"]
-    assert completed(events, "agent_message")[-1]["text"] == "Done after compaction."
+    assert not items(events, "error"), events  # no fall back from WebSocket to HTTP
+    assert "before-compaction" in items(events, "command_execution")[0]["aggregated_output"]
+    assert items(events, "agent_message")[-1]["text"] == "Done after compaction."
     assert len(upstream.requests) == 3
     summary_call = upstream.requests[1]["body"]["messages"]
     # the summary call saw the whole context (the call and its output) and the instruction
@@ -105,7 +74,7 @@ def test_codex_finds_a_deferred_tool_with_tool_search_and_calls_it(codex, respli
     )
     events = run_builtin(codex, respline.url, tmp_path, "Close the sub-agent named nobody")
     assert not [e for e in events if e.get("type") in ("error", "turn.failed")], events
-    assert completed(events, "agent_message")[-1]["text"] == "There was no agent to close."
+    assert items(events, "agent_message")[-1]["text"] == "There was no agent to close."
     first, second, third = (r["body"] for r in upstream.requests)
     first_tools = [t["function"]["name"] for t in first["tools"]]
     assert "tool_search" in first_tools and "multi_agent_v1__close_agent" not in first_tools

@@ -222,7 +222,8 @@ def test_no_hidden_framework_timeouts():
     lasts as long as what it streams."""
     from respline.adapters.cli import build_gateway
     from respline.adapters.config import Config, ServerConfig
-    from respline.adapters.frontends.http import Auth, build_app
+    from respline.adapters.frontends.auth import Auth
+    from respline.adapters.frontends.http import build_app
 
     gateway, _clients = build_gateway(Config(server=ServerConfig(secret="test-secret")))
     app = build_app(gateway, Auth([])).quart_app

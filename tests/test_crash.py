@@ -12,7 +12,7 @@ import time
 import httpx
 import trio
 
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk, text_stream
 from validate import checked, parse_sse
 
@@ -24,15 +24,7 @@ backend = "sqlite"
 path = "{db}"
 lease_seconds = 1
 lease_renew_seconds = 0.3
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream.base_url)}"""
 
 
 def thinking_then_text(n: int, delay: float) -> Reply:

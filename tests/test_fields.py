@@ -13,7 +13,7 @@ import trio
 from openai.types.responses import ResponseCompactionItem, ResponseToolSearchCall
 from trio_websocket import open_websocket_url
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, route_all_to
 from test_websocket import HEADERS, turn, ws_url
 from upstream import Reply, chunk, text_stream, tool_stream
 from upstream_formats import anthropic_text, anthropic_tool
@@ -399,15 +399,7 @@ async def test_steer_and_inject_are_always_answered(respline, upstream):
 def passthrough(upstream_server, tmp_path_factory):
     from conftest import Server
 
-    config = f"""
-[providers.up]
-kind = "openai-responses"
-base_url = "{upstream_server.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+    config = route_all_to(upstream_server.base_url, kind="openai-responses")
     server = Server(tmp_path_factory.mktemp("passthrough-fields"), ["--api-key", TEST_KEY], config=config)
     yield server
     server.stop()
@@ -581,16 +573,7 @@ provider = "strict"
 
 
 def test_truncation_auto_drops_the_oldest_turns(start_server, upstream):
-    config = f"""
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-context_window = 120
-"""
+    config = route_all_to(upstream.base_url, route="context_window = 120")
     server = start_server(["--api-key", TEST_KEY], config=config)
     history = [{"type": "message", "role": "developer", "content": "be brief"}]
     for n in range(5):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regen_fixtures import fixture_dirs, fixture_name, fixture_options, render
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import checked, parse_sse, validate_response
 
 FIXTURES = fixture_dirs()
 NAMES = [fixture_name(p) for p in FIXTURES]
@@ -54,9 +54,7 @@ def test_expected_is_valid(name):
     _, expected, options = load(name)
     events = parse_sse(expected)
     dialect = options.get("reasoning_dialect", "openai")
-    for ev in events:
-        validate_event(ev, dialect)
-    check_lifecycle(events)
+    checked(events, dialect)
     validate_response(events[-1]["response"])
     if "model" in options:
         assert events[0]["response"]["model"] == options["model"]

@@ -38,7 +38,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import TEST_KEY, Server, free_port
+from conftest import TEST_KEY, Server, free_port, until_healthy
 from upstream import Reply, Upstream, text_stream
 from upstream_formats import anthropic_text, responses_text
 
@@ -934,13 +934,7 @@ async def test_fuzz_trace_headers(fuzz_upstream, tmp_path, caplog):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(functools.partial(cli.serve, cfg, gateway, clients, sock.detach(), tracer=Tracer(provider)))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.02)
+            await until_healthy(client)
             for number in range(n(60)):
                 odd = odd_headers(rnd)
                 if rnd.random() < 0.3:

@@ -19,8 +19,7 @@ from respline.adapters.providers.gemini.translate import to_gemini_request
 from respline.engine.translate import input_items, parse_create
 from upstream import Reply
 from validate import checked, parse_sse
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
 SIG = "CiQBcsjafEXAMPLE+sig/with+slashes=="
 TOOL = {"type": "function", "name": "get_weather", "description": "weather", "parameters": {
@@ -114,7 +113,7 @@ provider = "gem"
 
 @pytest.fixture
 def client(gemini_server):
-    return openai.OpenAI(base_url=gemini_server.url, api_key=TEST_KEY, max_retries=0)
+    return gemini_server.sdk()
 
 
 def test_text_stream(gemini_server, upstream):
@@ -231,10 +230,8 @@ def test_codex_tool_loop_and_apply_patch(codex, gemini_server, upstream, tmp_pat
         Reply(sse(chunk({"text": "Ran it and created hello.txt."}, finish="STOP"))),
     )
     events, work = run_codex(codex, gemini_server.url, tmp_path, "Run echo hi-from-gemini, then create hello.txt")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-gemini" in commands[0]["aggregated_output"]
+    assert_ran(events, "hi-from-gemini", "Ran it and created hello.txt.")
     assert (work / "hello.txt").read_text() == "hello from gemini\n"
-    assert codex_items(events, "agent_message")[-1]["text"] == "Ran it and created hello.txt."
     assert events[-1]["type"] == "turn.completed"
 
     assert len(upstream.requests) == 3
@@ -252,3 +249,76 @@ def test_codex_tool_loop_and_apply_patch(codex, gemini_server, upstream, tmp_pat
     calls = [p for c in third["contents"] if c["role"] == "model" for p in c["parts"] if "functionCall" in p]
     assert [(p["functionCall"]["name"], p["thoughtSignature"]) for p in calls] == [("exec_command", SIG), ("apply_patch", SIG + "2")]
     assert calls[1]["functionCall"]["args"] == {"input": patch}
+
+
+# --- a change of provider mid-conversation ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_server(upstream_server, tmp_path_factory):
+    """Gemini and Anthropic behind one respline: a conversation can move between them (a route
+    change, a fallback), carrying reasoning items whose signatures only their issuer accepts."""
+    config = f"""
+[providers.gem]
+kind = "gemini"
+base_url = "{upstream_server.base_url}beta"
+api_key = "g-key"
+
+[providers.ant]
+kind = "anthropic"
+base_url = "{upstream_server.base_url}"
+api_key = "a-key"
+
+[[routes]]
+model = "claude-*"
+provider = "ant"
+
+[[routes]]
+model = "*"
+provider = "gem"
+"""
+    server = Server(tmp_path_factory.mktemp("mixed"), ["--api-key", TEST_KEY], config=config)
+    yield server
+    server.stop()
+
+
+def test_a_signature_goes_back_only_to_its_issuer(mixed_server, upstream):
+    from upstream_formats import anthropic_text, anthropic_tool
+
+    client = mixed_server.sdk()
+    # Gemini's thought and signed call, then the same items sent to Claude
+    upstream.queue(
+        Reply(sse(chunk({"text": "Need the weather.", "thought": True}),
+                  chunk({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIG}, finish="STOP"))),
+        Reply(anthropic_text("Sunny.")),
+    )
+    first = client.responses.create(model="gemini-2.5-pro", input="Weather in Paris?", tools=[TOOL], store=False,
+                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
+    call = first.output[-1]
+    history = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump(exclude_none=True) for o in first.output],
+               {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = client.responses.create(model="claude-sonnet", tools=[TOOL], store=False, input=history)
+    assert second.output_text == "Sunny."
+    sent = upstream.last
+    assert sent["path"] == "/v1/messages"
+    assistant = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
+    assert [b["type"] for m in assistant for b in m["content"]] == ["tool_use"]  # no thinking block
+    assert SIG not in json.dumps(sent["body"])
+
+    # Claude's signed thinking, then the same items sent to Gemini
+    upstream.queue(
+        Reply(anthropic_tool("get_weather", '{"city": "Oslo"}', thinking="Cold there?", signature="QW50aHJvcGljU2ln")),
+        Reply(sse(chunk({"text": "Cold."}, finish="STOP"))),
+    )
+    first = client.responses.create(model="claude-sonnet", input="Weather in Oslo?", tools=[TOOL], store=False,
+                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
+    call = first.output[-1]
+    history = [{"role": "user", "content": "Weather in Oslo?"}, *[o.model_dump(exclude_none=True) for o in first.output],
+               {"type": "function_call_output", "call_id": call.call_id, "output": "-3C"}]
+    second = client.responses.create(model="gemini-2.5-pro", tools=[TOOL], store=False, input=history)
+    assert second.output_text == "Cold."
+    sent = upstream.last
+    assert sent["path"] == "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    model_turn = [c for c in sent["body"]["contents"] if c["role"] == "model"]
+    assert model_turn == [{"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]}]
+    assert "QW50aHJvcGljU2ln" not in json.dumps(sent["body"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import httpx
-import openai
 import pytest
 
 from conftest import TEST_KEY
 from upstream import USAGE, Reply, chunk, text_stream, tool_stream, DONE
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from validate import checked, parse_sse, validate_response
 
 WEATHER_TOOL = {
     "type": "function",
@@ -22,7 +21,7 @@ WEATHER_TOOL = {
 
 @pytest.fixture
 def client(respline):
-    return openai.OpenAI(base_url=respline.url, api_key=TEST_KEY, max_retries=0)
+    return respline.sdk()
 
 
 def raw_stream(respline, body: dict) -> list[dict]:
@@ -36,9 +35,7 @@ def raw_stream(respline, body: dict) -> list[dict]:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     return events
 
 

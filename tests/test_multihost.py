@@ -25,9 +25,9 @@ import trio
 
 import pgtest
 from pgtest import pg_schema  # noqa: F401 - a fixture
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk, text_stream, tool_stream
-from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
+from validate import checked, parse_sse, validate_event, validate_response
 
 KEY = "sk-multihost"
 SECRET = "multihost-shared-secret-0123456789abcdef"
@@ -49,15 +49,7 @@ shutdown_grace = 0.5
 backend = "postgres"
 dsn = "$RESPLINE_PG_DSN"
 {extra}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream_url)}"""
 
 
 def start_hosts(tmp: Path, schema: pgtest.Schema, upstream_url: str, n: int, extra: str = "") -> list[Server]:
@@ -91,7 +83,7 @@ def cluster(upstream_server, tmp_path_factory, cluster_db):
 
 
 def sdk(host: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=host.url, api_key=KEY, max_retries=0)
+    return host.sdk(KEY)
 
 
 def test_chain_conversation_and_items_across_three_hosts(cluster, upstream):
@@ -200,9 +192,7 @@ def test_background_run_completes_for_a_follower_on_another_host(cluster, upstre
         timeout=30,
     )
     events = parse_sse(raw.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["type"] == "response.completed"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "".join(
         f"w{i} " for i in range(30)

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio_websocket
 
-from conftest import ROOT, TEST_KEY
+from conftest import ROOT, TEST_KEY, until_healthy
 from upstream import USAGE, Reply, chunk, text_stream
 from validate import checked, parse_sse
 
@@ -413,13 +413,7 @@ async def test_trace_spans_in_memory(upstream, tmp_path):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(functools.partial(cli.serve, cfg, gateway, clients, sock.detach(), tracer=Tracer(provider)))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.02)
+            await until_healthy(client)
             r = await client.post(
                 "/v1/responses",
                 json={"model": "m-traced", "input": "hi"},

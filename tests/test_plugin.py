@@ -16,8 +16,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import TEST_KEY
-from respline.adapters.config import ConfigError, load
+from conftest import TEST_KEY, config_error, load_config
 from respline.engine import registry
 from respline.engine.ids import deterministic
 from respline.engine.replay import replay
@@ -69,17 +68,13 @@ def test_cli_choices_list_the_plugin():
     ],
 )
 def test_config_is_a_tagged_union_on_kind(tmp_path, text, message):
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as exc:
-        load(path)
-    assert message in str(exc.value)
+    assert message in config_error(tmp_path, text)
 
 
 def test_kind_defaults_to_openai_chat(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text('[providers.a]\nbase_url = "x"\nthink_tags = true\n[providers.n]\nkind = "ndjson"\nbase_url = "y"\ntemperature_scale = 0.5\n')
-    cfg = load(path)
+    cfg = load_config(
+        tmp_path, '[providers.a]\nbase_url = "x"\nthink_tags = true\n[providers.n]\nkind = "ndjson"\nbase_url = "y"\ntemperature_scale = 0.5\n'
+    )
     assert cfg.providers["a"].kind == "openai-chat" and cfg.providers["a"].think_tags is True
     assert cfg.providers["n"].kind == "ndjson" and cfg.providers["n"].temperature_scale == 0.5
 
@@ -138,7 +133,7 @@ provider = "nd"
 
 @pytest.fixture
 def client(ndjson_server):
-    return openai.OpenAI(base_url=ndjson_server.url, api_key=TEST_KEY, max_retries=0)
+    return ndjson_server.sdk()
 
 
 def test_text_stream_end_to_end(ndjson_server, upstream):

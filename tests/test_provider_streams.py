@@ -9,52 +9,31 @@ order; notable streams also get assertions about what they must turn into (QUIRK
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from respline.engine.replay import load_recording, replay
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
+from conftest import NO_RECORDINGS, PROVIDER_STREAMS, recording, recordings
+from respline.engine.replay import replay
+from validate import checked_replay
 
-STREAMS = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
-if not STREAMS.is_dir():
-    pytest.skip(
-        f"third-party provider recordings not found at {STREAMS} (they live beside the project, "
-        "not in it; see provider-streams/README.md)",
-        allow_module_level=True,
-    )
+if not PROVIDER_STREAMS.is_dir():
+    pytest.skip(NO_RECORDINGS + "; see provider-streams/README.md", allow_module_level=True)
 
 # Not Chat Completions: Anthropic Messages and Responses-API upstreams have their own stages
 # (tests/test_anthropic.py, tests/test_responses_passthrough.py replay those folders).
 NOT_CHAT = {"anthropic", "openai-responses", "azure-openai-responses", "responses-compatible"}
-FILES = sorted(
-    p.relative_to(STREAMS).as_posix()
-    for d in STREAMS.iterdir()
-    if d.is_dir() and d.name not in NOT_CHAT
-    for p in d.iterdir()
-    if p.name.endswith((".sse", ".jsonl"))
-)
-
-
-def upstream(name: str) -> bytes:
-    return load_recording(name, (STREAMS / name).read_bytes())
+FILES = recordings(*(d.name for d in PROVIDER_STREAMS.iterdir() if d.is_dir() and d.name not in NOT_CHAT))
 
 
 def run(name: str, **options) -> list[dict]:
     """Replay, then check framing, every event, the lifecycle and the final response."""
-    events = parse_sse(b"".join(replay([upstream(name)], **options)))
-    dialect = options.get("reasoning_dialect", "openai")
-    for ev in events:
-        validate_event(ev, dialect)
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay([recording(name)], **options)
 
 
 def chunks(name: str) -> list[dict]:
     """The upstream's own JSON chunks (for expectations computed from the recording itself)."""
     out = []
-    for line in upstream(name).decode().splitlines():
+    for line in recording(name).decode().splitlines():
         if line.startswith("data:") and line[5:].strip() != "[DONE]":
             out.append(json.loads(line[5:]))
     return out
@@ -84,7 +63,7 @@ def test_stream_is_valid(name):
 
 @pytest.mark.parametrize("name", FILES)
 def test_stream_split_into_small_pieces_gives_same_frames(name):
-    data = upstream(name)
+    data = recording(name)
     whole = replay([data])
     pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
     assert replay(pieces) == whole
@@ -106,7 +85,7 @@ def test_finish_length_is_incomplete_max_output_tokens(name):  # QUIRKS C20
 
 def test_groq_named_error_event_fails_the_response():  # QUIRKS A3, A5
     name = "groq/gpt-oss-120b_midstream-error-event_tool_use_failed.sse"
-    assert b"[DONE]" not in upstream(name)
+    assert b"[DONE]" not in recording(name)
     events = run(name)
     assert types_of(events)[-2:] == ["error", "response.failed"]
     err = events[-2]

@@ -6,38 +6,28 @@ CLI end to end against a scripted Responses-format upstream.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
-from conftest import TEST_KEY, Server
+from conftest import NO_RECORDINGS, TEST_KEY, Server, recording, recordings, replay_command
 from respline.engine.errors import ApiError
-from respline.engine.replay import load_recording, replay
+from respline.engine.replay import replay
 import sealing
 from respline.engine.translate import input_items, parse_create
 from respline.engine.translate_responses import to_responses_request
 from upstream import Reply
 from upstream_formats import ResponsesStream, responses_text, responses_tool, sse
-from validate import check_lifecycle, parse_sse, validate_event, validate_response
-from test_codex import codex, run_codex  # noqa: F401 - the codex fixture
-from test_codex import items as codex_items
+from validate import checked, checked_replay, parse_sse
+from test_codex import assert_ran, codex, run_codex  # noqa: F401 - the codex fixture
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "provider-streams"
 FOLDERS = ("openai-responses", "azure-openai-responses", "responses-compatible")
 SEALER = sealing.SEALER
 
 
 def run(body: bytes | list[bytes], **options) -> list[dict]:
     pieces = body if isinstance(body, list) else [body]
-    events = parse_sse(b"".join(replay(pieces, kind="openai-responses", **options)))
-    dialect = options.get("reasoning_dialect", "openai")
-    for ev in events:
-        validate_event(ev, dialect)
-    check_lifecycle(events)
-    validate_response(events[-1]["response"])
-    return events
+    return checked_replay(pieces, kind="openai-responses", **options)
 
 
 def ev(etype: str, **fields) -> bytes:
@@ -175,14 +165,7 @@ def test_any_split_gives_same_frames():
 
 # --- every recorded Responses-API stream -----------------------------------------------------------
 
-RECORDINGS = sorted(
-    f"{d}/{p.name}" for d in FOLDERS if (SHARED / d).is_dir() for p in (SHARED / d).iterdir() if p.name.endswith((".sse", ".jsonl"))
-)
-NO_RECORDINGS = f"third-party provider recordings not found at {SHARED} (they live beside the project)"
-
-
-def recording(name: str) -> bytes:
-    return load_recording(name, (SHARED / name).read_bytes())
+RECORDINGS = recordings(*FOLDERS)
 
 
 @pytest.mark.skipif(not RECORDINGS, reason=NO_RECORDINGS)
@@ -326,7 +309,7 @@ provider = "up"
 
 @pytest.fixture
 def client(passthrough_server):
-    return openai.OpenAI(base_url=passthrough_server.url, api_key=TEST_KEY, max_retries=0)
+    return passthrough_server.sdk()
 
 
 def test_sdk_stream_through_passthrough(client, upstream):
@@ -372,9 +355,7 @@ def test_upstream_errors(passthrough_server, upstream):
     r = httpx.post(passthrough_server.url + "/responses", json={"model": "gpt-x", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for e in events:
-        validate_event(e)
-    check_lifecycle(events)
+    checked(events)
     assert types_of(events)[-2:] == ["error", "response.failed"]
 
 
@@ -384,9 +365,7 @@ def test_codex_tool_loop_through_passthrough(codex, passthrough_server, upstream
         Reply(responses_text("The command printed hi-from-responses.")),
     )
     events, _ = run_codex(codex, passthrough_server.url, tmp_path, "Run echo hi-from-responses and report the output")
-    commands = codex_items(events, "command_execution")
-    assert commands and "hi-from-responses" in commands[0]["aggregated_output"]
-    assert codex_items(events, "agent_message")[-1]["text"] == "The command printed hi-from-responses."
+    assert_ran(events, "hi-from-responses", "The command printed hi-from-responses.")
     first, second = (r["body"] for r in upstream.requests)
     assert first["include"] == ["reasoning.encrypted_content"] and first["store"] is False
     kinds = [i.get("type") for i in second["input"]]
@@ -400,14 +379,5 @@ def test_codex_tool_loop_through_passthrough(codex, passthrough_server, upstream
 
 
 def test_replay_command_knows_openai_responses(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    path = tmp_path / "r.sse"
-    path.write_bytes(b"".join(responses_text("Replayed")))
-    out = subprocess.run([sys.executable, "-m", "respline.adapters.cli", "replay", "--kind", "openai-responses", "--deterministic", str(path)],
-                         cwd=ROOT, capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert parse_sse(out.stdout)[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"
+    events = replay_command(tmp_path, "openai-responses", b"".join(responses_text("Replayed")))
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"

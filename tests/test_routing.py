@@ -7,11 +7,11 @@ import httpx
 import openai
 import pytest
 
-from respline.adapters.config import ConfigError, Fallback, RouteConfig, Router, load
-from conftest import TEST_KEY, Server, free_port
+from respline.adapters.config import Fallback, RouteConfig, Router
+from conftest import TEST_KEY, Server, config_error, free_port, load_config
 from upstream import Reply, USAGE, chunk, text_stream
 from upstream_formats import anthropic_text
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import checked, parse_sse
 
 CONFIG = """
 [providers.chat]
@@ -80,7 +80,7 @@ def routed(upstream_server, tmp_path_factory):
 
 @pytest.fixture
 def client(routed):
-    return openai.OpenAI(base_url=routed.url, api_key=TEST_KEY, max_retries=0)
+    return routed.sdk()
 
 
 def test_exact_route_with_upstream_model(client, upstream):
@@ -146,9 +146,7 @@ def test_no_retry_once_streaming_began(routed, upstream):
     r = httpx.post(routed.url + "/responses", json={"model": "fb-midstream", "input": "hi", "stream": True},
                    headers={"authorization": f"Bearer {TEST_KEY}"}, timeout=30)
     events = parse_sse(r.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["type"] == "response.failed"
     assert len(upstream.requests) == 1
 
@@ -200,22 +198,17 @@ def test_router_resolution():
     ],
 )
 def test_config_errors(tmp_path, text, message):
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as exc:
-        load(path)
-    assert message in str(exc.value)
+    assert message in config_error(tmp_path, text)
 
 
 def test_provider_options_load(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text(
+    cfg = load_config(
+        tmp_path,
         '[providers.a]\nkind = "anthropic"\nbase_url = "https://api.anthropic.com/v1"\nanthropic_version = "2023-06-01"\n'
         'default_max_tokens = 4096\nthinking_budgets = { high = 20000, minimal = 0 }\nheaders = { anthropic-beta = "x" }\n'
         '[providers.r]\nkind = "openai-responses"\nbase_url = "https://example.invalid/v1"\ndrop_fields = ["include", "reasoning.summary"]\n'
-        'path = "/responses?api-version=preview"\n'
+        'path = "/responses?api-version=preview"\n',
     )
-    cfg = load(path)
     dialect = cfg.providers["a"].anthropic_dialect()
     assert dialect.default_max_tokens == 4096
     assert dialect.thinking_budgets["high"] == 20000 and dialect.thinking_budgets["minimal"] == 0

@@ -28,6 +28,7 @@ from respline.engine.wire import request as Q
 from upstream import Reply, text_stream, tool_stream
 from upstream_formats import anthropic_text, anthropic_tool, responses_text, responses_tool
 from validate import checked
+from test_websocket import turn, ws_url
 
 # --- the format -----------------------------------------------------------------------------------
 
@@ -373,32 +374,20 @@ def test_sdk_sees_a_bad_request(server, upstream):
     assert upstream.requests == []
 
 
-async def _ws_turn(ws, frame: dict) -> list[dict]:
-    await ws.send_message(json.dumps({"type": "response.create", **frame}))
-    events = []
-    while True:
-        with trio.fail_after(10):
-            ev = json.loads(await ws.get_message())
-        events.append(ev)
-        if ev["type"] in ("response.completed", "response.failed") or (ev["type"] == "error" and "status" in ev):
-            return events
-
-
 async def test_websocket_gives_an_error_frame(server, upstream):
     output = await trio.to_thread.run_sync(reasoning_turn, server, upstream, KEY_A)
     upstream.reset()
-    url = server.url.replace("http://", "ws://") + "/responses"
-    async with open_websocket_url(url, extra_headers=[("authorization", f"Bearer {KEY_B}")]) as ws:
+    async with open_websocket_url(ws_url(server), extra_headers=[("authorization", f"Bearer {KEY_B}")]) as ws:
         for frame in (
             {"model": "chat-m", "input": continuation(output), "tools": [TOOL]},
             {"model": "resp-m", "input": continuation(output), "tools": [TOOL], "generate": False},  # a prewarm too
         ):
-            (err,) = await _ws_turn(ws, frame)
+            (err,) = await turn(ws, frame)
             assert err["type"] == "error" and err["status"] == 400
             assert (err["error"]["code"], err["error"]["param"]) == ("invalid_encrypted_content", "input[1].encrypted_content")
         assert upstream.requests == []
         upstream.queue(Reply(text_stream("still here")))  # the socket goes on
-        events = checked(await _ws_turn(ws, {"model": "chat-m", "input": "hi"}))
+        events = checked(await turn(ws, {"model": "chat-m", "input": "hi"}))
         assert events[-1]["type"] == "response.completed"
 
 

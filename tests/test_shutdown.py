@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk
 from validate import checked, parse_sse
 
@@ -31,15 +31,7 @@ def config(upstream, db) -> str:
 [store]
 backend = "sqlite"
 path = "{db}"
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream.base_url)}"""
 
 
 async def test_sigterm_ends_every_open_stream(upstream, tmp_path):

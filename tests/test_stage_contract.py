@@ -1,6 +1,7 @@
 """The stage contract (engine/pipeline.py): a stage's list-in, list-out ``feed_all`` (the hot
 path, where a stage has one) gives exactly the frames its item-by-item ``feed`` gives; and the
-two tail stages every kind shares, the Sequencer and the CompletionRebuilder, on their own.
+tail stages every kind shares on their own: the Sequencer, the CompletionRebuilder, the reasoning
+dialect stages and the encoders (a PassEvent's flat JSON).
 
 The property runs over every fixture of every registered kind (fixtures/*/), each through its
 kind's pipeline from the registry, for random splits of the upstream bytes: the frames of a
@@ -17,6 +18,8 @@ from regen_fixtures import fixture_dirs, fixture_name, fixture_options
 from respline.engine import registry
 from respline.engine.ids import deterministic
 from respline.engine.pipeline import Pipeline
+from respline.engine.stages.encoder import JsonEncoder, SseEncoder
+from respline.engine.stages.reasoning_dialect import SUMMARY, SummaryReasoning, dialect_stage
 from respline.engine.stages.rebuilder import CompletionRebuilder
 from respline.engine.stages.sequencer import Sequencer
 from respline.engine.wire import responses as R
@@ -106,6 +109,7 @@ def test_rebuilder_completes_a_sparse_terminal_event(batched):
     out = reb.feed_all(list(events)) if batched else [e for ev in events for e in reb.feed(ev)]
     assert out == events  # nothing added, dropped or reordered
     assert out[-1].response.output == [a, b]  # in output_index order
+    assert reb.output == [a, b] and reb.response is out[-1].response  # the pipeline's result
     assert reb.close() == []
 
 
@@ -146,3 +150,69 @@ def test_pipeline_closes_each_stage_through_the_later_ones():
     pipe = Pipeline([Holder(), Double()])
     assert pipe.feed(1) == [] and pipe.feed(2) == []
     assert pipe.close() == [10, 10, 20, 20, "end"]
+
+
+def test_rebuilder_keeps_the_later_of_two_dones_for_one_index():
+    a, b, again = message(0, "first"), message(1, "second"), message(1, "second, corrected")
+    reb = CompletionRebuilder()
+    reb.feed_all([R.OutputItemDone(output_index=0, item=a), R.OutputItemDone(output_index=1, item=b)])
+    reb.feed(R.OutputItemDone(output_index=1, item=again))
+    assert reb.output == [a, again]
+
+
+# --- the reasoning dialect stages -------------------------------------------------------------
+
+
+def reasoning_item(content: list | None = None, summary: list | None = None) -> R.ReasoningItem:
+    return R.ReasoningItem(id="rs_1", summary=summary or [], content=content if content is not None else [], status="completed")
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_summary_dialect_numbers_upstream_summaries_and_raw_reasoning_in_one_count(batched):
+    """A Responses upstream's reasoning item with a summary part, then raw reasoning, then
+    another summary part: in the summary dialect they are summary parts 0, 1, 2, in the order
+    they opened, and the item lists all three as its summary (and no content)."""
+    raw = R.ReasoningText(text="raw")
+    events = [
+        R.OutputItemAdded(output_index=0, item=reasoning_item()),
+        R.ReasoningSummaryPartAdded(item_id="rs_1", output_index=0, summary_index=0, part=R.SummaryText(text="")),
+        R.ReasoningSummaryPartDone(item_id="rs_1", output_index=0, summary_index=0, part=R.SummaryText(text="A")),
+        R.ContentPartAdded(item_id="rs_1", output_index=0, content_index=0, part=R.ReasoningText(text="")),
+        R.ReasoningTextDelta(item_id="rs_1", output_index=0, content_index=0, delta="raw"),
+        R.ReasoningTextDone(item_id="rs_1", output_index=0, content_index=0, text="raw"),
+        R.ContentPartDone(item_id="rs_1", output_index=0, content_index=0, part=raw),
+        R.ReasoningSummaryPartAdded(item_id="rs_1", output_index=0, summary_index=1, part=R.SummaryText(text="")),
+        R.ReasoningSummaryTextDelta(item_id="rs_1", output_index=0, summary_index=1, delta="B"),
+        R.ReasoningSummaryPartDone(item_id="rs_1", output_index=0, summary_index=1, part=R.SummaryText(text="B")),
+        R.OutputItemDone(output_index=0, item=reasoning_item(content=[raw])),
+    ]
+    stage = dialect_stage(SUMMARY)
+    assert type(stage) is SummaryReasoning
+    out = stage.feed_all(events) if batched else [e for ev in events for e in stage.feed(ev)]
+    assert len(out) == len(events)  # one event out per event in
+    assert [type(e).__name__ for e in out[3:7]] == [
+        "ReasoningSummaryPartAdded", "ReasoningSummaryTextDelta", "ReasoningSummaryTextDone", "ReasoningSummaryPartDone",
+    ]
+    assert [e.summary_index for e in out[1:-1]] == [0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert out[0].item.content is None
+    done = out[-1].item
+    assert done.content is None and [p.text for p in done.summary] == ["A", "raw", "B"]
+
+
+def test_the_openai_dialect_adds_no_stage():
+    assert dialect_stage("openai") is None
+
+
+# --- the encoders -----------------------------------------------------------------------------
+
+
+def test_a_pass_event_is_one_flat_object_in_every_encoding():
+    ev = R.PassEvent(type="response.web_search_call.searching", fields={"output_index": 2, "item_id": "ws_1"})
+    ev.sequence_number = 7
+    flat = b'{"type":"response.web_search_call.searching","sequence_number":7,"output_index":2,"item_id":"ws_1"}'
+    assert R.encode_event(ev) == flat and R.type_of(ev) == ev.type
+    assert JsonEncoder().feed(ev) == JsonEncoder().feed_all([ev]) == [flat]
+    frame = b"event: response.web_search_call.searching\ndata: " + flat + b"\n\n"
+    assert SseEncoder().feed(ev) == SseEncoder().feed_all([text_delta(0), ev])[1:] == [frame]
+    bare = R.PassEvent(type="response.x", fields={})
+    assert R.encode_event(bare) == b'{"type":"response.x","sequence_number":0}'

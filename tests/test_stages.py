@@ -26,7 +26,7 @@ from respline.engine.stages.chat_decoder import ChatDecoder, ThinkTags, usage_fr
 from respline.engine.stages.sse import SseDecoder, SseEvent
 from respline.engine.stages.tool_calls import ToolCallAccumulator
 from respline.engine.wire.chat import ChatUsage
-from validate import check_lifecycle, parse_sse, validate_event
+from validate import checked, parse_sse
 
 # --- SseDecoder ---------------------------------------------------------------------------
 
@@ -381,7 +381,5 @@ def test_failed_code(code, etype, expected):
 
 def test_empty_upstream_body_fails():
     events = parse_sse(b"".join(replay([b""])))
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert [e["type"] for e in events] == ["response.created", "response.in_progress", "error", "response.failed"]

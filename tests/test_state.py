@@ -11,9 +11,9 @@ import openai
 import pytest
 
 import pgtest
-from conftest import Server
+from conftest import Server, route_all_to
 from upstream import DONE, USAGE, Reply, chunk, text_stream
-from validate import check_lifecycle, checked, parse_sse, validate_event, validate_response
+from validate import checked, parse_sse, validate_response
 
 KEY_A = "sk-tenant-a"
 KEY_B = "sk-tenant-b"
@@ -64,15 +64,7 @@ shutdown_grace = 0.5
 
 [store]
 {backend.toml}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream_server.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream_server.base_url)}"""
     s = Server(tmp, [], config=config, env=backend.env)
     yield s
     s.stop()
@@ -80,7 +72,7 @@ provider = "up"
 
 
 def sdk(server, key=KEY_A) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
+    return server.sdk(key)
 
 
 def slow_text(n: int, delay: float) -> Reply:
@@ -218,9 +210,7 @@ def test_dropped_stream_resumed_with_starting_after(server, upstream):
         f"{server.url}/responses/{response_id}", params={"stream": "true", "starting_after": last_seq}, headers=headers
     )
     events = first + parse_sse(raw.content)
-    for ev in events:
-        validate_event(ev)
-    check_lifecycle(events)
+    checked(events)
     assert events[-1]["type"] == "response.completed"
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "".join(
         f"w{i} " for i in range(20)
@@ -361,15 +351,7 @@ shutdown_grace = 0.3
 
 [store]
 {durable.toml}
-
-[providers.up]
-kind = "openai-chat"
-base_url = "{upstream.base_url}"
-
-[[routes]]
-model = "*"
-provider = "up"
-"""
+{route_all_to(upstream.base_url)}"""
     first_server = Server(tmp_path, [], config=config, env=durable.env)
     try:
         client = openai.OpenAI(base_url=first_server.url, api_key="x", max_retries=0)

@@ -7,6 +7,7 @@
 * ``validate_response(obj)``: a final Response object against both (SPEC 1.3).
 * ``check_lifecycle(events)``: the ordering rules of SPEC 1.5 over a whole stream.
 * ``parse_sse(body)``: an SSE body -> event dicts, checking the framing rules of SPEC 0.2 / 1.1.
+* ``checked(events)``, ``checked_replay(pieces, **options)``: all of the above over one stream.
 
 Every failure is an AssertionError that says which event (by sequence_number and type) broke
 which rule.
@@ -21,6 +22,8 @@ from typing import Any
 import openai.types.responses as oai
 import openresponses_types as ort
 import pydantic
+
+from respline.engine.replay import replay
 
 # --- schema tables -------------------------------------------------------------------------
 
@@ -287,6 +290,14 @@ def checked(events: list[dict], dialect: str = "openai") -> list[dict]:
     for ev in events:
         validate_event(ev, dialect)
     check_lifecycle(events)
+    return events
+
+
+def checked_replay(pieces: list[bytes], **options: Any) -> list[dict]:
+    """An upstream's bytes through ``respline replay``'s pipeline (engine/replay.py, ``options``
+    as it takes them), every event checked, the lifecycle and the final response."""
+    events = checked(parse_sse(b"".join(replay(pieces, **options))), options.get("reasoning_dialect", "openai"))
+    validate_response(events[-1]["response"])
     return events
 
 

@@ -14,8 +14,6 @@ escapes a handler is one logged traceback and a 500 envelope, never an exception
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import msgspec
 import trio
@@ -26,10 +24,16 @@ from quart_trio import QuartTrio
 from respline.adapters import counting
 from respline.adapters.frontends import state_routes
 from respline.adapters.exchange import Exchange
+from respline.adapters.frontends.asgi import client_closer, deny_upgrade, header, send_error, send_json
+from respline.adapters.frontends.auth import Auth
 from respline.adapters.frontends.observed import observed
+from respline.adapters.frontends.safety_net import internal_error, log_fault
+from respline.adapters.frontends.websocket import serve_websocket
 from respline.adapters.gateway import Gateway
+from respline.adapters.gateway.event_log import stored_frames
 from respline.adapters.watch import client_dropped
 from respline.engine.errors import ApiError
+from respline.engine.stages.sse import DONE_FRAME
 from respline.engine.translate import parse_create
 
 log = logging.getLogger("respline.http")
@@ -41,107 +45,8 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-JSON_HEADERS = [(b"content-type", b"application/json")]
 
 CREATE_PATHS = ("/v1/responses", "/responses")
-
-
-class Auth:
-    """Client keys from the config; each key is its own tenant. Compared in constant time.
-
-    The tenant id is a digest of the key, so no plain key is ever kept beyond this object.
-    """
-
-    def __init__(self, keys: list[str], tenants: dict[str, str] | None = None) -> None:
-        self._keys = [(k.encode(), (tenants or {}).get(k) or _tenant_of(k)) for k in keys]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
-    def tenant(self, authorization: str | None, x_api_key: str | None = None) -> str:
-        if not self._keys:
-            return "default"
-        token = None
-        if authorization and authorization[:7].lower() == "bearer ":
-            token = authorization[7:].strip()
-        elif x_api_key:
-            token = x_api_key.strip()
-        if not token:
-            raise ApiError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                code="missing_api_key",
-                type="invalid_request_error",
-            )
-        given = token.encode()
-        found = None
-        for key, tenant in self._keys:  # check every key: the time taken does not say which matched
-            if hmac.compare_digest(key, given):
-                found = tenant
-        if found is None:
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key", type="invalid_request_error")
-        return found
-
-
-def _tenant_of(key: str) -> str:
-    return "t_" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def _header(scope: dict, name: bytes) -> str | None:
-    for k, v in scope.get("headers") or ():
-        if k == name:
-            return v.decode("latin-1")
-    return None
-
-
-def client_closer(send):
-    """A function that closes this client's connection, from any task, even mid-write; None if
-    the server is not one whose connection can be found.
-
-    hypercorn writes to the socket inside a shielded cancel scope (TCPServer.protocol_send), so
-    cancelling a task blocked on a client that stopped reading does not end the write: the task,
-    the connection and its upstream connection would be held forever. Closing the socket does end
-    it (trio wakes a task blocked on a socket closed under it, and hypercorn takes that as the
-    client leaving). The ASGI ``send`` is a bound method of hypercorn's stream object, whose
-    ``send`` is the protocol's, whose ``send`` is the TCPServer's, which holds the trio stream."""
-    fn = send
-    for _ in range(6):
-        owner = getattr(fn, "__self__", None)
-        if owner is None:
-            return None
-        stream = getattr(owner, "stream", None)
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            return stream.socket.close
-        fn = getattr(owner, "send", None)
-    return None
-
-
-async def send_json(send, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
-    headers = list(JSON_HEADERS)
-    headers.append((b"content-length", str(len(body)).encode()))
-    for k, v in (extra or {}).items():
-        headers.append((k.encode(), v.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def send_error(send, err: ApiError) -> None:
-    await send_json(send, err.status, err.body(), err.headers)
-
-
-def internal_error() -> ApiError:
-    return ApiError(500, "Internal error in the gateway.", code="server_error")
-
-
-def log_fault(logger: logging.Logger, what: str, exc: BaseException) -> None:
-    """One traceback for a fault the safety net caught: the exception itself, not the
-    single-member group each trio nursery on its way out wrapped it in."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    logger.error("unexpected error in %s", what, exc_info=exc)
 
 
 class _ClientGone(Exception):
@@ -162,7 +67,7 @@ async def read_body(scope: dict, receive, limit: int, timeout: float, *, keep: b
     Every route reads its body before it answers: hypercorn serves the next request on a
     keep-alive connection only once the previous body was read. A body that is too large (413)
     or does not arrive within ``timeout`` seconds of the request's head (408) is refused."""
-    length = _header(scope, b"content-length")
+    length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _Refused(_too_large(limit))
     parts: list[bytes] = []
@@ -257,7 +162,7 @@ class CreateHandler:
     async def _handle(self, scope: dict, receive, send, state: _RequestState, closer, ex: Exchange | None) -> None:
         try:
             try:
-                tenant = self.auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+                tenant = self.auth.scope_tenant(scope)
             except ApiError as err:
                 # dropped unread, the body would leave the connection unable to serve the next request
                 await read_body(scope, receive, self.body_limit, self.body_timeout, keep=False)
@@ -379,8 +284,8 @@ class CreateHandler:
 async def sse_follow(gateway: Gateway, tenant: str, response_id: str, after: int):
     """SSE frames of a background run's stored events after ``after``; [DONE] at the end."""
     async for events in gateway.follow(tenant, response_id, after):
-        yield b"".join(b"event: " + ev.type.encode() + b"\ndata: " + ev.data + b"\n\n" for ev in events)
-    yield b"data: [DONE]\n\n"
+        yield stored_frames(events)
+    yield DONE_FRAME
 
 
 def build_app(
@@ -393,9 +298,6 @@ def build_app(
 ):
     """The ASGI application: the create handler, WebSocket mode on the same path, and a
     QuartTrio app for everything else. ``closing`` is set when the server shuts down."""
-    from respline.adapters.frontends.websocket import _deny as deny_websocket
-    from respline.adapters.frontends.websocket import serve_websocket
-
     closing = closing if closing is not None else trio.Event()
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = gateway.cfg.limits.body_bytes
@@ -509,7 +411,7 @@ def build_app(
             elif (await receive())["type"] == "websocket.connect":
                 # Quart's error handlers need an HTTP request: they raised on an upgrade
                 err = ApiError(404, f"No WebSocket at {scope['path']}; WebSocket mode is GET /v1/responses.", code="not_found")
-                await deny_websocket(scope, send, err)
+                await deny_upgrade(scope, send, err)
             return
         await app(scope, receive, send)
 
@@ -518,4 +420,4 @@ def build_app(
     return outer
 
 
-__all__ = ["build_app", "Auth", "CreateHandler"]
+__all__ = ["build_app", "CreateHandler"]

@@ -21,16 +21,10 @@ import msgspec
 
 from respline.adapters import logs
 from respline.adapters.exchange import Exchange, Telemetry, new_request_id
+from respline.adapters.frontends.asgi import JSON, deny_upgrade, header, send_body
 from respline.engine.errors import ApiError
 
 _REQUEST_ID = b"x-request-id"
-
-
-def _header(scope: dict, name: bytes) -> str | None:
-    for k, v in scope.get("headers") or ():
-        if k == name:
-            return v.decode("latin-1")
-    return None
 
 
 class MetricsEndpoint:
@@ -43,18 +37,18 @@ class MetricsEndpoint:
     async def __call__(self, scope: dict, receive, send) -> int:
         await _drain(receive)
         if self._key is not None:
-            auth = _header(scope, b"authorization") or ""
+            auth = header(scope, b"authorization") or ""
             given = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
             if not hmac.compare_digest(given, self._key):
                 err = ApiError(401, "The metrics endpoint needs its key: 'Authorization: Bearer KEY'.", code="invalid_api_key", type="invalid_request_error")
-                await _send(send, err.status, err.body(), b"application/json")
+                await send_body(send, err.status, err.body(), JSON)
                 return err.status
         if scope["method"] not in ("GET", "HEAD"):
             err = ApiError(405, f"Method {scope['method']} is not allowed on /metrics", code="method_not_allowed")
-            await _send(send, err.status, err.body(), b"application/json")
+            await send_body(send, err.status, err.body(), JSON)
             return err.status
         body = self.metrics.exposition()
-        await _send(send, 200, body, self.metrics.content_type.encode())
+        await send_body(send, 200, body, self.metrics.content_type.encode())
         return 200
 
 
@@ -82,12 +76,6 @@ async def _drain(receive) -> None:
             return
 
 
-async def _send(send, status: int, body: bytes, content_type: bytes, extra: tuple = ()) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 def observed(app, telemetry: Telemetry, *, metrics_here: bool, metrics_key: str | None):
     """``app`` wrapped: request ids, request lines, metrics; ``/metrics`` answered here when
     ``metrics_here`` (else 404 on this port: it is served on its own address)."""
@@ -100,7 +88,7 @@ def observed(app, telemetry: Telemetry, *, metrics_here: bool, metrics_key: str 
         if kind == "websocket":
             if metrics is not None:
                 metrics.websocket_connections.inc()
-            scope["respline.request_id"] = new_request_id(_header(scope, _REQUEST_ID))
+            scope["respline.request_id"] = new_request_id(header(scope, _REQUEST_ID))
             try:
                 await app(scope, receive, send)
             finally:
@@ -110,7 +98,7 @@ def observed(app, telemetry: Telemetry, *, metrics_here: bool, metrics_key: str 
         if kind != "http":
             await app(scope, receive, send)
             return
-        ex = Exchange(new_request_id(_header(scope, _REQUEST_ID)), scope["method"], scope["path"])
+        ex = Exchange(new_request_id(header(scope, _REQUEST_ID)), scope["method"], scope["path"])
         token = logs.request_id.set(ex.request_id)
         if tracer is not None:
             tracer.start(ex, {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()})
@@ -152,16 +140,14 @@ def metrics_only(telemetry: Telemetry, key: str | None):
                 if msg["type"] == "lifespan.shutdown":
                     return
         # the same request ids as the main port (no request line: scrapes are not requests)
-        rid = new_request_id(_header(scope, _REQUEST_ID))
+        rid = new_request_id(header(scope, _REQUEST_ID))
         rid_header = (_REQUEST_ID, rid.encode())
         if scope["type"] == "websocket":
             # an upgrade here is refused with an envelope (unanswered, it was hypercorn's bare 500)
-            from respline.adapters.frontends.websocket import _deny  # (it imports this module)
-
             scope["respline.request_id"] = rid
             if (await receive())["type"] == "websocket.connect":
                 err = ApiError(404, f"No WebSocket at {scope['path']}; this address serves GET /metrics only.", code="not_found")
-                await _deny(scope, send, err)
+                await deny_upgrade(scope, send, err)
             return
         if scope["type"] != "http":
             return
@@ -174,7 +160,7 @@ def metrics_only(telemetry: Telemetry, key: str | None):
         if scope["path"] != "/metrics":
             await _drain(receive)
             err = ApiError(404, f"Unknown route: {scope['method']} {scope['path']}", code="not_found")
-            await _send(send, 404, err.body(), b"application/json", (rid_header,))
+            await send_body(send, 404, err.body(), JSON, (rid_header,))
             return
         await endpoint(scope, receive, send_with_id)
 

@@ -13,7 +13,8 @@ import msgspec
 from quart import Response as QuartResponse
 from quart import request
 
-from respline.adapters.gateway import TERMINAL_STATUSES, Gateway
+from respline.adapters.gateway import Gateway
+from respline.adapters.gateway.event_log import TERMINAL_STATUSES
 from respline.engine.errors import ApiError, decode_json
 from respline.engine.store import StoredConversation, paginate
 from respline.engine.translate import MAX_INT

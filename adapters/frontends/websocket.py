@@ -24,8 +24,10 @@ from typing import Any
 import msgspec
 import trio
 
-from respline.adapters.frontends.http import Auth, _header, client_closer, internal_error, log_fault
 from respline.adapters import logs
+from respline.adapters.frontends.asgi import client_closer, deny_upgrade, id_headers
+from respline.adapters.frontends.auth import Auth
+from respline.adapters.frontends.safety_net import internal_error, log_fault
 from respline.adapters.exchange import Exchange
 from respline.adapters.gateway import Gateway
 from respline.adapters.watch import client_dropped
@@ -302,7 +304,7 @@ class WebSocketSession:
             if prev is not None:
                 self.cache.pop(prev, None)
             return
-        output = [msgspec.to_builtins(i) for i in turn.pipeline.builder.output]
+        output = [msgspec.to_builtins(i) for i in turn.pipeline.output]
         self._remember(resp.id, _Entry(items=(context or []) + turn.stored_input + output))
 
     async def _emit(self, frames: list) -> None:
@@ -364,11 +366,11 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
     if msg["type"] != "websocket.connect":
         return
     try:
-        tenant = auth.tenant(_header(scope, b"authorization"), _header(scope, b"x-api-key"))
+        tenant = auth.scope_tenant(scope)
     except ApiError as err:
-        await _deny(scope, send, err)
+        await deny_upgrade(scope, send, err)
         return
-    await send({"type": "websocket.accept", "headers": _id_headers(scope)})
+    await send({"type": "websocket.accept", "headers": id_headers(scope)})
     session = WebSocketSession(gateway, tenant, send, receive, gateway.cfg.server.websocket_max_age, closing)
     session.request_id = scope.get("respline.request_id") or session.request_id
     try:
@@ -376,34 +378,6 @@ async def serve_websocket(scope: dict, receive, send, gateway: Gateway, auth: Au
     except Exception:  # noqa: BLE001 - one session's fault must not take the server down
         log.exception("websocket session failed")
         await session.close(1011)
-
-
-def _id_headers(scope: dict) -> list[tuple[bytes, bytes]]:
-    """The upgrade's answer carries the connection's request id, as every HTTP answer does
-    (made sane by adapters/frontends/observed.py); sent here, not by wrapping ``send``, which
-    would cost every frame a call and hide hypercorn's connection (client_closer)."""
-    rid = scope.get("respline.request_id")
-    return [(b"x-request-id", rid.encode())] if rid else []
-
-
-async def _deny(scope: dict, send, err: ApiError) -> None:
-    """Refuse the upgrade with the HTTP status and an error envelope (ASGI denial extension)."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        body = err.body()
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": err.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *_id_headers(scope),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
 
 
 __all__ = ["serve_websocket", "WebSocketSession", "error_frame"]

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import httpx
 import msgspec
 
-from respline.adapters.config import ProviderConfig, Timeouts, expand_env
+from respline.adapters.config import ProviderConfig, Timeouts, expand_env, tls_context
+from respline.adapters.httpx_transport import httpx_transport
 from respline.adapters.transport import UpstreamTransport
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline
@@ -106,8 +107,7 @@ class HttpProvider:
         key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
         self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
         self._fields = self.fields(self.headers)
-        t = self.timeouts
-        self._timeout = {"connect": t.connect, "read": None, "write": 60.0, "pool": t.connect}
+        self._timeout = upstream_timeout(self.timeouts).as_dict()
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
@@ -156,21 +156,39 @@ def endpoint(cfg: ProviderConfig, default_path: str) -> str:
     return cfg.base_url.rstrip("/") + (cfg.path if cfg.path is not None else default_path)
 
 
+def upstream_timeout(t: Timeouts) -> httpx.Timeout:
+    """httpx's deadlines for an upstream call: none on reads, whose deadlines (first byte, idle,
+    total) respline keeps itself, per stream."""
+    return httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+
 
 def build_provider(
     kind: Any, name: str, p: ProviderConfig, cfg: Any, *, wrap: Callable[..., Any] | None = None, shared: dict | None = None
 ) -> tuple[HttpProvider, httpx.AsyncClient]:
     """How a kind's provider is built unless the kind says otherwise (``ProviderKind.build``):
-    its class over the upstream connection pool (adapters/transport.py). ``wrap`` (``serve
+    its class over the transport the provider chose (``upstream_transport``). ``wrap`` (``serve
     --record``) tees the transport into the cassette."""
     t = p.timeouts or cfg.timeouts
-    timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
-    transport: httpx.AsyncBaseTransport = UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle)
+    timeout = upstream_timeout(t)
+    transport = upstream_transport(name, p, cfg)
     if wrap is not None:
         transport = wrap(transport)
     # trust_env=False: a proxy variable in the environment must not reroute upstream calls
+    # (a provider sends straight to its transport anyway; the client only closes it)
     client = httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
     return kind.provider(name, p, client, cfg.timeouts, transport=transport), client
+
+
+def upstream_transport(name: str, p: ProviderConfig, cfg: Any) -> httpx.AsyncBaseTransport:
+    """The upstream connection pool a provider's connection keys ask for: the fast transport
+    (adapters/transport.py, the default) or httpx's (adapters/httpx_transport.py), either with
+    the provider's TLS context. A kind's own ``build`` that talks to an upstream uses this too,
+    so that its config's connection keys hold."""
+    t = p.timeouts or cfg.timeouts
+    tls = tls_context(p, "config", name)
+    if p.transport == "httpx":
+        return httpx_transport(name, p, cfg.limits, t, tls)
+    return UpstreamTransport(max_connections=cfg.limits.upstream_connections, keepalive_expiry=t.pool_idle, ssl_context=tls)
 
 
 def builder_options(ctx: "TurnContext", tools: Any, max_tool_calls: int | None, *, seal: bool = True) -> dict[str, Any]:

@@ -113,6 +113,16 @@ class SqliteStore:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
+    # one statement outside a transaction, in a worker thread
+    async def _execute(self, sql: str, params: tuple) -> None:
+        await self._run(lambda: self._conn().execute(sql, params))
+
+    async def _fetchone(self, sql: str, params: tuple) -> tuple | None:
+        return await self._run(lambda: self._conn().execute(sql, params).fetchone())
+
+    async def _fetchall(self, sql: str, params: tuple) -> list[tuple]:
+        return await self._run(lambda: self._conn().execute(sql, params).fetchall())
+
     def _cutoff(self) -> int:
         ttl = self.retention.ttl
         return int(self._now() - ttl) if ttl else -(2**62)
@@ -169,24 +179,25 @@ class SqliteStore:
         conn.execute("DELETE FROM items WHERE tenant = ? AND owner = ?", (tenant, oid))
         return cur.rowcount
 
-    async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
-        def get():
-            return self._conn().execute(
-                "SELECT body FROM responses WHERE tenant = ? AND id = ? AND created_at >= ?",
-                (tenant, response_id, self._cutoff()),
-            ).fetchone()
+    async def _delete(self, table: str, tenant: str, oid: str) -> bool:
+        """A response or conversation with what it owns, in one transaction; False: none."""
 
-        row = await self._run(get)
-        return _dec_response.decode(row[0]) if row else None
-
-    async def delete_response(self, tenant: str, response_id: str) -> bool:
         def delete() -> bool:
             conn = self._conn()
             with _transaction(conn):
-                n = self._delete_owned(conn, "responses", tenant, response_id)
+                n = self._delete_owned(conn, table, tenant, oid)
             return n > 0
 
         return await self._run(delete)
+
+    async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        row = await self._fetchone(
+            "SELECT body FROM responses WHERE tenant = ? AND id = ? AND created_at >= ?", (tenant, response_id, self._cutoff())
+        )
+        return _dec_response.decode(row[0]) if row else None
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        return await self._delete("responses", tenant, response_id)
 
     async def append_events(self, tenant: str, response_id: str, events: list[StoredEvent]) -> None:
         rows = [(tenant, response_id, e.seq, e.type, e.data) for e in events]
@@ -202,23 +213,14 @@ class SqliteStore:
 
     async def get_events(self, tenant: str, response_id: str, after: int) -> list[StoredEvent]:
         # SQLite integers are 64-bit: a larger ``after`` raised OverflowError when bound
-        after = min(after, _MAX_SEQ)
-
-        def get():
-            return self._conn().execute(
-                "SELECT seq, type, data FROM events WHERE tenant = ? AND response_id = ? AND seq > ? ORDER BY seq",
-                (tenant, response_id, after),
-            ).fetchall()
-
-        return [StoredEvent(seq, typ, bytes(data)) for seq, typ, data in await self._run(get)]
+        rows = await self._fetchall(
+            "SELECT seq, type, data FROM events WHERE tenant = ? AND response_id = ? AND seq > ? ORDER BY seq",
+            (tenant, response_id, min(after, _MAX_SEQ)),
+        )
+        return [StoredEvent(seq, typ, bytes(data)) for seq, typ, data in rows]
 
     async def get_item(self, tenant: str, item_id: str) -> dict[str, Any] | None:
-        def get():
-            return self._conn().execute(
-                "SELECT body FROM items WHERE tenant = ? AND id = ?", (tenant, item_id)
-            ).fetchone()
-
-        row = await self._run(get)
+        row = await self._fetchone("SELECT body FROM items WHERE tenant = ? AND id = ?", (tenant, item_id))
         return msgspec.json.decode(row[0]) if row else None
 
     # -- conversations -------------------------------------------------------------------
@@ -239,25 +241,16 @@ class SqliteStore:
         await self._run(put)
 
     async def get_conversation(self, tenant: str, conv_id: str) -> StoredConversation | None:
-        def get():
-            return self._conn().execute(
-                "SELECT created_at, metadata FROM conversations WHERE tenant = ? AND id = ? AND created_at >= ?",
-                (tenant, conv_id, self._cutoff()),
-            ).fetchone()
-
-        row = await self._run(get)
+        row = await self._fetchone(
+            "SELECT created_at, metadata FROM conversations WHERE tenant = ? AND id = ? AND created_at >= ?",
+            (tenant, conv_id, self._cutoff()),
+        )
         if row is None:
             return None
         return StoredConversation(tenant=tenant, id=conv_id, created_at=row[0], metadata=msgspec.json.decode(row[1]))
 
     async def delete_conversation(self, tenant: str, conv_id: str) -> bool:
-        def delete() -> bool:
-            conn = self._conn()
-            with _transaction(conn):
-                n = self._delete_owned(conn, "conversations", tenant, conv_id)
-            return n > 0
-
-        return await self._run(delete)
+        return await self._delete("conversations", tenant, conv_id)
 
     async def add_conversation_items(self, tenant: str, conv_id: str, items: list[dict[str, Any]]) -> None:
         rows = [(tenant, conv_id, it["id"], _enc.encode(it)) for it in items]
@@ -274,13 +267,8 @@ class SqliteStore:
         await self._run(add)
 
     async def conversation_items(self, tenant: str, conv_id: str) -> list[dict[str, Any]]:
-        def get():
-            return self._conn().execute(
-                "SELECT body FROM conversation_items WHERE tenant = ? AND conv_id = ? ORDER BY pos",
-                (tenant, conv_id),
-            ).fetchall()
-
-        return [msgspec.json.decode(row[0]) for row in await self._run(get)]
+        rows = await self._fetchall("SELECT body FROM conversation_items WHERE tenant = ? AND conv_id = ? ORDER BY pos", (tenant, conv_id))
+        return [msgspec.json.decode(row[0]) for row in rows]
 
     async def delete_conversation_item(self, tenant: str, conv_id: str, item_id: str) -> bool:
         def delete() -> bool:
@@ -298,25 +286,16 @@ class SqliteStore:
     # -- leases ----------------------------------------------------------------------------
 
     async def lease_run(self, tenant: str, response_id: str, owner: str, expires_at: float) -> None:
-        def lease() -> None:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO leases (tenant, response_id, owner, expires_at) VALUES (?, ?, ?, ?)",
-                (tenant, response_id, owner, expires_at),
-            )
-
-        await self._run(lease)
+        await self._execute(
+            "INSERT OR REPLACE INTO leases (tenant, response_id, owner, expires_at) VALUES (?, ?, ?, ?)",
+            (tenant, response_id, owner, expires_at),
+        )
 
     async def renew_leases(self, owner: str, expires_at: float) -> None:
-        def renew() -> None:
-            self._conn().execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (expires_at, owner))
-
-        await self._run(renew)
+        await self._execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (expires_at, owner))
 
     async def end_lease(self, tenant: str, response_id: str) -> None:
-        def end() -> None:
-            self._conn().execute("DELETE FROM leases WHERE tenant = ? AND response_id = ?", (tenant, response_id))
-
-        await self._run(end)
+        await self._execute("DELETE FROM leases WHERE tenant = ? AND response_id = ?", (tenant, response_id))
 
     async def take_lapsed(self, now: float, owner: str, expires_at: float, limit: int = 100) -> list[RunLease]:
         def take() -> list[RunLease]:

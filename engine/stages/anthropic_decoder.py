@@ -33,6 +33,7 @@ import logging
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -47,7 +48,9 @@ from respline.engine.deltas import (
     UsageDelta,
 )
 from respline.engine.ids import Ids
+from respline.engine.stage import Stage
 from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.upstream_errors.anthropic import stream_error
 from respline.engine.wire.anthropic import AnthropicEvent, AnthropicUsage
 
 log = logging.getLogger("respline.anthropic")
@@ -84,7 +87,7 @@ class _Block:
         self.shown = False  # text: some non-whitespace text was emitted
 
 
-class AnthropicDecoder:
+class AnthropicDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> neutral deltas for an Anthropic Messages upstream."""
 
     __slots__ = ("_ids", "_blocks", "_usage", "_stopped", "_text_open", "_pending_ws", "_tool_index")
@@ -98,7 +101,7 @@ class AnthropicDecoder:
         self._pending_ws = ""  # a whitespace-only text block, kept until the next text shows
         self._tool_index = 0
 
-    def feed(self, ev: SseEvent) -> list:
+    def feed(self, ev: SseEvent) -> list[Delta]:
         data = ev.data
         if data == DONE:
             return []
@@ -125,12 +128,12 @@ class AnthropicDecoder:
         elif kind == "message_stop":
             self._stopped = True
         elif kind == "error" or ev.event == b"error":
-            out.append(_error(e.error))
+            out.append(stream_error(e.error))
             self._stopped = True
         # ping and event types this version does not know: nothing to do
         return out
 
-    def close(self) -> list:
+    def close(self) -> list[Delta]:
         if self._stopped:
             return []
         # the body ended with no stop_reason and no message_stop: a cut stream, not an answer
@@ -286,19 +289,3 @@ class AnthropicDecoder:
             cache_write_tokens=write,
             reasoning_tokens=thinking,
         )
-
-
-def _error(err) -> UpstreamError:
-    """``{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}``."""
-    if isinstance(err, dict):
-        etype = err.get("type")
-        message = err.get("message")
-        etype = etype if isinstance(etype, str) and etype else "api_error"
-        return UpstreamError(
-            message=message if isinstance(message, str) and message else etype,
-            type=etype,
-            code=etype,
-        )
-    if isinstance(err, str) and err:
-        return UpstreamError(message=err, type="api_error", code="api_error")
-    return UpstreamError(message="upstream error", type="api_error", code="api_error")

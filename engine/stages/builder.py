@@ -9,6 +9,12 @@ send usage and even repeated finish chunks after finish_reason (QUIRKS C17, C19)
 Status rules: an item closed after ``finish_reason: length`` is ``incomplete`` and the response is
 ``response.incomplete`` (max_output_tokens); ``content_filter`` likewise (content_filter); an
 upstream error closes the open item as incomplete, then ``error`` and ``response.failed``.
+
+What it does not do: the terminal event's ``output`` is left to the CompletionRebuilder, which
+fills it from the ``output_item.done`` events (so the builder keeps no list of its items), and
+raw reasoning comes out in OpenAI's dialect only; the reasoning_dialect stage renames it for the
+others. Sealing stays here: a reasoning item is sealed as it closes, with the Anthropic signature
+or redacted block that only this stage sees (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Callable
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ItemBreak,
     ReasoningDelta,
@@ -32,14 +39,9 @@ from respline.engine.deltas import (
     UsageDelta,
 )
 from respline.engine.ids import Clock, Ids
+from respline.engine.stage import BatchStage, ResponseStage
 from respline.engine.toolmap import CUSTOM_INPUT_PARAM, ToolMap, ToolTarget
 from respline.engine.wire import responses as R
-
-# Reasoning dialects (SPEC 0.1): OpenAI event names, Open Responses names, or summary events.
-OPENAI = "openai"
-OPENRESPONSES = "openresponses"
-SUMMARY = "summary"
-REASONING_DIALECTS = (OPENAI, OPENRESPONSES, SUMMARY)
 
 _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -101,14 +103,13 @@ class _Open:
         self.opaque: dict[str, str] | None = None  # reasoning: Anthropic signature / redacted data
 
 
-class ResponseBuilder:
+class ResponseBuilder(ResponseStage[Delta], BatchStage[Delta, R.Event]):
     def __init__(
         self,
         template: R.Response,
         ids: Ids,
         clock: Clock,
         *,
-        reasoning_dialect: str = OPENAI,
         tools: ToolMap | None = None,
         seal_reasoning: Callable[..., str] | None = None,
         max_tool_calls: int | None = None,
@@ -116,7 +117,6 @@ class ResponseBuilder:
         self.response = template
         self._ids = ids
         self._clock = clock
-        self._dialect = reasoning_dialect
         self._tools = tools or {}
         self._seal = seal_reasoning
         self._next_index = 0
@@ -125,7 +125,6 @@ class ResponseBuilder:
         self._usage: UsageDelta | None = None
         self._error: UpstreamError | None = None
         self._ended = False
-        self.output: list[R.OutputItem] = []
         # max_tool_calls: calls past it are not emitted (the model asked for more than the
         # client allows); None is no limit
         self._calls_left = max_tool_calls
@@ -138,7 +137,6 @@ class ResponseBuilder:
     def seed(self, item: R.OutputItem) -> None:
         """An item respline produced before the upstream call (a compaction): it is the
         response's first output item, and the upstream's items follow it."""
-        self.output.append(item)
         self._next_index += 1
 
     # -- lifecycle ends ------------------------------------------------------------------
@@ -148,7 +146,7 @@ class ResponseBuilder:
         resp = self.response
         return [R.ResponseCreated(response=resp), R.ResponseInProgress(response=resp)]
 
-    def feed(self, d) -> list[R.Event]:
+    def feed(self, d: Delta) -> list[R.Event]:
         if self._ended or self._error is not None:
             return []
         out: list[R.Event] = []
@@ -184,11 +182,10 @@ class ResponseBuilder:
             self._fail(d, out)
         return out
 
-    def feed_all(self, deltas: list) -> list[R.Event]:
+    def feed_all(self, deltas: list[Delta]) -> list[R.Event]:
         """The per-token hot path: a text or reasoning delta into the part already open is one
         event built here; everything else goes through ``feed``."""
         out: list[R.Event] = []
-        openai_reasoning = self._dialect == OPENAI
         for d in deltas:
             kind = type(d)
             item = self._open
@@ -197,7 +194,7 @@ class ResponseBuilder:
                     item.text.append(d.text)
                     out.append(R.OutputTextDelta(item.id, item.index, len(item.parts), d.text, []))
                     continue
-                if kind is ReasoningDelta and openai_reasoning and item.kind == "reasoning" and item.part_kind:
+                if kind is ReasoningDelta and item.kind == "reasoning" and item.part_kind:
                     item.text.append(d.text)
                     out.append(R.ReasoningTextDelta(item.id, item.index, 0, d.text))
                     continue
@@ -282,12 +279,7 @@ class ResponseBuilder:
         out.append(
             R.OutputItemAdded(
                 output_index=item.index,
-                item=R.ReasoningItem(
-                    id=item.id,
-                    summary=[],
-                    content=None if self._dialect == SUMMARY else [],
-                    status="in_progress",
-                ),
+                item=R.ReasoningItem(id=item.id, summary=[], content=[], status="in_progress"),
             )
         )
         return item
@@ -304,45 +296,16 @@ class ResponseBuilder:
 
     def _reasoning(self, text: str, out: list) -> None:
         item = self._open
-        summary = self._dialect == SUMMARY
         if item is None or item.kind != "reasoning":
             item = self._open_reasoning(out)
             item.part_kind = "reasoning"
-            if summary:
-                out.append(
-                    R.ReasoningSummaryPartAdded(
-                        item_id=item.id,
-                        output_index=item.index,
-                        summary_index=0,
-                        part=R.SummaryText(text=""),
-                    )
+            out.append(
+                R.ContentPartAdded(
+                    item_id=item.id, output_index=item.index, content_index=0, part=R.ReasoningText(text="")
                 )
-            else:
-                out.append(
-                    R.ContentPartAdded(
-                        item_id=item.id,
-                        output_index=item.index,
-                        content_index=0,
-                        part=R.ReasoningText(text=""),
-                    )
-                )
+            )
         item.text.append(text)
-        if summary:
-            out.append(
-                R.ReasoningSummaryTextDelta(
-                    item_id=item.id, output_index=item.index, summary_index=0, delta=text
-                )
-            )
-        elif self._dialect == OPENRESPONSES:
-            out.append(
-                R.ReasoningDelta(item_id=item.id, output_index=item.index, content_index=0, delta=text)
-            )
-        else:
-            out.append(
-                R.ReasoningTextDelta(
-                    item_id=item.id, output_index=item.index, content_index=0, delta=text
-                )
-            )
+        out.append(R.ReasoningTextDelta(item_id=item.id, output_index=item.index, content_index=0, delta=text))
 
     def _open_call(self, d: ToolCallStart, out: list) -> None:
         if self._calls_left is not None:
@@ -468,30 +431,16 @@ class ResponseBuilder:
                 input=text,
                 namespace=target.namespace if target else None,
             )
-        self.output.append(done)
         out.append(R.OutputItemDone(output_index=item.index, item=done))
 
     def _close_reasoning(self, item: _Open, status: str, out: list) -> R.ReasoningItem:
         text = "".join(item.text)
-        if item.part_kind is None:  # signature-only or redacted: no part was opened (QUIRKS G42)
-            summary, content = [], (None if self._dialect == SUMMARY else [])
-        elif self._dialect == SUMMARY:
-            out.append(
-                R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=0, text=text)
-            )
-            part = R.SummaryText(text=text)
-            out.append(
-                R.ReasoningSummaryPartDone(item_id=item.id, output_index=item.index, summary_index=0, part=part)
-            )
-            summary, content = [part], None
-        else:
-            cls = R.ReasoningDone if self._dialect == OPENRESPONSES else R.ReasoningTextDone
-            out.append(cls(item_id=item.id, output_index=item.index, content_index=0, text=text))
+        content: list[R.ReasoningText] = []
+        if item.part_kind is not None:  # (signature-only and redacted items open no part, QUIRKS G42)
+            out.append(R.ReasoningTextDone(item_id=item.id, output_index=item.index, content_index=0, text=text))
             rpart = R.ReasoningText(text=text)
-            out.append(
-                R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=0, part=rpart)
-            )
-            summary, content = [], [rpart]
+            out.append(R.ContentPartDone(item_id=item.id, output_index=item.index, content_index=0, part=rpart))
+            content.append(rpart)
         seal = self._seal
         if seal is None:
             sealed = None
@@ -499,9 +448,7 @@ class ResponseBuilder:
             sealed = seal(text, **item.opaque)
         else:
             sealed = seal(text)
-        return R.ReasoningItem(
-            id=item.id, summary=summary, content=content, encrypted_content=sealed, status=status
-        )
+        return R.ReasoningItem(id=item.id, summary=[], content=content, encrypted_content=sealed, status=status)
 
     # -- the end -------------------------------------------------------------------------
 
@@ -520,9 +467,8 @@ class ResponseBuilder:
         )
 
     def _final(self, **changes) -> R.Response:
-        resp = msgspec.structs.replace(
-            self.response, output=list(self.output), usage=self._usage_struct(), **changes
-        )
+        """The terminal Response: status, usage, error; its output is the CompletionRebuilder's."""
+        resp = msgspec.structs.replace(self.response, usage=self._usage_struct(), **changes)
         self.response = resp
         return resp
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -22,7 +23,9 @@ from respline.engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
+from respline.engine.stage import BatchStage
 from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.upstream_errors.openai import upstream_error_from
 from respline.engine.wire.chat import ChatChunk, ChatUsage
 
 log = logging.getLogger("respline.chat")
@@ -58,26 +61,6 @@ def usage_from_chat(u: ChatUsage) -> UsageDelta:
         cache_write_tokens=write,
         reasoning_tokens=reasoning,
     )
-
-
-def upstream_error_from(payload: Any, fallback: str = "upstream error") -> UpstreamError:
-    """An in-band error object (OpenAI, OpenRouter numeric codes, Groq, vLLM) -> UpstreamError."""
-    if isinstance(payload, dict):
-        inner = payload.get("error", payload)
-        if isinstance(inner, str):
-            return UpstreamError(message=inner, type="server_error", code="server_error")
-        if isinstance(inner, dict):
-            message = str(inner.get("message") or fallback)
-            etype = inner.get("type")
-            code = inner.get("code")
-            param = inner.get("param")
-            return UpstreamError(
-                message=message,
-                type=str(etype) if etype else "server_error",
-                code=str(code) if code is not None else (str(etype) if etype else "server_error"),
-                param=param if isinstance(param, str) else None,
-            )
-    return UpstreamError(message=fallback)
 
 
 class ThinkTags:
@@ -160,7 +143,7 @@ def _content_parts(parts: list[Any], out: list) -> None:
                         out.append(ReasoningDelta(sub["text"]))
 
 
-class ChatDecoder:
+class ChatDecoder(BatchStage[SseEvent, Delta]):
     """SseEvent -> neutral deltas for a Chat Completions upstream."""
 
     __slots__ = ("_think", "done", "_ended")
@@ -172,15 +155,15 @@ class ChatDecoder:
         # (sent last, QUIRKS D21) or an error; [DONE] is tracked by ``done``
         self._ended = False
 
-    def feed_all(self, events: list[SseEvent]) -> list:
-        out: list = []
+    def feed_all(self, events: list[SseEvent]) -> list[Delta]:
+        out: list[Delta] = []
         chunk = self._chunk
         for ev in events:
             chunk(ev, out)
         return out
 
-    def feed(self, ev: SseEvent) -> list:
-        out: list = []
+    def feed(self, ev: SseEvent) -> list[Delta]:
+        out: list[Delta] = []
         self._chunk(ev, out)
         return out
 

@@ -1,10 +1,18 @@
-"""Events -> wire frames: SSE (``event:`` + ``data:`` in one frame) or bare JSON for WebSocket."""
+"""Events -> wire frames: SSE (``event:`` + ``data:`` in one frame, framed as sse.py says) or
+bare JSON for WebSocket.
+
+An event's JSON is msgspec's own, except a PassEvent's, whose upstream fields are written flat
+beside ``type`` and ``sequence_number`` (engine/wire/responses.py ``encode_event``, which the
+stored event log uses too); the hot loops below inline the common case.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
-from respline.engine.wire.responses import Event, PassEvent
+from respline.engine.stage import BatchStage
+from respline.engine.stages.sse import DONE_FRAME, END, prefix
+from respline.engine.wire.responses import Event, PassEvent, encode_event, encode_pass
 
 _encoder = msgspec.json.Encoder()
 _prefixes: dict[type, bytes] = {}
@@ -13,57 +21,52 @@ _prefixes: dict[type, bytes] = {}
 def sse_prefix(cls: type) -> bytes:
     p = _prefixes.get(cls)
     if p is None:
-        p = _prefixes[cls] = b"event: " + cls.__struct_config__.tag.encode() + b"\ndata: "
+        p = _prefixes[cls] = prefix(cls.__struct_config__.tag.encode())
     return p
 
 
-def _pass_prefix(event: PassEvent) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: "
-
-
-def encode_json(event: Event) -> bytes:
-    return _encoder.encode(event)
-
-
-class SseEncoder:
+class SseEncoder(BatchStage[Event, bytes]):
     """One complete SSE frame per event, so a client never sees half an event in one read."""
 
     __slots__ = ()
 
     def feed(self, event: Event) -> list[bytes]:
         cls = type(event)
+        if cls is PassEvent:  # its type is its own, not its class's: no cached prefix
+            return [prefix(event.type.encode()) + encode_pass(event) + END]  # type: ignore[attr-defined]
         p = _prefixes.get(cls)
         if p is None:
-            p = _pass_prefix(event) if cls is PassEvent else sse_prefix(cls)
-        return [p + _encoder.encode(event) + b"\n\n"]
+            p = sse_prefix(cls)
+        return [p + _encoder.encode(event) + END]
 
     def feed_all(self, events: list[Event]) -> list[bytes]:
         prefixes = _prefixes
         encode = _encoder.encode
+        end = END
         out = []
         for event in events:
             p = prefixes.get(type(event))
-            if p is None:
+            if p is None:  # a class not seen yet, or a PassEvent
                 out += self.feed(event)
             else:
-                out.append(p + encode(event) + b"\n\n")
+                out.append(p + encode(event) + end)
         return out
 
     def close(self) -> list[bytes]:
-        return [b"data: [DONE]\n\n"]
+        return [DONE_FRAME]
 
 
-class JsonEncoder:
+class JsonEncoder(BatchStage[Event, bytes]):
     """One JSON text per event (WebSocket frames); no [DONE] (SPEC 4.3)."""
 
     __slots__ = ()
 
     def feed(self, event: Event) -> list[bytes]:
-        return [_encoder.encode(event)]
+        return [encode_event(event)]
 
     def feed_all(self, events: list[Event]) -> list[bytes]:
         encode = _encoder.encode
-        return [encode(event) for event in events]
+        return [encode(event) if type(event) is not PassEvent else encode_pass(event) for event in events]  # type: ignore[arg-type]
 
     def close(self) -> list[bytes]:
         return []

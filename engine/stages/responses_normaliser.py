@@ -1,15 +1,19 @@
 """A Responses-API upstream's events -> respline's own events (QUIRKS I49-I57).
 
 The upstream already speaks the target format, so this stage takes the ResponseBuilder's place
-(ARCHITECTURE.md: a Responses upstream skips the builder and keeps the Sequencer and the
-CompletionRebuilder). It has the builder's interface (``start``, ``feed``, ``close``, ``fail``,
-``response``, ``output``, ``finished``) and guarantees what the builder guarantees, whatever the
-upstream sent:
+after the SSE framing (docs/architecture.md); the reasoning dialect stage, the Sequencer and the
+CompletionRebuilder follow it as they follow the builder. Each SseEvent is first read by
+engine/stages/responses_decoder.py (the upstream's shapes: typed lifecycle events, the terminal
+event, errors, events with no Struct of ours); this module is the item lifecycle alone. It is a ``ResponseStage`` like the
+builder (``start``, ``feed``, ``close``, ``fail``, ``seed``, ``response``, ``finished``,
+``failure``) and guarantees what the builder guarantees, whatever the upstream sent:
 
 - The Response is respline's: its id (respline stores it and ``previous_response_id`` names it),
   the requested model, the echoed settings; ``created``/``in_progress`` are sent at once, the
   upstream's own are dropped. From the upstream's terminal event come status, usage,
-  ``incomplete_details`` and ``error``.
+  ``incomplete_details`` and ``error``; its ``output`` is not taken (its ids are the
+  upstream's, and it may be empty or partial): the CompletionRebuilder fills ours from the items
+  this stage closed.
 - Item ids are stable per item, taken from its ``output_item.added`` even where the upstream
   rotates ``item_id`` on every event (GitHub Copilot); ids get their type's prefix where the
   upstream has none (xAI UUIDs), and a function_call's id is a ``fc_`` id distinct from its
@@ -19,14 +23,12 @@ upstream sent:
   that arrives mid-message) is closed here; a ``*.done`` whose deltas never came (LM Studio sends
   ``function_call_arguments.done`` only; trimmed recordings) gets one delta with the missing
   text first; an item whose parts were never streamed gets them from its ``output_item.done``.
-- The terminal Response's ``output`` is the items this stage closed, never the upstream's own
-  list (which may be empty or partial).
 - ``error`` events (flat or nested) become respline's ``error`` + ``response.failed``; a body
   that ends with no terminal event fails the response, as a cut Chat stream does.
-- Raw reasoning follows the configured dialect: ``reasoning_text`` parts as
-  ``response.reasoning_text.*`` (openai), ``response.reasoning.*`` (openresponses), or as summary
-  parts (summary). Reasoning summaries stay summaries. ``encrypted_content`` from the item's
-  ``.done`` (authoritative, I53) is passed through, so the upstream gets its own reasoning back.
+- Raw reasoning (``reasoning_text`` parts, or Open Responses' ``response.reasoning.*``) comes
+  out as ``response.reasoning_text.*``, the builder's one dialect; the dialect stage renames it.
+  Reasoning summaries stay summaries. ``encrypted_content`` from the item's ``.done``
+  (authoritative, I53) is passed through, so the upstream gets its own reasoning back.
 - Hosted-tool items (``web_search_call``, ...) and events respline has no Struct for
   (``response.web_search_call.*``, ``response.output_text.annotation.added``) are passed on as
   PassEvents with their indexes rewritten; ``obfuscation`` padding is dropped everywhere.
@@ -38,66 +40,28 @@ import logging
 from typing import Any
 
 import msgspec
-from msgspec import Struct
 
 from respline.engine.deltas import UpstreamError
 from respline.engine.ids import Clock, Ids
-from respline.engine.stages.builder import OPENAI, OPENRESPONSES, SUMMARY, error_event, failed_code
-from respline.engine.stages.sse import DONE, SseEvent
+from respline.engine.stage import BatchStage, ResponseStage
+from respline.engine.stages.builder import error_event, failed_code
+from respline.engine.stages.responses_decoder import (
+    TEXT_DELTAS,
+    TEXT_DONES,
+    UnknownEvent,
+    UpEvent,
+    UpstreamEnd,
+    read,
+)
+from respline.engine.stages.sse import SseEvent
 from respline.engine.wire import responses as R
 
 log = logging.getLogger("respline.responses")
 
-
-class UpEvent(Struct):
-    """One upstream event, loosely: every field any event type we act on carries."""
-
-    type: str = ""
-    output_index: int | None = None
-    item_id: str | None = None
-    content_index: int | None = None
-    summary_index: int | None = None
-    delta: Any = None
-    text: str | None = None
-    arguments: str | None = None
-    input: str | None = None
-    refusal: str | None = None
-    item: dict[str, Any] | None = None
-    part: dict[str, Any] | None = None
-    response: dict[str, Any] | None = None
-    code: Any = None
-    message: str | None = None
-    param: Any = None
-    error: Any = None
-    logprobs: list[Any] | None = None
-
-
-_decoder = msgspec.json.Decoder(UpEvent)
-
 _PREFIX = {"message": "msg_", "reasoning": "rs_", "function_call": "fc_", "custom_tool_call": "ctc_"}
-_OWN = frozenset(_PREFIX)
 
-# upstream delta/done event -> (upstream part family, part kind)
-_TEXT_DELTAS = {
-    "response.output_text.delta": ("content", "output_text"),
-    "response.refusal.delta": ("content", "refusal"),
-    "response.reasoning_text.delta": ("content", "reasoning_text"),
-    "response.reasoning.delta": ("content", "reasoning_text"),
-    "response.reasoning_summary_text.delta": ("summary", "summary_text"),
-}
-_TEXT_DONES = {
-    "response.output_text.done": ("content", "output_text", "text"),
-    "response.refusal.done": ("content", "refusal", "refusal"),
-    "response.reasoning_text.done": ("content", "reasoning_text", "text"),
-    "response.reasoning.done": ("content", "reasoning_text", "text"),
-    "response.reasoning_summary_text.done": ("summary", "summary_text", "text"),
-}
-_TERMINAL = {
-    "response.completed": ("completed", R.ResponseCompleted),
-    "response.incomplete": ("incomplete", R.ResponseIncomplete),
-    "response.failed": ("failed", R.ResponseFailed),
-}
-_IGNORED = frozenset({"response.created", "response.in_progress", "response.queued"})
+# the upstream's terminal event type -> ours (the one list: engine/wire/responses.py)
+_TERMINAL = {R.event_type(cls): cls for cls in R.TERMINAL_EVENTS}
 
 
 class _Part:
@@ -133,26 +97,29 @@ class _Item:
         self.args_done = False
 
 
-class ResponsesNormaliser:
-    def __init__(self, template: R.Response, ids: Ids, clock: Clock, *, reasoning_dialect: str = OPENAI) -> None:
+class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]):
+    def __init__(self, template: R.Response, ids: Ids, clock: Clock) -> None:
         self.response = template
         self._ids = ids
         self._clock = clock
-        self._dialect = reasoning_dialect
         self._open: _Item | None = None
         self._closed_up: set[int] = set()  # upstream output_index values already closed
+        self._next_index = 0  # our output_index of the next item
         self._ended = False
-        self.failure: UpstreamError | None = None  # why it failed, with the upstream's own code
-        self.output: list = []
+        self._failure: UpstreamError | None = None
 
     @property
     def finished(self) -> bool:
         return self._ended
 
+    @property
+    def failure(self) -> UpstreamError | None:
+        return self._failure
+
     def seed(self, item: R.OutputItem) -> None:
         """An item respline produced before the upstream call (a compaction) comes first; the
         upstream's items are numbered after it."""
-        self.output.append(item)
+        self._next_index += 1
 
     # -- lifecycle ends ------------------------------------------------------------------
 
@@ -160,59 +127,59 @@ class ResponsesNormaliser:
         resp = self.response
         return [R.ResponseCreated(response=resp), R.ResponseInProgress(response=resp)]
 
-    def feed(self, ev: SseEvent) -> list:
-        if self._ended:
-            return []
-        data = ev.data
-        if data == DONE:
-            return []
-        try:
-            e = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            log.warning("undecodable upstream event: %s", exc)
-            return self._fail(UpstreamError(message=f"upstream sent an unreadable event: {exc}"))
-        out: list = []
-        etype = e.type or (ev.event.decode("utf-8", "replace") if ev.event else "")
-        if etype in _TEXT_DELTAS:
-            self._text_delta(e, etype, out)
-        elif etype == "response.function_call_arguments.delta" or etype == "response.custom_tool_call_input.delta":
-            self._args_delta(e, out)
-        elif etype in _TEXT_DONES:
-            self._text_done(e, etype, out)
-        elif etype == "response.output_item.added":
-            self._item_added(e, out)
-        elif etype == "response.output_item.done":
-            self._item_done(e, out)
-        elif etype == "response.content_part.added" or etype == "response.reasoning_summary_part.added":
-            self._part_added(e, etype, out)
-        elif etype == "response.content_part.done" or etype == "response.reasoning_summary_part.done":
-            self._part_done(e, etype, out)
-        elif etype == "response.function_call_arguments.done":
-            self._args_done(e, e.arguments, out)
-        elif etype == "response.custom_tool_call_input.done":
-            self._args_done(e, e.input, out)
-        elif etype in _TERMINAL:
-            self._terminal(e, etype, out)
-        elif etype == "error":
-            return self._fail(_error_of(e))
-        elif etype in _IGNORED:
-            pass
-        else:
-            self._pass(e, etype, data, out)
+    def feed(self, ev: SseEvent) -> list[R.Event]:
+        return self.feed_all([ev])
+
+    def feed_all(self, events: list[SseEvent]) -> list[R.Event]:
+        out: list[R.Event] = []
+        for ev in events:
+            if self._ended:
+                break
+            e: Any = read(ev)
+            if e is None:
+                continue
+            kind = type(e)
+            if kind is not UpEvent:
+                if kind is UpstreamEnd:
+                    self._terminal(e, out)
+                elif kind is UnknownEvent:
+                    self._pass(e, out)
+                elif kind is UpstreamError:
+                    out += self._fail(e)
+                continue
+            etype = e.type  # a lifecycle event (the per-token case)
+            if etype in TEXT_DELTAS:
+                self._text_delta(e, etype, out)
+            elif etype == "response.function_call_arguments.delta" or etype == "response.custom_tool_call_input.delta":
+                self._args_delta(e, out)
+            elif etype in TEXT_DONES:
+                self._text_done(e, etype, out)
+            elif etype == "response.output_item.added":
+                self._item_added(e, out)
+            elif etype == "response.output_item.done":
+                self._item_done(e, out)
+            elif etype == "response.content_part.added" or etype == "response.reasoning_summary_part.added":
+                self._part_added(e, etype, out)
+            elif etype == "response.content_part.done" or etype == "response.reasoning_summary_part.done":
+                self._part_done(e, etype, out)
+            elif etype == "response.function_call_arguments.done":
+                self._args_done(e, e.arguments, out)
+            elif etype == "response.custom_tool_call_input.done":
+                self._args_done(e, e.input, out)
         return out
 
-    def close(self) -> list:
+    def close(self) -> list[R.Event]:
         if self._ended:
             return []
         return self._fail(UpstreamError(message="upstream stream ended before response.completed"))
 
-    def fail(self, err: UpstreamError) -> list:
+    def fail(self, err: UpstreamError) -> list[R.Event]:
         if self._ended:
             return []
         return self._fail(err)
 
-    def _fail(self, err: UpstreamError) -> list:
-        self.failure = err
+    def _fail(self, err: UpstreamError) -> list[R.Event]:
+        self._failure = err
         out: list = []
         self._close_open(out, "incomplete")
         out.append(error_event(err))
@@ -227,7 +194,7 @@ class ResponsesNormaliser:
 
     # -- items ---------------------------------------------------------------------------
 
-    def _item_for(self, e: UpEvent) -> _Item | None:
+    def _item_for(self, e: UpEvent | UnknownEvent) -> _Item | None:
         item = self._open
         if item is None:
             return None
@@ -257,7 +224,8 @@ class ResponsesNormaliser:
     def _open_item(self, raw: dict[str, Any], up_index: int | None, out: list) -> _Item:
         kind = raw.get("type") or "message"
         call_id = raw.get("call_id") if kind in ("function_call", "custom_tool_call") else None
-        item = _Item(kind, self._new_id(kind, raw.get("id"), call_id), len(self.output), up_index, raw)
+        item = _Item(kind, self._new_id(kind, raw.get("id"), call_id), self._next_index, up_index, raw)
+        self._next_index += 1
         self._open = item
         if kind == "message":
             added: Any = R.MessageItem(
@@ -265,11 +233,7 @@ class ResponsesNormaliser:
             )
         elif kind == "reasoning":
             added = R.ReasoningItem(
-                id=item.id,
-                summary=[],
-                content=None if self._dialect == SUMMARY else [],
-                encrypted_content=raw.get("encrypted_content"),
-                status="in_progress",
+                id=item.id, summary=[], content=[], encrypted_content=raw.get("encrypted_content"), status="in_progress"
             )
         elif kind == "function_call":
             added = R.FunctionCallItem(
@@ -361,7 +325,6 @@ class ResponsesNormaliser:
         if item.up_index is not None:
             self._closed_up.add(item.up_index)
         self._open = None
-        self.output.append(done)
         out.append(R.OutputItemDone(output_index=item.index, item=done))
 
     def _missing_parts(self, item: _Item, src: dict[str, Any], up_family: str, out: list) -> None:
@@ -386,10 +349,9 @@ class ResponsesNormaliser:
         if item.kind not in ("message", "reasoning"):
             return None
         self._close_part(item, None, out)
-        family = "summary" if kind == "summary_text" or (kind == "reasoning_text" and self._dialect == SUMMARY) else "content"
-        our_kind = "summary_text" if family == "summary" else kind
+        family = "summary" if kind == "summary_text" else "content"
         parts = item.summary if family == "summary" else item.content
-        part = _Part(up, our_kind, family, len(parts))
+        part = _Part(up, kind, family, len(parts))
         item.part = part
         item.seen[up[0]] = max(item.seen[up[0]], up[1] + 1)
         if family == "summary":
@@ -401,7 +363,7 @@ class ResponsesNormaliser:
         else:
             out.append(
                 R.ContentPartAdded(
-                    item_id=item.id, output_index=item.index, content_index=part.index, part=_empty_part(our_kind)
+                    item_id=item.id, output_index=item.index, content_index=part.index, part=_empty_part(kind)
                 )
             )
         return part
@@ -438,7 +400,7 @@ class ResponsesNormaliser:
         item = self._item_for(e)
         if item is None:
             return
-        family, kind = _TEXT_DELTAS[etype]
+        family, kind = TEXT_DELTAS[etype]
         delta = e.delta
         if not isinstance(delta, str):
             return
@@ -463,8 +425,7 @@ class ResponsesNormaliser:
                 R.ReasoningSummaryTextDelta(item_id=item.id, output_index=item.index, summary_index=part.index, delta=delta)
             )
         elif kind == "reasoning_text":
-            cls = R.ReasoningDelta if self._dialect == OPENRESPONSES else R.ReasoningTextDelta
-            out.append(cls(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
+            out.append(R.ReasoningTextDelta(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
         else:
             out.append(R.RefusalDelta(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
 
@@ -472,7 +433,7 @@ class ResponsesNormaliser:
         item = self._item_for(e)
         if item is None:
             return
-        family, kind, field = _TEXT_DONES[etype]
+        family, kind, field = TEXT_DONES[etype]
         part = self._part_for(item, e, family, kind, out)
         if part is None or part.done:
             return
@@ -505,8 +466,7 @@ class ResponsesNormaliser:
                 R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=part.index, text=have)
             )
         elif kind == "reasoning_text":
-            cls = R.ReasoningDone if self._dialect == OPENRESPONSES else R.ReasoningTextDone
-            out.append(cls(item_id=item.id, output_index=item.index, content_index=part.index, text=have))
+            out.append(R.ReasoningTextDone(item_id=item.id, output_index=item.index, content_index=part.index, text=have))
         else:
             out.append(R.RefusalDone(item_id=item.id, output_index=item.index, content_index=part.index, refusal=have))
 
@@ -609,61 +569,44 @@ class ResponsesNormaliser:
 
     # -- the end -------------------------------------------------------------------------
 
-    def _terminal(self, e: UpEvent, etype: str, out: list) -> None:
-        status, cls = _TERMINAL[etype]
-        up = e.response or {}
+    def _terminal(self, e: UpstreamEnd, out: list) -> None:
+        status = e.status
         self._close_open(out, "completed" if status == "completed" else "incomplete")
-        changes: dict[str, Any] = {"status": status, "usage": _usage(up.get("usage"))}
+        changes: dict[str, Any] = {"status": status, "usage": e.usage}
         if status == "incomplete":
-            details = up.get("incomplete_details")
-            reason = details.get("reason") if isinstance(details, dict) else None
-            changes["incomplete_details"] = R.IncompleteDetails(reason=_incomplete_reason(reason))
+            changes["incomplete_details"] = R.IncompleteDetails(reason=e.incomplete_reason)
         if status == "failed":
-            err = up.get("error")
-            err = err if isinstance(err, dict) else {}
-            message = err.get("message")
-            changes["error"] = R.ResponseError(
-                code=failed_code(str(err.get("code")) if err.get("code") is not None else None),
-                message=message if isinstance(message, str) and message else "The upstream response failed.",
-            )
+            changes["error"] = R.ResponseError(code=failed_code(e.error_code), message=e.error_message)
         else:
             changes["completed_at"] = self._clock.now()  # respline's clock, like created_at
         resp = self._final(**changes)
-        out.append(cls(response=resp))
+        out.append(_TERMINAL[e.type](response=resp))
         self._ended = True
 
     def _final(self, **changes) -> R.Response:
-        resp = msgspec.structs.replace(self.response, output=list(self.output), **changes)
+        """The terminal Response: status, usage, error; its output is the CompletionRebuilder's."""
+        resp = msgspec.structs.replace(self.response, **changes)
         self.response = resp
         return resp
 
     # -- everything else -----------------------------------------------------------------
 
-    def _pass(self, e: UpEvent, etype: str, data: bytes, out: list) -> None:
+    def _pass(self, e: UnknownEvent, out: list) -> None:
         """An event respline has no Struct for, about the open item: passed on, re-indexed."""
         item = self._item_for(e)
-        if item is None or e.output_index is None or not etype.startswith("response."):
-            log.debug("dropping upstream event %r", etype)
+        if item is None:
+            log.debug("dropping upstream event %r", e.type)
             return
-        try:
-            raw = msgspec.json.decode(data)
-        except msgspec.DecodeError:
-            return
-        if not isinstance(raw, dict):
-            return
-        ev = R.PassEvent(type=etype, sequence_number=0)
-        for k, v in raw.items():
-            if k not in ("type", "sequence_number", "obfuscation"):
-                ev[k] = v
-        ev["output_index"] = item.index
-        if "item_id" in ev:
-            ev["item_id"] = item.id
-        if "content_index" in ev:
+        fields = e.fields
+        fields["output_index"] = item.index
+        if "item_id" in fields:
+            fields["item_id"] = item.id
+        if "content_index" in fields:
             part = item.part
             if part is None:
                 return  # an annotation for a part that is not open: nowhere to put it
-            ev["content_index"] = part.index
-        out.append(ev)
+            fields["content_index"] = part.index
+        out.append(R.PassEvent(type=e.type, fields=fields))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -680,50 +623,3 @@ def _empty_part(kind: str) -> Any:
 def _clean(item: dict[str, Any]) -> dict[str, Any]:
     item.pop("obfuscation", None)
     return item
-
-
-def _error_of(e: UpEvent) -> UpstreamError:
-    """``error`` events, flat ``{code, message, param}`` or nested ``{error: {...}}`` (SPEC 3.2)."""
-    inner = e.error if isinstance(e.error, dict) else {}
-    message = inner.get("message") or e.message or "upstream error"
-    code = inner.get("code") if inner.get("code") is not None else e.code
-    etype = inner.get("type") or "server_error"
-    param = inner.get("param") if inner.get("param") is not None else e.param
-    return UpstreamError(
-        message=str(message),
-        type=str(etype),
-        code=str(code) if code is not None else str(etype),
-        param=param if isinstance(param, str) else None,
-    )
-
-
-def _incomplete_reason(reason: Any) -> str:
-    """The SDK's reasons only: xAI says ``REASON_MAX_LEN`` where OpenAI says max_output_tokens."""
-    if reason in ("max_output_tokens", "content_filter"):
-        return reason
-    if isinstance(reason, str) and "filter" in reason.lower():
-        return "content_filter"
-    return "max_output_tokens"
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _usage(u: Any) -> R.Usage:
-    if not isinstance(u, dict):
-        return R.Usage()
-    inp = _int(u.get("input_tokens"))
-    out = _int(u.get("output_tokens"))
-    idet = u.get("input_tokens_details") if isinstance(u.get("input_tokens_details"), dict) else {}
-    odet = u.get("output_tokens_details") if isinstance(u.get("output_tokens_details"), dict) else {}
-    total = _int(u.get("total_tokens")) or inp + out
-    return R.Usage(
-        input_tokens=inp,
-        input_tokens_details=R.InputTokensDetails(
-            cached_tokens=_int(idet.get("cached_tokens")), cache_write_tokens=_int(idet.get("cache_write_tokens"))
-        ),
-        output_tokens=out,
-        output_tokens_details=R.OutputTokensDetails(reasoning_tokens=_int(odet.get("reasoning_tokens"))),
-        total_tokens=total,
-    )

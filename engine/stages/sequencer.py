@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from respline.engine.stage import BatchStage
 from respline.engine.wire.responses import Event
 
 
-class Sequencer:
+class Sequencer(BatchStage[Event, Event]):
     __slots__ = ("_next",)
 
     def __init__(self, start: int = 0) -> None:

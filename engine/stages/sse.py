@@ -1,14 +1,22 @@
-"""SSE framing: bytes in any split -> whole events (QUIRKS A1-A6).
+"""SSE framing, both ways: the one place that knows the event-stream format.
 
-Follows the WHATWG event-stream rules that matter for LLM upstreams: lines end in LF or CRLF,
-``:`` starts a comment (OpenRouter's keep-alives), ``data:`` lines of one event are joined with
-LF, a blank line dispatches, an event without data is dropped. A stream that ends without the
-final blank line still dispatches what it had, since several providers just close (A5).
+Reading (``SseDecoder``, QUIRKS A1-A6): bytes in any split -> whole events. Follows the WHATWG
+event-stream rules that matter for LLM upstreams: lines end in LF or CRLF, ``:`` starts a
+comment (OpenRouter's keep-alives), ``data:`` lines of one event are joined with LF, a blank line
+dispatches, an event without data is dropped. A stream that ends without the final blank line
+still dispatches what it had, since several providers just close (A5).
+
+Writing (``frame``, ``prefix``, ``END``, ``DONE_FRAME``): each event as ``event: <type>`` and one
+``data:`` line, ended by a blank line (SPEC 0.2), as the encoder (encoder.py) writes respline's
+own events, stored events are replayed, and a whole upstream answer is turned into the stream
+its pipeline reads. ``data`` must be one line (compact JSON is).
 """
 
 from __future__ import annotations
 
 from msgspec import Struct
+
+from respline.engine.stage import Stage
 
 
 class SseEvent(Struct):
@@ -18,8 +26,22 @@ class SseEvent(Struct):
 
 DONE = b"[DONE]"
 
+END = b"\n\n"  # the blank line that ends a frame
+DONE_FRAME = b"data: " + DONE + END  # the end of a stream (SPEC 0.2; respline sends it after the terminal event)
 
-class SseDecoder:
+
+def prefix(event: bytes) -> bytes:
+    """What comes before an event's data: ``event: <type>`` and the ``data:`` field name; the
+    encoder keeps one per event type, so a frame is ``prefix + data + END``."""
+    return b"event: " + event + b"\ndata: "
+
+
+def frame(data: bytes, event: bytes | None = None) -> bytes:
+    """One whole frame: ``event:`` when given, the one-line ``data``, the blank line."""
+    return (b"data: " if event is None else prefix(event)) + data + END
+
+
+class SseDecoder(Stage[bytes, SseEvent]):
     __slots__ = ("_buf", "_data", "_event")
 
     def __init__(self) -> None:

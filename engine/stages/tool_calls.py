@@ -22,6 +22,7 @@ import logging
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     RefusalDelta,
@@ -32,6 +33,7 @@ from respline.engine.deltas import (
     ToolCallStart,
 )
 from respline.engine.ids import Ids
+from respline.engine.stage import BatchStage
 
 log = logging.getLogger("respline.tools")
 
@@ -61,7 +63,7 @@ def _complete_json(parts: list[str]) -> bool:
     return True
 
 
-class ToolCallAccumulator:
+class ToolCallAccumulator(BatchStage[Delta, Delta]):
     __slots__ = ("_ids", "_calls", "_by_index", "_by_id", "_live", "_last")
 
     def __init__(self, ids: Ids) -> None:
@@ -72,7 +74,7 @@ class ToolCallAccumulator:
         self._live: _Call | None = None
         self._last: _Call | None = None
 
-    def feed(self, d) -> list:
+    def feed(self, d: Delta) -> list[Delta]:
         kind = type(d)
         if kind is ToolCallDelta:
             out: list = []
@@ -96,7 +98,7 @@ class ToolCallAccumulator:
             return out
         return [d]
 
-    def feed_all(self, deltas: list) -> list:
+    def feed_all(self, deltas: list[Delta]) -> list[Delta]:
         """Content deltas pass straight through while no call is open (the common case)."""
         if self._live is None and not self._calls:
             for d in deltas:
@@ -110,8 +112,8 @@ class ToolCallAccumulator:
             out += self.feed(d)
         return out
 
-    def close(self) -> list:
-        out: list = []
+    def close(self) -> list[Delta]:
+        out: list[Delta] = []
         self._finish_all(out)
         return out
 

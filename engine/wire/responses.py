@@ -352,8 +352,6 @@ class ErrorEvent(Event, tag="error"):
     error: ErrorPayload
 
 
-TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed)
-
 StreamEvent = Union[
     ResponseCreated,
     ResponseInProgress,
@@ -391,25 +389,47 @@ def event_type(cls: type[Event]) -> str:
     return cls.__struct_config__.tag  # type: ignore[return-value]
 
 
-class PassEvent(dict):
+# The events that end a stream, one per final status: the one home of that list (the
+# normaliser reads the upstream's, the CompletionRebuilder completes ours, the gateway finds the
+# end of a stored event log by their names).
+TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed)
+TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
+
+
+class PassEvent(Event, tag=False):
     """An upstream Responses event respline has no Struct for (hosted tools: ``web_search_call``
-    progress, ``output_text.annotation.added``), passed on as its JSON object with the indexes
-    and ids rewritten. A dict, so msgspec encodes it as is; ``sequence_number`` is settable like
-    a Struct field, so the Sequencer numbers it with the rest."""
+    progress, ``output_text.annotation.added``), passed on with its indexes and ids rewritten.
 
-    __slots__ = ()
+    ``fields`` is the upstream's JSON object without ``type``, ``sequence_number`` and
+    ``obfuscation``, in the upstream's key order. On the wire it is one flat object, ``type``
+    and ``sequence_number`` first (``encode_event``); msgspec's own encoding of this Struct
+    would nest ``fields``, so whatever writes events goes through that function. An Event, so
+    the Sequencer numbers it with the rest.
+    """
 
-    @property
-    def sequence_number(self) -> int:
-        return self["sequence_number"]
-
-    @sequence_number.setter
-    def sequence_number(self, value: int) -> None:
-        self["sequence_number"] = value
+    type: str
+    fields: dict[str, Any]
 
 
-def type_of(event: Event | PassEvent) -> str:
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_pass(event: PassEvent) -> bytes:
+    head = b'{"type":' + _encode(event.type) + b',"sequence_number":' + _encode(event.sequence_number)
+    if not event.fields:
+        return head + b"}"
+    return head + b"," + _encode(event.fields)[1:]
+
+
+def encode_event(event: Event) -> bytes:
+    """An event's JSON, as the SSE and WebSocket encoders and the stored event log write it."""
+    if type(event) is PassEvent:
+        return encode_pass(event)  # type: ignore[arg-type]
+    return _encode(event)
+
+
+def type_of(event: Event) -> str:
     """The ``type`` of an event object."""
     if type(event) is PassEvent:
-        return event["type"]
+        return event.type  # type: ignore[attr-defined]
     return event_type(type(event))

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import httpx
 
 from respline.adapters.config import ProviderConfig
+from respline.adapters.providers.common import upstream_timeout
 from respline.adapters.providers.openai_chat import ChatConfig, ChatProvider, chat_pipeline, error_from_upstream
 from respline.adapters.providers.replay import DemoTransport
 from respline.engine.registry import ProviderKind
@@ -24,8 +25,7 @@ class DemoConfig(ProviderConfig, tag="demo"):
 def build(
     kind: ProviderKind, name: str, p: ProviderConfig, cfg: Any, *, wrap: Any = None, shared: dict | None = None
 ) -> tuple[ChatProvider, httpx.AsyncClient]:
-    t = p.timeouts or cfg.timeouts
-    timeout = httpx.Timeout(connect=t.connect, read=None, write=60.0, pool=t.connect)
+    timeout = upstream_timeout(p.timeouts or cfg.timeouts)
     transport: httpx.AsyncBaseTransport = DemoTransport()
     if wrap is not None:  # recorded as what it is: a Chat Completions upstream
         transport = wrap(transport, "openai-chat")

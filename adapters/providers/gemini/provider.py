@@ -13,14 +13,13 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import msgspec
 
 from respline.adapters.config import Timeouts
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext, builder_options, _json
 from respline.adapters.providers.gemini.config import GeminiConfig
-from respline.adapters.providers.gemini.stages import ERROR_STATUS, GeminiDecoder
+from respline.adapters.providers.gemini.errors import gemini_error
+from respline.adapters.providers.gemini.stages import GeminiDecoder
 from respline.adapters.providers.gemini.translate import to_gemini_request
-from respline.adapters.providers.openai_chat import PASS_HEADERS
 from respline.engine.errors import ApiError
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline, builder_pipeline
@@ -67,30 +66,3 @@ class GeminiProvider(HttpProvider):
 
     def error(self, status: int, body: bytes, headers: httpx.Headers) -> ApiError:
         return gemini_error(status, body, headers)
-
-
-def gemini_error(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
-    """``{"error": {"code": 429, "message": "...", "status": "RESOURCE_EXHAUSTED"}}`` (sometimes
-    inside a one-element array) -> an OpenAI envelope with Gemini's message and its status mapped."""
-    message = ""
-    gstatus = ""
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        data = None
-    if isinstance(data, list) and data:
-        data = data[0]
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        err = data["error"]
-        message = str(err.get("message") or "")
-        gstatus = str(err.get("status") or "")
-    if not message:
-        text = body.decode("utf-8", "replace").strip()
-        message = text[:500] if text else f"upstream answered HTTP {status}"
-    etype, code = ERROR_STATUS.get(gstatus, (None, None))
-    if code is None and status == 429:
-        code = "rate_limit_exceeded"
-    if code is None and status >= 500:
-        code = "upstream_error"
-    passed = {k: headers[k] for k in PASS_HEADERS if k in headers}
-    return ApiError(status, f"Upstream error: {message}", type=etype, code=code, headers=passed)

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     ReasoningSignature,
@@ -39,35 +40,18 @@ from respline.engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
+from respline.adapters.providers.gemini.errors import stream_error
 from respline.engine.ids import Ids
+from respline.engine.stage import Stage
+from respline.engine.stages.sse import SseEvent
 
-SIGNATURE_PREFIX = "gemini:"
+ISSUER = "gemini"
+SIGNATURE_PREFIX = ISSUER + ":"  # engine/deltas.py signature_issuer: whose signature it is
 
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 _BAD_CALL = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
-# Gemini's error status -> (OpenAI error type, code)
-ERROR_STATUS = {
-    "INVALID_ARGUMENT": ("invalid_request_error", None),
-    "FAILED_PRECONDITION": ("invalid_request_error", None),
-    "OUT_OF_RANGE": ("invalid_request_error", None),
-    "UNAUTHENTICATED": ("authentication_error", "invalid_api_key"),
-    "PERMISSION_DENIED": ("permission_error", None),
-    "NOT_FOUND": ("invalid_request_error", "not_found"),
-    "RESOURCE_EXHAUSTED": ("rate_limit_error", "rate_limit_exceeded"),
-    "INTERNAL": ("server_error", "server_error"),
-    "UNKNOWN": ("server_error", "server_error"),
-    "UNAVAILABLE": ("server_error", "overloaded"),
-    "DEADLINE_EXCEEDED": ("server_error", "upstream_timeout"),
-}
-
-
-def stream_error(err: dict[str, Any]) -> UpstreamError:
-    etype, code = ERROR_STATUS.get(str(err.get("status") or ""), ("server_error", "server_error"))
-    return UpstreamError(str(err.get("message") or "Gemini reported an error"), type=etype, code=code or "upstream_error")
-
-
-class GeminiDecoder:
+class GeminiDecoder(Stage[SseEvent, Delta]):
     """SseEvent -> deltas. Only the first candidate is read (respline asks for one)."""
 
     def __init__(self, ids: Ids | None = None) -> None:
@@ -78,7 +62,7 @@ class GeminiDecoder:
         self._calls = 0
         self._ended = False
 
-    def feed(self, event: Any) -> list:
+    def feed(self, event: SseEvent) -> list[Delta]:
         if self._ended:
             return []
         try:
@@ -148,7 +132,7 @@ class GeminiDecoder:
             return UpstreamError(f"Gemini ended the turn with {reason}: the model produced a function call it could not complete.")
         return Finish("stop")
 
-    def close(self) -> list:
+    def close(self) -> list[Delta]:
         return []
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from respline.adapters.providers.gemini.stages import SIGNATURE_PREFIX
+from respline.adapters.providers.gemini.stages import ISSUER, SIGNATURE_PREFIX
 from respline.engine.errors import ApiError
 from respline.engine.toolmap import ToolMap
 from respline.engine.translate import translate_tool_choice, translate_tools
@@ -54,7 +54,7 @@ def to_gemini_contents(
     instructions: str | None, items: list[Any], unseal: Callable[[str], dict | None] | None = None
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """(system texts, contents)."""
-    system, messages = to_anthropic_messages(instructions, items, unseal)
+    system, messages = to_anthropic_messages(instructions, items, unseal, ISSUER)
     names: dict[str, str] = {}  # call id -> function name, for the responses
     contents: list[dict[str, Any]] = []
     for m in messages:

@@ -12,12 +12,10 @@ from respline.adapters.providers.common import HttpProvider, Prepared, TurnConte
 from respline.adapters.providers.openai_chat.config import ChatConfig
 from respline.adapters.providers.openai_chat.stages import chat_pipeline
 from respline.engine.errors import ApiError
+from respline.engine.stages.sse import DONE_FRAME, frame
 from respline.engine.translate import ChatDialect, to_chat_request
+from respline.engine.upstream_errors.openai import error_from_upstream
 from respline.engine.wire import request as Q
-
-
-# Response headers worth passing to the client with an upstream error (SDK retry logic reads them).
-PASS_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
 class ChatProvider(HttpProvider):
@@ -68,7 +66,7 @@ def completion_as_sse(body: bytes) -> bytes:
         choice = data["choices"][0]
         message = dict(choice["message"])
     except (msgspec.DecodeError, KeyError, IndexError, TypeError, ValueError):
-        return b"data: " + body.strip().replace(b"\n", b" ") + b"\n\n"
+        return frame(body.strip().replace(b"\n", b" "))
     calls = message.get("tool_calls")
     if calls:
         message["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls)]
@@ -79,46 +77,9 @@ def completion_as_sse(body: bytes) -> bytes:
         "model": data.get("model"),
         "choices": [{"index": 0, "delta": message, "logprobs": choice.get("logprobs"), "finish_reason": choice.get("finish_reason")}],
     }
-    out = b"data: " + _encode(chunk) + b"\n\n"
+    out = frame(_encode(chunk))
     if data.get("usage") is not None:
         usage = {"id": data.get("id"), "object": "chat.completion.chunk", "created": data.get("created"), "model": data.get("model"),
                  "choices": [], "usage": data["usage"]}
-        out += b"data: " + _encode(usage) + b"\n\n"
-    return out + b"data: [DONE]\n\n"
-
-
-def error_from_upstream(status: int, body: bytes, headers: httpx.Headers) -> ApiError:
-    """An upstream 4xx/5xx, passed on with the upstream's own message (SPEC 3.1)."""
-    message = ""
-    etype = None
-    code = None
-    param = None
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict):
-            message = str(err.get("message") or "")
-            etype = err.get("type") if isinstance(err.get("type"), str) else None
-            code = str(err["code"]) if err.get("code") is not None else None
-            param = err.get("param") if isinstance(err.get("param"), str) else None
-        elif isinstance(err, str):
-            message = err
-        elif isinstance(data.get("detail"), str):
-            message = data["detail"]
-    if not message:
-        text = body.decode("utf-8", "replace").strip()
-        message = text[:500] if text else f"upstream answered HTTP {status}"
-    if code is None and status == 429:
-        code = "rate_limit_exceeded"
-    passed = {k: headers[k] for k in PASS_HEADERS if k in headers}
-    return ApiError(
-        status,
-        f"Upstream error: {message}",
-        type=etype,
-        code=code or ("upstream_error" if status >= 500 else None),
-        param=param,
-        headers=passed,
-    )
+        out += frame(_encode(usage))
+    return out + DONE_FRAME

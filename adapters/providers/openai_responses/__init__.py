@@ -2,20 +2,21 @@
 
 Its config keys (config.py), its request translator (engine/translate_responses.py, called by
 provider.py), its pipeline (the Responses normaliser in the builder's place, engine/pipeline.py)
-and its error parser (the Chat kind's: both are OpenAI envelopes).
+and its error parser (engine/upstream_errors/openai.py, the Chat kind's: both are OpenAI
+envelopes).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from respline.adapters.providers.openai_chat import error_from_upstream
 from respline.adapters.providers.openai_responses.config import ResponsesConfig
 from respline.adapters.providers.openai_responses.provider import ResponsesProvider
 from respline.engine.ids import Clock, Ids
 from respline.engine.pipeline import ResponsePipeline, responses_pipeline
 from respline.engine.registry import ProviderKind
-from respline.engine.stages.builder import OPENAI
+from respline.engine.stages.reasoning_dialect import OPENAI
+from respline.engine.upstream_errors.openai import error_from_upstream
 from respline.engine.wire.responses import Response
 
 __all__ = ["KIND", "ResponsesConfig", "ResponsesProvider"]

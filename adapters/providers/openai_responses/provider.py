@@ -13,10 +13,10 @@ import httpx
 from respline.adapters.config import Timeouts
 from respline.adapters.providers.common import HttpProvider, Prepared, TurnContext
 from respline.adapters.providers.openai_responses.config import ResponsesConfig
-from respline.adapters.providers.openai_chat import error_from_upstream
 from respline.engine.errors import ApiError
 from respline.engine.pipeline import responses_pipeline
 from respline.engine.translate_responses import to_responses_request
+from respline.engine.upstream_errors.openai import error_from_upstream
 from respline.engine.wire import request as Q
 
 

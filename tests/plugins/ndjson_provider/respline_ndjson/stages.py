@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from respline.engine.deltas import (
+    Delta,
     Finish,
     ReasoningDelta,
     TextDelta,
@@ -16,9 +17,10 @@ from respline.engine.deltas import (
     UpstreamError,
     UsageDelta,
 )
+from respline.engine.stage import Stage
 
 
-class NdjsonDecoder:
+class NdjsonDecoder(Stage[bytes, Any]):
     """bytes -> one decoded JSON object per non-blank line, whatever the split of the bytes;
     a line that is not JSON is an UpstreamError (the stream cannot be trusted after it)."""
 
@@ -45,11 +47,11 @@ class NdjsonDecoder:
 _FINISH = {"stop": "stop", "length": "length", "tool": "tool_calls"}
 
 
-class ChunkDecoder:
+class ChunkDecoder(Stage[Any, Delta]):
     """One NDJSON object -> neutral deltas. A call arrives whole, so it is started, given its
     arguments and ended at once (no tool-call accumulator)."""
 
-    def feed(self, chunk: Any) -> list:
+    def feed(self, chunk: Any) -> list[Delta]:
         if not isinstance(chunk, dict):
             return [chunk] if isinstance(chunk, UpstreamError) else []
         out: list = []
