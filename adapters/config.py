@@ -399,14 +399,31 @@ class Route(Struct, frozen=True):
         return ((self.provider, self.upstream_model), *self.fallbacks)
 
 
+_KNOWN_MODELS = 1024
+
+
 class Router:
     """Exact names win over globs; among globs the first declared wins."""
 
     def __init__(self, routes: list[RouteConfig]) -> None:
         self._exact = {r.model: r for r in routes if not _is_glob(r.model)}
         self._globs = [r for r in routes if _is_glob(r.model)]
+        # model name -> its Route (frozen, the same for every tenant): a request's route is
+        # found once per name, not built again; cleared when full (clients choose the names)
+        self._known: dict[str, Route | None] = {}
 
     def resolve(self, model: str) -> Route | None:
+        try:
+            return self._known[model]
+        except KeyError:
+            pass
+        route = self._resolve(model)
+        if len(self._known) >= _KNOWN_MODELS:
+            self._known.clear()
+        self._known[model] = route
+        return route
+
+    def _resolve(self, model: str) -> Route | None:
         r = self._exact.get(model)
         if r is None:
             for g in self._globs:

@@ -106,14 +106,29 @@ class HttpProvider:
         self.url = httpx.URL(endpoint(cfg, self.default_path))
         key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
         self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
+        self._fields = self.fields(self.headers)
         self._timeout = upstream_timeout(self.timeouts).as_dict()
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
 
-    def build(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[httpx.Request, bytes]:
+    def fields(self, headers: dict[str, str]) -> httpx.Headers:
+        """``headers`` as this provider's requests send them (``Host`` first, as httpx puts it),
+        encoded once: ``build`` copies them rather than encoding every name and value again."""
+        host = [] if any(k.lower() == "host" for k in headers) else [(b"Host", self.url.netloc)]
+        return httpx.Headers([*host, *headers.items()])
+
+    def build(self, body: dict[str, Any], headers: dict[str, str] | httpx.Headers | None = None) -> tuple[httpx.Request, bytes]:
+        """The upstream request: ``headers`` (default the provider's own; ``fields`` made once for
+        a set used on every request) and ``body`` as JSON. Built from a stream with its fields
+        complete, which skips httpx's per-request header encoding (~20 us of each request)."""
         payload = _json.encode(body)
-        request = httpx.Request("POST", self.url, headers=headers or self.headers, content=payload, extensions={"timeout": self._timeout})
+        if not headers:
+            headers = self._fields
+        fields = httpx.Headers(headers if isinstance(headers, httpx.Headers) else self.fields(headers))
+        fields["Content-Length"] = str(len(payload))
+        request = httpx.Request("POST", self.url, headers=fields, stream=httpx.ByteStream(payload), extensions={"timeout": self._timeout})
+        request.read()  # its content is the payload (the transport sends request.content)
         return request, payload
 
     async def send(self, request: httpx.Request) -> httpx.Response:
