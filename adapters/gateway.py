@@ -629,7 +629,6 @@ class Gateway:
         """Persist what the client is about to be told exists: the response and conversation.
         A cancelled run is stored ``cancelled`` (its events end in ``response.failed``)."""
         resp = turn.pipeline.response
-        output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
         if turn.store:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
@@ -650,6 +649,7 @@ class Gateway:
             turn.leased = False
         await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
+            output = [msgspec.to_builtins(item) for item in turn.pipeline.builder.output]
             await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
 
     # -- leases: a crash never leaves a response in_progress ---------------------------------
