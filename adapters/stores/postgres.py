@@ -2,13 +2,19 @@
 
 Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound across hosts:
 
-- Blocking calls never run on the trio thread: psycopg's async API is asyncio-only, so every
-  call takes a connection from a sync ``ConnectionPool`` in a worker thread
-  (``trio.to_thread``), and a ``CapacityLimiter`` the size of the pool keeps threads from queueing
-  on it. Pooled connections are in autocommit mode: a one-statement call is one round trip, and
-  the hot writes (``put_response``, with the lease it begins or ends, and ``append_events``) are
-  one statement each. A progress write (``put_response(progress=True)``) commits
-  asynchronously (``synchronous_commit`` off for its transaction): the next write supersedes it.
+- Nothing blocks the trio thread. The statements streams wait for (``put_response``, one
+  statement with the lease it begins or ends; ``append_events``; ``get_response`` and
+  ``get_events``) run on the trio thread itself, through libpq in nonblocking mode on connections
+  only it uses (pgtrio.py: prepared once per connection, parameters in binary): no thread hop, no
+  pool checkout, none of psycopg's Python layers, which together cost as much as the round trip.
+  Everything else (conversations, deletes, evictions, sweeps, leases, migrations) takes a
+  connection from a sync ``ConnectionPool`` in a worker thread (``trio.to_thread``; psycopg's
+  async API is asyncio-only), with a ``CapacityLimiter`` the size of the pool so threads do not
+  queue on it. Every connection is in autocommit mode: a one-statement call is one round trip. A
+  progress write (``put_response(progress=True)``) commits asynchronously (``synchronous_commit``
+  off for its transaction): the next write supersedes it. A write runs to its end even if its
+  caller is cancelled meanwhile (as a call in a worker thread does), so a write given up on can
+  never land after a later one; a read gives up at once (its connection is closed).
 - The schema is versioned (``schema_version``) and migrated at start inside a transaction that
   holds ``pg_advisory_xact_lock``: when several hosts start together one migrates, the others
   wait for it and then find nothing to do.
@@ -32,9 +38,14 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
 
 The tables live in the first schema of the connection's ``search_path``; to keep them apart add
 ``options=-csearch_path=NAME`` to the DSN. Deadlocks and serialization failures (rare: two
-writers sharing an item id while one evicts) are retried; a call whose pooled connection turned
-out dead (the server restarted) is retried on a fresh one, except a conversation append whose
-COMMIT may have landed (it is not idempotent).
+writers sharing an item id while one evicts) are retried; a call whose connection turned out
+dead (the server restarted) is retried on a fresh one, except a conversation append whose
+COMMIT may have landed (it is not idempotent). On either path a server-side error raises
+psycopg's class for its SQLSTATE.
+
+Connections per process: up to ``pool_size`` for the trio-thread statements (one opened at
+start, more as concurrent calls need them), up to ``pool_size`` in the pool (one at start), and
+the listener's.
 """
 
 from __future__ import annotations
