@@ -1,6 +1,6 @@
 """PostgreSQL statements run on the trio thread: no worker thread, no pool, no cursor.
 
-The PostgreSQL store's hot statements (the writes a stream waits for) are a few prepared
+The PostgreSQL store's hot statements (the writes and reads a stream waits for) are a few prepared
 statements with a handful of parameters each. Run through psycopg's sync API they cost two
 thread hops, a pool checkout and psycopg's Python layers around the round trip: together about
 as much as the round trip itself. Here they go straight through libpq (``psycopg.pq``, psycopg's
@@ -11,7 +11,7 @@ waiting on the socket with ``trio.lowlevel.wait_readable``.
   prepared once per connection (when the connection opens) and run by name, parameters in
   binary (text, bytea, bigint, double, boolean, and one-dimensional arrays of text, bytea and
   integer), results in binary.
-- ``Connections``: at most ``size`` connections, opened on demand (in a worker thread: a connect
+- ``Connections``: at most ``size`` connections, opened as needed (in a worker thread: a connect
   is rare and may take long) and reused last-in first-out (the most recently used backend is the
   one most likely still warm in the server's caches).
 - A server-side error raises psycopg's class for its SQLSTATE (``psycopg.errors.lookup``), as the
@@ -37,6 +37,7 @@ INT4_ARRAY, TEXT_ARRAY, BYTEA_ARRAY = 1007, 1009, 1001
 
 _int8, _int4, _float8 = struct.Struct(">q"), struct.Struct(">i"), struct.Struct(">d")
 _array_head = struct.Struct(">iiiii")  # dimensions, has nulls, element oid, length, lower bound
+_empty_array = struct.Struct(">iii")  # no dimensions, no nulls, element oid
 _BINARY = pq.Format.BINARY
 
 
@@ -51,7 +52,7 @@ def _array(oid: int, encode: Callable[[Any], bytes]) -> Callable[[Iterable[Any]]
     def dump(values: Iterable[Any]) -> bytes:
         parts = [encode(v) for v in values]
         if not parts:
-            return _array_head.pack(0, 0, oid, 0, 0)[:12]  # no dimensions
+            return _empty_array.pack(0, 0, oid)
         out = [_array_head.pack(1, 0, oid, len(parts), 1)]
         for p in parts:
             out.append(_int4.pack(len(p)))
@@ -166,10 +167,11 @@ class Connection:
     async def run(self, stmt: Statement, args: tuple) -> list[tuple]:
         """``stmt`` with ``args``: its rows. Raises as psycopg would; closes the connection if
         it ends before the whole reply was read."""
+        values = stmt.values(args)  # (a value that does not fit fails here, the connection intact)
         done = False
         try:
             with trio.CancelScope(shield=not stmt.cancellable):
-                rows, error = await self._exchange(stmt, args)
+                rows, error = await self._exchange(stmt, values)
             done = True
         finally:
             if not done:
@@ -178,10 +180,10 @@ class Connection:
             raise error
         return rows
 
-    async def _exchange(self, stmt: Statement, args: tuple) -> tuple[list[tuple], psycopg.Error | None]:
+    async def _exchange(self, stmt: Statement, values: list) -> tuple[list[tuple], psycopg.Error | None]:
         """Send the statement, read its whole reply: the rows, or the server's error."""
         pg = self.pg
-        pg.send_query_prepared(stmt.name, stmt.values(args), stmt.formats, _BINARY)
+        pg.send_query_prepared(stmt.name, values, stmt.formats, _BINARY)
         while pg.flush():  # 1: more to send (a large parameter) than the socket took
             await trio.lowlevel.wait_writable(self.fd)
         rows: list[tuple] = []
@@ -209,9 +211,9 @@ class Connections:
         # binary text travels in the client encoding: make it UTF-8 whatever the server's
         self.kwargs = {**connect_kwargs, "autocommit": True, "client_encoding": "UTF8"}
         self.statements = list(statements)
-        self.size = size
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(size)
+        self._closed = False
 
     def connect(self) -> Connection:
         """A new connection with the statements prepared (blocking: at start, or in a thread)."""
@@ -245,7 +247,7 @@ class Connections:
         """Back to the idle ones if it is fit for the next call; closed if not, and the other
         idle ones with it if it was lost (the server restarted? they are likely dead too)."""
         self._slots.release()
-        if conn.usable:
+        if conn.usable and not self._closed:
             self._idle.append(conn)
             return
         conn.close()
@@ -258,4 +260,6 @@ class Connections:
             conn.close()
 
     def close(self) -> None:
+        """Close the idle connections now, those in use when they come back."""
+        self._closed = True
         self.drop_idle()
