@@ -515,6 +515,47 @@ async def test_a_killed_connection_is_retried(pg_schema):
     await s.aclose()
 
 
+async def test_a_call_does_not_wait_for_a_connect(pg_schema, monkeypatch):
+    """More calls at once than open connections: one more opens in the background, and a call
+    that found none idle takes the first that frees (here long before a slow connect ends); the
+    new connection joins the set when it is ready. A connect that fails is reported to the calls
+    waiting for it, and the next call connects again."""
+    import time
+
+    import psycopg
+
+    s = store(pg_schema.dsn)
+    assert len(s._conns._idle) == 1  # one opened at start
+    connect = s._conns.connect
+
+    def slow_connect():
+        time.sleep(2)
+        return connect()
+
+    monkeypatch.setattr(s._conns, "connect", slow_connect)
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(s.put_response, resp(f"resp_{i}"))
+    assert trio.current_time() - t0 < 1.5  # none waited for the connect
+    assert [(await s.get_response("t", f"resp_{i}")).id for i in range(3)] == ["resp_0", "resp_1", "resp_2"]
+    with trio.fail_after(10):
+        while len(s._conns._idle) < 3:  # the two that found none idle each opened one
+            await trio.sleep(0.05)
+    s._conns.drop_idle()
+
+    def failing_connect():
+        raise psycopg.OperationalError("no server here")
+
+    monkeypatch.setattr(s._conns, "connect", failing_connect)
+    with trio.fail_after(10), pytest.raises(psycopg.OperationalError, match="no server here"):
+        await s.put_response(resp("resp_3"))
+    monkeypatch.setattr(s._conns, "connect", connect)
+    await s.put_response(resp("resp_3"))
+    assert (await s.get_response("t", "resp_3")).id == "resp_3"
+    await s.aclose()
+
+
 # -- start-up: what an operator sees when PostgreSQL is misconfigured ---------------------------
 
 

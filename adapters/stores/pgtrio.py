@@ -11,8 +11,8 @@ waiting on the socket with ``trio.lowlevel.wait_readable``.
   prepared once per connection (when the connection opens) and run by name, parameters in
   binary (text, bytea, bigint, double, boolean, and one-dimensional arrays of text, bytea and
   integer), results in binary.
-- ``Connections``: at most ``size`` connections, opened as needed (in a worker thread: a connect
-  is rare and may take long) and reused last-in first-out (the most recently used backend is the
+- ``Connections``: at most ``size`` connections, opened as needed (in the background: a connect
+  is rare and takes long) and reused last-in first-out (the most recently used backend is the
   one most likely still warm in the server's caches).
 - A server-side error raises psycopg's class for its SQLSTATE (``psycopg.errors.lookup``), as the
   sync API would; the connection stays in use. A lost connection raises
@@ -204,15 +204,25 @@ class Connection:
 
 
 class Connections:
-    """At most ``size`` trio-owned connections to ``dsn``, each with ``statements`` prepared."""
+    """At most ``size`` trio-owned connections to ``dsn``, each with ``statements`` prepared.
+
+    A call that finds none idle waits for the first to come back, while one more opens in the
+    background (a system task, the connect in a worker thread) if there is room: a connect takes
+    far longer than a statement, so no caller waits for one when another connection frees first
+    (as psycopg_pool's ``getconn`` does). A failed connect raises ``psycopg.OperationalError`` in
+    the calls waiting meanwhile."""
 
     def __init__(self, dsn: str, connect_kwargs: dict[str, Any], statements: Iterable[Statement], size: int) -> None:
         self.dsn = dsn
         # binary text travels in the client encoding: make it UTF-8 whatever the server's
         self.kwargs = {**connect_kwargs, "autocommit": True, "client_encoding": "UTF8"}
         self.statements = list(statements)
+        self.size = size
         self._idle: list[Connection] = []
-        self._slots = trio.Semaphore(size)
+        self._count = 0  # open (idle or in use) or opening
+        self._freed = trio.lowlevel.ParkingLot()  # calls waiting for a connection
+        self._failures = 0
+        self._failure: Exception | None = None
         self._closed = False
 
     def connect(self) -> Connection:
@@ -229,33 +239,56 @@ class Connections:
         return Connection(conn)
 
     def keep(self, conn: Connection) -> None:
+        """A connection opened by the caller (at start), idle now."""
+        self._count += 1
         self._idle.append(conn)
 
     async def take(self) -> Connection:
-        """An idle connection (or a new one), for one call or a few; hand it back with ``give``."""
-        try:
-            self._slots.acquire_nowait()  # no trip round the event loop when one is free
-        except trio.WouldBlock:
-            await self._slots.acquire()
-        try:
-            return self._idle.pop() if self._idle else await trio.to_thread.run_sync(self.connect)
-        except BaseException:
-            self._slots.release()
-            raise
+        """An idle connection, for one call or a few; hand it back with ``give``."""
+        if self._idle:
+            return self._idle.pop()  # no trip round the event loop
+        failures = self._failures
+        self._grow()
+        while not self._idle:
+            if self._failures != failures:
+                raise psycopg.OperationalError(f"cannot connect: {self._failure}") from self._failure
+            await self._freed.park()
+        return self._idle.pop()
 
     def give(self, conn: Connection) -> None:
-        """Back to the idle ones if it is fit for the next call; closed if not, and the other
-        idle ones with it if it was lost (the server restarted? they are likely dead too)."""
-        self._slots.release()
+        """Back to the idle ones (and to a waiting call) if it is fit for the next call; closed
+        if not, and the other idle ones with it if it was lost (the server restarted? they are
+        likely dead too)."""
         if conn.usable and not self._closed:
             self._idle.append(conn)
+            self._freed.unpark()
             return
+        self._count -= 1
         conn.close()
         if conn.lost:
             self.drop_idle()
+        if len(self._freed):
+            self._grow()  # the calls waiting for it would wait for nothing
+
+    def _grow(self) -> None:
+        if self._count < self.size and not self._closed:
+            self._count += 1
+            trio.lowlevel.spawn_system_task(self._open, name="respline-pg-connect")
+
+    async def _open(self) -> None:
+        try:
+            conn = await trio.to_thread.run_sync(self.connect)
+        except Exception as exc:  # noqa: BLE001 - given to the waiting calls
+            self._count -= 1
+            self._failures += 1
+            self._failure = exc
+            self._freed.unpark_all()
+            return
+        self.give(conn)
 
     def drop_idle(self) -> None:
         idle, self._idle = self._idle, []
+        self._count -= len(idle)
         for conn in idle:
             conn.close()
 
