@@ -115,7 +115,8 @@ def _error(result: pq.abc.PGresult) -> psycopg.Error:
         cls = pg_errors.lookup(state)
     except KeyError:
         cls = psycopg.OperationalError if state.startswith("08") else psycopg.DatabaseError
-    return cls(result.get_error_message())
+    message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or result.error_message
+    return cls(message.decode("utf-8", "replace"))
 
 
 def _rows(result: pq.abc.PGresult) -> list[tuple]:
