@@ -95,7 +95,7 @@ class StoreConfig(Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # "memory" | "sqlite" | "postgres"
     path: str = "respline.db"  # a relative path is inside server.state_dir
     dsn: str = ""  # postgres: a libpq URL or key=value string, or "$ENV_VAR"
-    pool_size: int = 8  # postgres: connections (and worker threads) per process
+    pool_size: int = 8  # postgres: connections per process for the hot statements, and as many (with worker threads) for the rest
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
