@@ -106,7 +106,9 @@ class HttpProvider:
         self.url = httpx.URL(endpoint(cfg, self.default_path))
         key = api_key if api_key is not None else expand_env(cfg.api_key, f"providers.{name}.api_key")
         self.headers = provider_headers(name, cfg, self.auth_headers(cfg, key))
-        self._fields = self.fields(self.headers)
+        # encoded at the first request, so that a kind's own __init__ may still add to
+        # self.headers after this one (the NDJSON test plug-in sets its accept header)
+        self._fields: httpx.Headers | None = None
         self._timeout = upstream_timeout(self.timeouts).as_dict()
 
     def auth_headers(self, cfg: ProviderConfig, key: str | None) -> dict[str, str]:
@@ -125,6 +127,8 @@ class HttpProvider:
         payload = _json.encode(body)
         if not headers:
             headers = self._fields
+            if headers is None:
+                headers = self._fields = self.fields(self.headers)
         fields = httpx.Headers(headers if isinstance(headers, httpx.Headers) else self.fields(headers))
         fields["Content-Length"] = str(len(payload))
         request = httpx.Request("POST", self.url, headers=fields, stream=httpx.ByteStream(payload), extensions={"timeout": self._timeout})
