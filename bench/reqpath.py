@@ -290,7 +290,8 @@ def main() -> int:
     p.add_argument("--stream", action="store_true", help="streamed requests instead of non-streaming ones")
     p.add_argument("--requests", type=int, default=500, help="requests per round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--rev", default=None, help="also respline as of this git revision (the 'before')")
+    p.add_argument("--rev", default=None, help="also respline as of these git revisions (comma-separated: the 'before')")
+    p.add_argument("--no-tree", action="store_true", help="only the --rev revisions, not this tree")
     p.add_argument("--floor", action="store_true", help="also the hypercorn floor (bench/floor.py): the least any app on hypercorn costs")
     p.add_argument("--obs", action="store_true", help="log_level info (request lines written) instead of warning")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="run respline under cProfile; print its top N functions")
@@ -315,7 +316,8 @@ def main() -> int:
             commands: list[tuple[str, list[str], dict, Path | None]] = []
             if args.floor:
                 commands.append(("hypercorn floor", [sys.executable, str(BENCH / "floor.py"), "--port", "{port}"], dict(os.environ), None))
-            for name, rev in ([(args.rev, args.rev)] if args.rev else []) + [("this tree", None)]:
+            revs = [r for r in (args.rev or "").split(",") if r]
+            for name, rev in [(r, r) for r in revs] + ([] if args.no_tree else [("this tree", None)]):
                 commands.append((name, *respline_command(tmp, re.sub(r"[^A-Za-z0-9]", "-", name), up_port, args, rev)))
             if args.instructions:
                 print(f"load average {os.getloadavg()[0]:.2f}; instructions per {'streamed' if args.stream else 'non-streaming'} "
