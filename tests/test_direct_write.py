@@ -96,6 +96,20 @@ def stream_body(reader: Reader, body: dict | None = None) -> tuple[bytes, list[b
     return reader.response()
 
 
+def after_hang_up(server, upstream, response_id: str) -> dict:
+    """The client just hung up: respline closes its upstream connection within a second, and the
+    response is stored as it ended."""
+    hung_up_at = time.monotonic()
+    while not upstream.hangups and time.monotonic() < hung_up_at + 3:
+        time.sleep(0.02)
+    assert upstream.hangups and upstream.hangups[0] - hung_up_at < 1.0, "respline kept reading the upstream"
+    deadline = time.monotonic() + 5
+    while (stored := httpx.get(f"{server.url}/responses/{response_id}").json())["status"] == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return stored
+
+
 def test_a_stream_is_written_past_hypercorn_and_the_bytes_are_hypercorns(start_server, upstream):
     """With direct_write on (the default) the stream's chunks go straight to the socket; with it
     off they go through hypercorn; the bytes on the wire are the same, head, chunk framing and
@@ -157,14 +171,7 @@ def test_a_client_that_leaves_mid_stream(start_server, upstream):
         seen += reader.chunk()
     response_id = seen.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()
     reader.close()
-    hung_up_at = time.monotonic()
-    while not upstream.hangups and time.monotonic() < hung_up_at + 2:
-        time.sleep(0.02)
-    assert upstream.hangups and upstream.hangups[0] - hung_up_at < 1.0, "respline kept reading the upstream"
-    deadline = time.monotonic() + 5
-    while (stored := httpx.get(f"{server.url}/responses/{response_id}").json())["status"] == "in_progress":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    stored = after_hang_up(server, upstream, response_id)
     assert stored["status"] == "failed" and "client disconnected" in stored["error"]["message"], stored
     assert DIRECT in server.log()
     upstream.queue(Reply(text_stream("after")))
@@ -221,14 +228,7 @@ def test_a_client_that_leaves_while_a_chunk_is_half_written(start_server, upstre
         reader.close()
     else:
         reader.sock.shutdown(socket.SHUT_WR)
-    hung_up_at = time.monotonic()
-    while not upstream.hangups and time.monotonic() < hung_up_at + 3:
-        time.sleep(0.02)
-    assert upstream.hangups and upstream.hangups[0] - hung_up_at < 1.0, "respline kept reading the upstream"
-    deadline = time.monotonic() + 5
-    while (stored := httpx.get(f"{server.url}/responses/{response_id}").json())["status"] == "in_progress":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    stored = after_hang_up(server, upstream, response_id)
     assert stored["status"] == "failed", stored
     if how == "eof":
         reader.sock.settimeout(5)
