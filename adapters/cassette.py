@@ -31,16 +31,17 @@ import httpx
 import msgspec
 import trio
 
-from respline.adapters.config import DEFAULT_KIND, Config, ConfigError, ProviderConfig, RouteConfig, provider_config
+from respline.adapters.config import CONNECTION_KEYS, DEFAULT_KIND, Config, ConfigError, ProviderConfig, RouteConfig, provider_config
 from respline.engine import registry
 from respline.engine.cassette import FORMAT, VERSION, Canonical, Ignore
 
 # response headers worth keeping: what the gateway reads (content type, an error's retry hints)
 KEPT_HEADERS = ("content-type", "retry-after", "retry-after-ms", "x-should-retry")
 
-# provider settings never written into a cassette: keys, headers that may carry them, and the
-# replay kind's own
-_SECRET_FIELDS = ("api_key", "headers", "cassette", "replay_pace", "replay_strict")
+# provider settings never written into a cassette: keys, headers that may carry them, the replay
+# kind's own, and how this machine reaches the upstream (a proxy may hold credentials, the TLS
+# files are its paths; a replay makes no connection)
+_SECRET_FIELDS = ("api_key", "headers", "cassette", "replay_pace", "replay_strict", *CONNECTION_KEYS)
 
 
 class ExchangeEntry(msgspec.Struct, forbid_unknown_fields=True):

@@ -18,7 +18,10 @@ Example (README has the full list)::
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
+import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
@@ -92,7 +95,7 @@ class StoreConfig(Struct, forbid_unknown_fields=True):
     backend: str = "memory"  # "memory" | "sqlite" | "postgres"
     path: str = "respline.db"  # a relative path is inside server.state_dir
     dsn: str = ""  # postgres: a libpq URL or key=value string, or "$ENV_VAR"
-    pool_size: int = 8  # postgres: connections (and worker threads) per process
+    pool_size: int = 8  # postgres: connections per process for the hot statements, and as many (with worker threads) for the rest
     ttl_seconds: int = 30 * 24 * 3600  # 0 keeps entries until evicted by count
     max_responses: int = 100_000  # 0 = unbounded
     max_conversations: int = 100_000
@@ -118,6 +121,16 @@ class ProviderConfig(Struct, tag_field="kind", forbid_unknown_fields=True):
     headers: dict[str, str] = {}
     timeouts: Timeouts | None = None
     path: str | None = None  # the endpoint under base_url; default by kind (/chat/completions, ...)
+    # How the upstream is reached (README: "Connecting to an upstream"; checked by
+    # ``check_connection``). "fast": respline's own HTTP/1.1 pool (adapters/transport.py);
+    # "httpx": httpx's transport, for what the fast one does not do (a proxy, HTTP/2).
+    transport: str = "fast"
+    http2: bool = False  # httpx: HTTP/2 (ALPN on https, prior knowledge on http)
+    proxy: str | None = None  # httpx: every request through this proxy ("http://HOST:PORT", "$VAR")
+    trust_env: bool = False  # httpx: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment
+    ca_bundle: str | None = None  # https: trust the CAs in this PEM file instead of the system's
+    client_cert: str | None = None  # https: present this PEM certificate (chain; may hold the key too)
+    client_key: str | None = None  # its private key (PEM, unencrypted) when client_cert does not hold it
 
     @property
     def kind(self) -> str:
@@ -260,6 +273,7 @@ def check(cfg: Config, where: str = "config") -> None:
     for name, p in cfg.providers.items():
         if p.needs_base_url and not p.base_url:
             raise ConfigError(f"{where}: providers.{name}.base_url is required")
+        check_connection(p, where, name)
         p.check(where, name)
     for i, r in enumerate(cfg.routes):
         if r.provider not in cfg.providers:
@@ -277,6 +291,101 @@ def check(cfg: Config, where: str = "config") -> None:
                 raise ConfigError(f"{where}: routes[{i}].fallbacks[{j}]: no provider named {fname!r}")
 
 
+TRANSPORTS = ("fast", "httpx")
+# the connection keys and their defaults: a kind with no upstream takes none of them
+CONNECTION_KEYS = {
+    "transport": "fast", "http2": False, "proxy": None, "trust_env": False,
+    "ca_bundle": None, "client_cert": None, "client_key": None,
+}
+# what only the httpx transport does, and why the fast one cannot
+_HTTPX_ONLY = {
+    "http2": "speaks HTTP/1.1 only",
+    "proxy": "connects to the upstream directly",
+    "trust_env": "connects to the upstream directly",
+}
+
+
+def check_connection(p: ProviderConfig, where: str, name: str) -> None:
+    """A provider's connection keys, checked together at load: a combination that cannot work is
+    an error naming the key, and the TLS files are read now (``tls_context``), not at the first
+    request."""
+    at = f"{where}: providers.{name}"
+    if p.transport not in TRANSPORTS:
+        raise ConfigError(f'{at}.transport must be "fast" or "httpx", got {p.transport!r}')
+    if not p.needs_base_url:
+        for key, default in CONNECTION_KEYS.items():
+            if getattr(p, key) != default:
+                raise ConfigError(f"{at}.{key}: kind {p.kind!r} makes no upstream connection")
+        return
+    for key, why in _HTTPX_ONLY.items():
+        if getattr(p, key) and p.transport != "httpx":
+            raise ConfigError(f'{at}.{key} needs transport = "httpx" (the fast transport {why})')
+    scheme = urllib.parse.urlsplit(p.base_url).scheme.lower()
+    if p.proxy is not None:
+        if p.trust_env:
+            raise ConfigError(f"{at}: proxy and trust_env = true both name a proxy; keep one")
+        proxy_url(expand_env(p.proxy, f"providers.{name}.proxy") or "", f"{at}.proxy")
+        if p.http2 and scheme == "http":
+            raise ConfigError(f"{at}.http2: HTTP/2 over http:// (prior knowledge) does not go through a proxy")
+    if p.http2 and importlib.util.find_spec("h2") is None:
+        raise ConfigError(f"{at}.http2 needs the h2 package: pip install 'respline[http2]'")
+    if p.client_key is not None and p.client_cert is None:
+        raise ConfigError(f"{at}.client_key goes with client_cert (the certificate it is the key of)")
+    if (p.ca_bundle is not None or p.client_cert is not None) and scheme != "https":
+        key = "ca_bundle" if p.ca_bundle is not None else "client_cert"
+        raise ConfigError(f"{at}.{key}: base_url {p.base_url!r} is not https://; the TLS keys need an https upstream")
+    tls_context(p, where, name)
+
+
+def tls_context(p: ProviderConfig, where: str, name: str) -> ssl.SSLContext | None:
+    """The provider's TLS settings as one context, which either transport takes: the system's
+    trust store (or ``ca_bundle`` instead), and the client certificate if one is configured;
+    None when it configures neither (the system's defaults). A file that cannot be read, or is
+    not what its key says, is a config error naming the key."""
+    if p.ca_bundle is None and p.client_cert is None:
+        return None
+    at = f"{where}: providers.{name}"
+    for key in ("ca_bundle", "client_cert", "client_key"):
+        path = getattr(p, key)
+        try:
+            if path is not None:
+                Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{at}.{key}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        ctx = ssl.create_default_context(cafile=p.ca_bundle)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{at}.ca_bundle: {p.ca_bundle} is not a PEM bundle of CA certificates ({exc.reason or exc})") from None
+    if p.client_cert is not None:
+
+        def encrypted() -> bytes:  # never OpenSSL's prompt on the terminal: a server has no one there
+            raise ConfigError(f"{at}.client_key: the private key is encrypted; respline takes an unencrypted PEM key")
+
+        try:
+            ctx.load_cert_chain(p.client_cert, p.client_key, password=encrypted)
+        except ssl.SSLError as exc:
+            key = f"the private key in {p.client_key}" if p.client_key else "a private key in the same file (or client_key)"
+            raise ConfigError(f"{at}.client_cert: {p.client_cert} and {key} are not a PEM certificate and its key ({exc.reason or exc})") from None
+    return ctx
+
+
+def proxy_url(value: str, at: str) -> str:
+    """A proxy's URL, checked: http:// or https:// with a host (a bare HOST:PORT is taken as
+    http://, as curl does)."""
+    url = value if "://" in value else f"http://{value}"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{at}: {_without_password(value)!r} is not an http:// or https:// proxy URL")
+    return url
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
 class Route(Struct, frozen=True):
     provider: str
     upstream_model: str
@@ -290,14 +399,31 @@ class Route(Struct, frozen=True):
         return ((self.provider, self.upstream_model), *self.fallbacks)
 
 
+_KNOWN_MODELS = 1024
+
+
 class Router:
     """Exact names win over globs; among globs the first declared wins."""
 
     def __init__(self, routes: list[RouteConfig]) -> None:
         self._exact = {r.model: r for r in routes if not _is_glob(r.model)}
         self._globs = [r for r in routes if _is_glob(r.model)]
+        # model name -> its Route (frozen, the same for every tenant): a request's route is
+        # found once per name, not built again; cleared when full (clients choose the names)
+        self._known: dict[str, Route | None] = {}
 
     def resolve(self, model: str) -> Route | None:
+        try:
+            return self._known[model]
+        except KeyError:
+            pass
+        route = self._resolve(model)
+        if len(self._known) >= _KNOWN_MODELS:
+            self._known.clear()
+        self._known[model] = route
+        return route
+
+    def _resolve(self, model: str) -> Route | None:
         r = self._exact.get(model)
         if r is None:
             for g in self._globs:

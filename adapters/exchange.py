@@ -13,8 +13,8 @@ import logging
 import os
 import re
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
 from respline.adapters import logs
 from respline.adapters.metrics import UNROUTED, Metrics
@@ -38,7 +38,7 @@ _ROUTES = [
     (re.compile(r"^/conversations/[^/]+$"), "conversation"),
     (re.compile(r"^/models$"), "models"),
 ]
-_FIXED = {"/health": "health", "/metrics": "metrics"}
+_FIXED = {"/health": "health", "/metrics": "metrics", "/v1/responses": "responses", "/responses": "responses"}
 
 
 # errors that say what the client did, not that something failed: a request line at info
@@ -167,6 +167,9 @@ class Exchange:
         }
 
 
+_NOTHING = nullcontext()  # (reusable: it holds no state)
+
+
 class Telemetry:
     """Logs, metrics and (optionally) traces, ended together per exchange."""
 
@@ -175,18 +178,11 @@ class Telemetry:
         self.tracer = tracer
         self.access_log = access_log
 
-    @contextmanager
-    def streaming(self, mode: str) -> Iterator[None]:
+    def streaming(self, mode: str) -> ContextManager[Any]:
         """A response being produced: counted in ``respline_open_streams`` while it lasts."""
         if self.metrics is None:
-            yield
-            return
-        gauge = self.metrics.open_streams.labels(mode)
-        gauge.inc()
-        try:
-            yield
-        finally:
-            gauge.dec()
+            return _NOTHING
+        return self.metrics.open_streams.labels(mode).track_inprogress()
 
     def end(self, ex: Exchange) -> None:
         if ex.ended is None:

@@ -121,6 +121,11 @@ class Metrics:
             registry=r,
         )
 
+        for metric in (self.requests, self.upstream_requests, self.open_streams, self.ttfb, self.ttft, self.duration,
+                       self.tokens_per_second, self.tokens, self.fallbacks, self.timeouts, self.client_disconnects,
+                       self.store_seconds, self.background_runs, self.background_runs_ended):
+            _remember_children(metric)
+
     def exposition(self) -> bytes:
         """The text format: this process's numbers, or every worker's summed."""
         if not self.multiprocess:
@@ -140,6 +145,27 @@ class Metrics:
             for sample in metric.samples:
                 out.add(sample.name)
         return out
+
+
+def _remember_children(metric: Any) -> None:
+    """``metric.labels(...)`` answered from a dict after the first call with the same values.
+
+    prometheus_client checks the label count, turns each value into a string and takes a lock on
+    every ``labels`` call; a request makes about ten of them. Label values are bounded (module
+    docstring), so the dict is too, and it holds the very child ``labels`` returned (the
+    registry keeps the same one), so what is counted does not change."""
+    labels = metric.labels
+    children: dict[tuple, Any] = {}
+
+    def remembered(*values: Any, **named: Any) -> Any:
+        if named:
+            return labels(*values, **named)
+        child = children.get(values)
+        if child is None:
+            child = children[values] = labels(*values)
+        return child
+
+    metric.labels = remembered
 
 
 class TimedStore:

@@ -38,6 +38,8 @@ _DRAINED = 4096
 _TRIM = 2
 
 
+MAX_IDLE = 256  # idle connections kept for reuse (the httpx transport keeps as many)
+
 _BUF = bytearray(_READ)
 _VIEW = memoryview(_BUF)
 
@@ -245,7 +247,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         self,
         max_connections: int = 4096,
         keepalive_expiry: float = 30.0,
-        max_idle: int = 256,
+        max_idle: int = MAX_IDLE,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
@@ -308,7 +310,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         except trio.TooSlowError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
+            # a failed TLS handshake is a BrokenResourceError whose cause says why (the certificate)
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.__cause__ or exc}") from None
         return _Conn(stream, key)
 
     def _release(self, conn: _Conn, reusable: bool) -> None:

@@ -43,13 +43,15 @@ def recording(name: str) -> bytes:
     return load_recording(name, (PROVIDER_STREAMS / name).read_bytes())
 
 
-def route_all_to(upstream_url: str, kind: str = "openai-chat", route: str = "") -> str:
+def route_all_to(upstream_url: str, kind: str = "openai-chat", route: str = "", provider: str = "") -> str:
     """Config text: the provider ``up`` (``kind``) at ``upstream_url`` and one route sending every
-    model to it; ``route`` adds lines to that route (``context_window = 120``)."""
+    model to it; ``route`` adds lines to that route (``context_window = 120``), ``provider`` to
+    the provider (``transport = "httpx"``)."""
     return f"""
 [providers.up]
 kind = "{kind}"
 base_url = "{upstream_url}"
+{provider}
 
 [[routes]]
 model = "*"

@@ -395,12 +395,15 @@ PLUGIN_KIND_STREAMS = {
 
 @pytest.mark.parametrize("kind", ["gemini", "ndjson"])
 def test_registry_and_plugin_kinds_record_and_replay(kind, start_server, upstream, tmp_path):
+    """A registry kind and a plug-in kind record and replay, here over the httpx transport (the
+    recorder tees any transport); the cassette holds neither the key nor the connection keys."""
     cassette = tmp_path / "cassette"
     config = f"""
 [providers.up]
 kind = "{kind}"
 base_url = "{upstream.base_url}"
 api_key = "k-secret"
+transport = "httpx"
 [[routes]]
 model = "*"
 provider = "up"
@@ -423,6 +426,7 @@ provider = "up"
     meta = json.loads((cassette / "cassette.json").read_text())
     assert [e["kind"] for e in meta["exchanges"]] == [kind, kind]
     assert meta["providers"]["up"]["kind"] == kind and "k-secret" not in (cassette / "cassette.json").read_text()
+    assert "transport" not in meta["providers"]["up"]  # how this machine connects is not recorded
     upstream.reset()
     runs = replayed_twice(start_server, cassette, ask)
     assert runs[0] == runs[1] and upstream.requests == []

@@ -67,6 +67,7 @@ def test_replay_missing_file():
         ('[[routes]]\nmodel = "*"\nprovider = "nobody"\n', [b"routes[0].provider"]),
         ('[providers.x]\nbase_url = "http://x/v1"\napi_key = "$RESPLINE_SURELY_UNSET"\n', [b"RESPLINE_SURELY_UNSET"]),
         ('[server]\ngc_thresholds = [700, 10]\n', [b"server.gc_thresholds"]),
+        ('[providers.x]\nbase_url = "https://x/v1"\nhttp2 = true\n', [b'providers.x.http2 needs transport = "httpx"']),
     ],
 )
 def test_bad_config_fails_at_start_with_key_path(tmp_path, text, said):

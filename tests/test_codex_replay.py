@@ -12,7 +12,8 @@ import re
 import socket
 import threading
 
-from conftest import TEST_KEY, free_port
+from conftest import TEST_KEY
+from loopback import SocketServer, relay
 from test_codex import assert_ran, codex, run_codex  # noqa: F401 - codex is a fixture
 from upstream import Reply, text_stream, tool_stream
 
@@ -20,46 +21,21 @@ PATCH = "*** Begin Patch\n*** Add File: notes.txt\n+recorded once, replayed fore
 TASK = "Run echo hello-cassette, then create notes.txt"
 
 
-class Capture:
+class Capture(SocketServer):
     """A TCP proxy in front of respline keeping every byte respline sent back, per connection."""
 
     def __init__(self, port: int) -> None:
         self.target = port
-        self.sock = socket.create_server(("127.0.0.1", free_port()))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.received: list[bytearray] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            got = bytearray()
-            self.received.append(got)
-            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, got), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, keep: bytearray | None) -> None:
-        try:
-            while data := src.recv(65536):
-                if keep is not None:
-                    keep += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
+    def serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.target))
+        got = bytearray()
+        self.received.append(got)
+        threading.Thread(target=relay, args=(client, server), daemon=True).start()
+        relay(server, client, got)
 
     def streams(self) -> list[bytes]:
         """The body of every event-stream response, de-chunked, in order."""
@@ -127,7 +103,7 @@ def test_codex_recorded_once_replays_twice_byte_for_byte(codex, start_server, up
         (tmp_path / f"replay{n}").mkdir()
         events, work = run_codex(codex, proxy.url, tmp_path / f"replay{n}", TASK)
         check_task(events, work)
-        proxy.close()
+        proxy.stop()
         # Codex sends its thread id (a new UUID each run) as prompt_cache_key, which the Response
         # echoes as the API says: the client's own input, the one thing that may differ
         thread = next(e["thread_id"] for e in events if e["type"] == "thread.started").encode()

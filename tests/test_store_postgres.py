@@ -357,6 +357,205 @@ async def test_connections_lost_while_serving(pg_schema):
     await s.aclose()
 
 
+# -- the hot statements, run on the trio thread (pgtrio) -----------------------------------------
+
+
+def app_dsn(pg_schema, **options: str) -> tuple[str, str]:
+    """The schema's DSN under an application name of its own (to find its backends), with
+    more ``-c`` server options; and that name."""
+    import secrets
+
+    from psycopg.conninfo import make_conninfo
+
+    app = "rt-" + secrets.token_hex(4)
+    opts = " ".join(f"-c{k}={v}" for k, v in {"search_path": pg_schema.name, **options}.items())
+    return make_conninfo(pg_schema.dsn, application_name=app, options=opts), app
+
+
+def backends(app: str) -> list[tuple[int, str]]:
+    with admin() as conn:
+        return conn.execute("SELECT pid, state FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()
+
+
+async def test_hot_statements_need_no_worker_thread(pg_schema, monkeypatch):
+    """put_response, get_response, append_events and get_events run on the trio thread: with
+    worker threads made to fail they still work (a connection is open from the start), and what
+    they write reads back as written: text beyond ASCII, bytes, no items, a lease, numbers past
+    32 bits."""
+    s = store(pg_schema.dsn)
+
+    async def no_threads(*args, **kwargs):
+        raise AssertionError("a worker thread was used")
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", no_threads)
+    r = resp("resp_1", status="in_progress")
+    r.response["output"] = []
+    r.input_items[0]["content"] = [{"type": "input_text", "text": "h\u00e9 \u65e5\u672c \U0001F600 'quote' \\ back"}]
+    await s.put_response(r, lease=RunLease("t", "resp_1", "host-a", 2.5e9 + 0.25))
+    back = await s.get_response("t", "resp_1")
+    assert back == r
+    await s.append_events("t", "resp_1", [StoredEvent(i, f"type.{i}", bytes([i, 0, 255]) * i) for i in range(3)])
+    events = await s.get_events("t", "resp_1", 0)
+    assert [(e.seq, e.type, e.data) for e in events] == [(i, f"type.{i}", bytes([i, 0, 255]) * i) for i in (1, 2)]
+    assert await s.get_events("t", "resp_1", 2**40) == []
+    assert await s.get_response("t", "resp_missing") is None
+    with admin() as conn:
+        lease = conn.execute(f"SELECT owner, expires_at FROM {pg_schema.name}.leases").fetchall()
+    assert lease == [("host-a", 2.5e9 + 0.25)]
+    await s.put_response(resp("resp_1"), release=True)
+    assert (await s.get_response("t", "resp_1")).response["status"] == "completed"
+    assert pg_schema.count("leases") == 0 and pg_schema.count("items") == 2
+    monkeypatch.undo()
+    await s.aclose()
+
+
+async def test_a_cancelled_read_leaves_no_broken_connection(pg_schema):
+    """A read cancelled while the server works on it gives up at once, and its connection (in
+    the middle of a reply) is closed, not reused: the calls after it work."""
+    dsn, app = app_dsn(pg_schema)
+    s = store(dsn)
+    await s.put_response(resp("resp_1"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"LOCK TABLE {pg_schema.name}.responses IN ACCESS EXCLUSIVE MODE")  # reads wait
+    release = threading.Timer(5, holder.execute, ["COMMIT"])  # (were the read not given up)
+    release.start()
+    t0 = trio.current_time()
+    with trio.move_on_after(0.3) as scope:
+        await s.get_response("t", "resp_1")
+    assert scope.cancelled_caught and trio.current_time() - t0 < 2
+    release.cancel()
+    holder.execute("COMMIT")
+    holder.close()
+    for _ in range(3):
+        assert (await s.get_response("t", "resp_1")).id == "resp_1"
+        await s.put_response(resp("resp_2"))
+        assert [e.seq for e in await s.get_events("t", "resp_1", -1)] == []
+    assert all(c.usable for c in s._conns._idle)
+    # the given-up connection's backend ends (it finds its client gone): none is left behind
+    with trio.fail_after(10):
+        while len(backends(app)) > len(s._conns._idle) + 1:  # + the pool's
+            await trio.sleep(0.05)
+    await s.aclose()
+
+
+async def test_a_cancelled_write_ends_before_the_call_returns(pg_schema):
+    """A write cancelled while it waits (here on another host's lock on its row) is not given
+    up: it lands before the call returns, as a call in a worker thread did, so no later write
+    can be overtaken by it; its connection is reused."""
+    dsn, app = app_dsn(pg_schema)
+    s = store(dsn)
+    await s.put_response(resp("resp_1", status="in_progress"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = 'resp_1' FOR UPDATE")
+    n = len(backends(app))
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, lambda: (__import__("time").sleep(1), holder.execute("COMMIT")))
+        with trio.move_on_after(0.2):
+            await s.put_response(resp("resp_1", status="completed"))
+        returned = trio.current_time() - t0
+    holder.close()
+    assert returned >= 0.9  # it waited for the lock: the write ran to its end
+    assert (await s.get_response("t", "resp_1")).response["status"] == "completed"
+    await s.put_response(resp("resp_1", status="cancelled"))  # a later write: the last word
+    assert (await s.get_response("t", "resp_1")).response["status"] == "cancelled"
+    assert len(backends(app)) == n  # the same connections, none closed or added
+    await s.aclose()
+
+
+async def test_a_server_error_surfaces_as_psycopg_raises_it(pg_schema):
+    """An error the server reports (here a lock timeout) raises psycopg's class for its SQLSTATE,
+    as the pooled path does; the connection stays in use for the next call."""
+    from psycopg import errors
+
+    dsn, app = app_dsn(pg_schema, lock_timeout="200")
+    s = store(dsn)
+    await s.put_response(resp("resp_1", status="in_progress"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = 'resp_1' FOR UPDATE")
+    n = len(backends(app))
+    with pytest.raises(errors.LockNotAvailable, match="lock timeout") as raised:
+        await s.put_response(resp("resp_1"))
+    assert raised.value.sqlstate == "55P03"
+    with pytest.raises(errors.LockNotAvailable):  # the pooled path, for comparison
+        await s.delete_response("t", "resp_1")
+    holder.execute("COMMIT")
+    holder.close()
+    await s.put_response(resp("resp_1"))
+    assert (await s.get_response("t", "resp_1")).response["status"] == "completed"
+    assert len(backends(app)) == n
+    await s.aclose()
+
+
+async def test_a_killed_connection_is_retried(pg_schema):
+    """Connections the server ends (pg_terminate_backend from another session) under the hot
+    statements: the next write and read run on fresh ones, once each."""
+    dsn, app = app_dsn(pg_schema)
+    s = store(dsn)
+    await s.put_response(resp("resp_1", status="in_progress"))
+    killed = 0
+    for call in (
+        lambda: s.put_response(resp("resp_1")),
+        lambda: s.append_events("t", "resp_1", [StoredEvent(0, "response.created", b"{}")]),
+        lambda: s.get_events("t", "resp_1", -1),
+    ):
+        with admin() as conn:
+            killed += len(conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            ).fetchall())
+        await call()
+    assert killed >= 3
+    assert (await s.get_response("t", "resp_1")).response["status"] == "completed"
+    assert [e.type for e in await s.get_events("t", "resp_1", -1)] == ["response.created"]
+    with admin() as conn:
+        assert conn.execute(f"SELECT n FROM {pg_schema.name}.counts WHERE name = 'responses'").fetchone()[0] == 1
+    await s.aclose()
+
+
+async def test_a_call_does_not_wait_for_a_connect(pg_schema, monkeypatch):
+    """More calls at once than open connections: one more opens in the background, and a call
+    that found none idle takes the first that frees (here long before a slow connect ends); the
+    new connection joins the set when it is ready. A connect that fails is reported to the calls
+    waiting for it, and the next call connects again."""
+    import time
+
+    import psycopg
+
+    s = store(pg_schema.dsn)
+    assert len(s._conns._idle) == 1  # one opened at start
+    connect = s._conns.connect
+
+    def slow_connect():
+        time.sleep(2)
+        return connect()
+
+    monkeypatch.setattr(s._conns, "connect", slow_connect)
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(s.put_response, resp(f"resp_{i}"))
+    assert trio.current_time() - t0 < 1.5  # none waited for the connect
+    assert [(await s.get_response("t", f"resp_{i}")).id for i in range(3)] == ["resp_0", "resp_1", "resp_2"]
+    with trio.fail_after(10):
+        while len(s._conns._idle) < 3:  # the two that found none idle each opened one
+            await trio.sleep(0.05)
+    s._conns.drop_idle()
+
+    def failing_connect():
+        raise psycopg.OperationalError("no server here")
+
+    monkeypatch.setattr(s._conns, "connect", failing_connect)
+    with trio.fail_after(10), pytest.raises(psycopg.OperationalError, match="no server here"):
+        await s.put_response(resp("resp_3"))
+    monkeypatch.setattr(s._conns, "connect", connect)
+    await s.put_response(resp("resp_3"))
+    assert (await s.get_response("t", "resp_3")).id == "resp_3"
+    await s.aclose()
+
+
 # -- start-up: what an operator sees when PostgreSQL is misconfigured ---------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from contextlib import AsyncExitStack
 from functools import partial
@@ -17,6 +16,9 @@ from hypothesis import strategies as st
 
 from respline.adapters.http1 import HeadReader, encode_request
 from respline.adapters.transport import ChunkedDecoder, UpstreamTransport
+from certs import CA
+from conftest import route_all_to
+from loopback import SocketServer
 from upstream import text_stream
 from validate import checked, parse_sse
 
@@ -364,43 +366,11 @@ async def test_connect_error_and_cut_body(nursery):
                     pass
 
 
-def _self_signed(tmp_path):
-    """A CA-less self-signed certificate for 127.0.0.1, made with cryptography (a dependency)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 async def test_https_upstream(nursery, tmp_path):
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    ca = CA(tmp_path)
+    cert, key = ca.issue("upstream")
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + encode_chunked([b"data: secure\n\n"])
@@ -414,7 +384,7 @@ async def test_https_upstream(nursery, tmp_path):
     listeners = await nursery.start(partial(trio.serve_tcp, tls_handler, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     url = f"https://127.0.0.1:{port}/v1/chat/completions"
-    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting = ssl.create_default_context(cafile=str(ca.cert))
     async with httpx.AsyncClient(transport=UpstreamTransport(ssl_context=trusting)) as client:
         for _ in range(2):  # the second request reuses the TLS connection
             async with client.stream("POST", url, content=b"{}") as r:
@@ -429,7 +399,7 @@ async def test_https_upstream(nursery, tmp_path):
 # --- through respline: what a client sees -------------------------------------------------
 
 
-class RawUpstream:
+class RawUpstream(SocketServer):
     """A Chat Completions upstream on a raw socket, in a thread. Each request that arrives is
     logged (its JSON body) and gets the next action: "answer" (a streamed reply; the connection
     stays open), "answer-close" (the reply, then the connection closed while idle, as a server's
@@ -438,24 +408,11 @@ class RawUpstream:
     def __init__(self, actions: list[str]) -> None:
         self.actions = list(actions)
         self.bodies: list[dict] = []
-        self.connections = 0
         self.closed = 0  # connections this side closed
-        self._lock = threading.Lock()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         buf = b""
         try:
             while True:
@@ -486,9 +443,6 @@ class RawUpstream:
     def inputs(self) -> list[str]:
         return [b["messages"][-1]["content"] for b in self.bodies]
 
-    def stop(self) -> None:
-        self._sock.close()
-
 
 @pytest.fixture
 def raw_upstream():
@@ -507,11 +461,18 @@ def _ask(server, text: str, **extra) -> httpx.Response:
     return httpx.post(server.url + "/responses", json={"model": "m", "input": text, "stream": True, **extra}, timeout=30)
 
 
-def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_upstream):
+def _serve(start_server, base_url: str, transport: str):
+    """A server whose one provider reaches ``base_url`` over ``transport``."""
+    return start_server([], config=route_all_to(base_url, provider=f'transport = "{transport}"'))
+
+
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_upstream, transport):
     """The upstream closes its keep-alive connection while respline holds it idle: the next
-    request goes out on a fresh connection, succeeds, and arrives upstream once."""
+    request goes out on a fresh connection, succeeds, and arrives upstream once (either
+    transport)."""
     up = raw_upstream(["answer-close", "answer"])
-    server = start_server(["--upstream", up.base_url])
+    server = _serve(start_server, up.base_url, transport)
     assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
     deadline = time.monotonic() + 10
     while up.closed < 1 and time.monotonic() < deadline:
@@ -521,12 +482,14 @@ def test_upstream_closing_an_idle_connection_costs_nothing(start_server, raw_ups
     assert up.connections == 2
 
 
-def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw_upstream):
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw_upstream, transport):
     """The upstream reads a whole request, then drops the connection (it may be generating,
-    and billing, the answer): respline does not send it again. A streamed request gets a 502
-    envelope; a background run ends with `response.failed`; the upstream saw each request once."""
+    and billing, the answer): respline does not send it again, over either transport. A
+    streamed request gets a 502 envelope; a background run ends with `response.failed`; the
+    upstream saw each request once."""
     up = raw_upstream(["answer", "drop", "answer", "drop"])
-    server = start_server(["--upstream", up.base_url])
+    server = _serve(start_server, up.base_url, transport)
     assert checked(parse_sse(_ask(server, "one").content))[-1]["type"] == "response.completed"
     r = _ask(server, "two")  # on the pooled connection
     assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
@@ -540,19 +503,12 @@ def test_upstream_dropping_a_written_request_is_not_sent_again(start_server, raw
     assert up.connections == 2
 
 
-def test_pool_idle_from_the_config(start_server, raw_upstream):
-    """`timeouts.pool_idle` (per provider too) is the pooled connections' idle expiry; 0 never
-    reuses one."""
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_pool_idle_from_the_config(start_server, raw_upstream, transport):
+    """`timeouts.pool_idle` (per provider too) is the pooled connections' idle expiry, on either
+    transport; 0 never reuses one."""
     up = raw_upstream(["answer", "answer"])
-    server = start_server([], config=f"""
-[providers.up]
-base_url = "{up.base_url}"
-timeouts = {{ pool_idle = 0 }}
-
-[[routes]]
-model = "*"
-provider = "up"
-""")
+    server = start_server([], config=route_all_to(up.base_url, provider=f'transport = "{transport}"\ntimeouts = {{ pool_idle = 0 }}'))
     for text in ("one", "two"):
         assert checked(parse_sse(_ask(server, text).content))[-1]["type"] == "response.completed"
     assert up.inputs() == ["one", "two"] and up.connections == 2

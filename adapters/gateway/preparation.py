@@ -26,7 +26,6 @@ from respline.engine.context import (
 )
 from respline.engine.errors import ApiError
 from respline.engine.ids import Clock, Ids
-from respline.engine.items import normalise
 from respline.engine.seal import Sealer, open_items
 from respline.engine.store import Store, expand_chain
 from respline.engine.translate import (
@@ -116,7 +115,7 @@ class Preparation:
         turn.previous_response_id = req.previous_response_id
         turn.background = bool(req.background)
         turn.tenant = tenant
-        turn.stored_input = [normalise(it, self.ids) for it in items]
+        turn.typed_input = (items, self.ids)  # turn.stored_input, when asked for
         turn.route = route
         turn.items = prior + new
         turn.compact = triggered

@@ -31,8 +31,9 @@ class Records:
     async def finish(self, turn: Turn) -> None:
         """Persist what the client is about to be told exists: the response and conversation.
         A cancelled run is stored ``cancelled`` (its events end in ``response.failed``)."""
+        if not persists(turn):
+            return
         resp = turn.pipeline.response
-        output = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         if turn.store:
             body = response_builtins(resp)
             if turn.stop is CANCELLED:
@@ -42,6 +43,7 @@ class Records:
             turn.leased = False
         await self.end_lease(turn)
         if turn.conversation_id is not None and resp.status != "failed":
+            output = [msgspec.to_builtins(item) for item in turn.pipeline.output]
             await self.store.add_conversation_items(turn.tenant, turn.conversation_id, turn.stored_input + output)
 
     # -- leases: a crash never leaves a response in_progress ---------------------------------
@@ -72,6 +74,11 @@ class Records:
         body["output"] = [msgspec.to_builtins(item) for item in turn.pipeline.output]
         await self.store.put_response(_stored(turn, resp, body), lease=lease, progress=progress)
         return body
+
+
+def persists(turn: Turn) -> bool:
+    """``finish`` has something to write for the turn."""
+    return turn.store or turn.leased or turn.conversation_id is not None
 
 
 def _stored(turn: Turn, resp: Response, body: dict[str, Any]) -> StoredResponse:

@@ -1,18 +1,20 @@
 """One turn in flight: what a validated request carries from preparation to its last event.
 
 Every part of the gateway (adapters/gateway/) reads and writes this one object; it holds no
-logic, so a change to how a turn is prepared, sent, streamed or stored changes no other part.
+logic (``stored_input`` is only made when first read), so a change to how a turn is prepared,
+sent, streamed or stored changes no other part.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
 from respline.adapters.exchange import Exchange
 from respline.engine.deltas import UpstreamError
+from respline.engine.items import normalise
 
 # where a turn's frames (or events) go: the front end's writer, a background run's event log
 Emit = Callable[[list], Awaitable[None]]
@@ -26,7 +28,8 @@ class Turn:
         "previous_response_id",
         "background",
         "tenant",
-        "stored_input",
+        "_stored_input",  # (the stored_input property)
+        "typed_input",
         "provider",
         "route",
         "items",
@@ -69,3 +72,21 @@ class Turn:
         self.leased = False
         self.exchange: Exchange | None = None
         self.answer = None  # Prepared.answer: reads an upstream's whole JSON answer as a stream
+        self._stored_input: list[dict[str, Any]] | None = None
+        self.typed_input: tuple = ((), None)  # (input items, Ids): what stored_input is made of
+
+    @property
+    def stored_input(self) -> list[dict[str, Any]]:
+        """The input items as stored and listed (engine/items.py), made when first asked for:
+        not before the upstream call, and never for a turn nothing stores (``store: false``
+        over HTTP, as Codex sends it: ~60 items, each given an id, then dropped)."""
+        if self._stored_input is None:
+            items, ids = self.typed_input
+            self._stored_input = [normalise(it, ids) for it in items]
+            self.typed_input = ((), None)
+        return self._stored_input
+
+    @stored_input.setter
+    def stored_input(self, value: list[dict[str, Any]]) -> None:
+        self._stored_input = value
+        self.typed_input = ((), None)

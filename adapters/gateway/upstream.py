@@ -96,13 +96,13 @@ class Upstream:
             self._upstream_fault(turn, "timeout", "", "connect timed out", timeout="connect")
             raise ApiError(504, "Timed out connecting to the upstream.", code="upstream_timeout", type="server_error") from None
         except httpx.ConnectError as exc:
-            self._upstream_fault(turn, "connect_error", "", f"cannot connect: {exc.__class__.__name__}")
+            self._upstream_fault(turn, "connect_error", "", f"cannot connect: {_why(exc)}")
             raise ApiError(
                 502, f"The upstream is unreachable: {exc.__class__.__name__}.", code="upstream_unreachable", type="server_error"
             ) from None
         except httpx.HTTPError as exc:
             # connected, but no answer: the upstream may have the request, so it is not sent again
-            self._upstream_fault(turn, "connect_error", "", f"connection failed before an answer: {exc.__class__.__name__}")
+            self._upstream_fault(turn, "connect_error", "", f"connection failed before an answer: {_why(exc)}")
             raise ApiError(
                 502, f"The upstream connection failed before an answer: {exc.__class__.__name__}.", code="upstream_error", type="server_error"
             ) from None
@@ -158,6 +158,16 @@ class Upstream:
         m = self.telemetry.metrics
         if m is not None:
             m.timeouts.labels(kind).inc()
+
+
+def _why(exc: BaseException) -> str:
+    """An upstream failure in its own words, for the log (the client is told only its class): its
+    text, else its cause's. httpx's transport raises a TLS failure with no text of its own, the
+    certificate's fault is in the cause."""
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    return f"{exc.__class__.__name__}: {cause}" if cause is not None else exc.__class__.__name__
 
 
 class _WholeAnswer(httpx.AsyncByteStream):

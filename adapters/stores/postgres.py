@@ -2,13 +2,19 @@
 
 Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound across hosts:
 
-- Blocking calls never run on the trio thread: psycopg's async API is asyncio-only, so every
-  call takes a connection from a sync ``ConnectionPool`` in a worker thread
-  (``trio.to_thread``), and a ``CapacityLimiter`` the size of the pool keeps threads from queueing
-  on it. Pooled connections are in autocommit mode: a one-statement call is one round trip, and
-  the hot writes (``put_response``, with the lease it begins or ends, and ``append_events``) are
-  one statement each. A progress write (``put_response(progress=True)``) commits
-  asynchronously (``synchronous_commit`` off for its transaction): the next write supersedes it.
+- Nothing blocks the trio thread. The statements streams wait for (``put_response``, one
+  statement with the lease it begins or ends; ``append_events``; ``get_response`` and
+  ``get_events``) run on the trio thread itself, through libpq in nonblocking mode on connections
+  only it uses (pgtrio.py: prepared once per connection, parameters in binary): no thread hop, no
+  pool checkout, none of psycopg's Python layers, which together cost as much as the round trip.
+  Everything else (conversations, deletes, evictions, sweeps, leases, migrations) takes a
+  connection from a sync ``ConnectionPool`` in a worker thread (``trio.to_thread``; psycopg's
+  async API is asyncio-only), with a ``CapacityLimiter`` the size of the pool so threads do not
+  queue on it. Every connection is in autocommit mode: a one-statement call is one round trip. A
+  progress write (``put_response(progress=True)``) commits asynchronously (``synchronous_commit``
+  off for its transaction): the next write supersedes it. A write runs to its end even if its
+  caller is cancelled meanwhile (as a call in a worker thread does), so a write given up on can
+  never land after a later one; a read gives up at once (its connection is closed).
 - The schema is versioned (``schema_version``) and migrated at start inside a transaction that
   holds ``pg_advisory_xact_lock``: when several hosts start together one migrates, the others
   wait for it and then find nothing to do.
@@ -32,9 +38,14 @@ Same contract as memory.py and sqlite.py (engine/store.py). How it stays sound a
 
 The tables live in the first schema of the connection's ``search_path``; to keep them apart add
 ``options=-csearch_path=NAME`` to the DSN. Deadlocks and serialization failures (rare: two
-writers sharing an item id while one evicts) are retried; a call whose pooled connection turned
-out dead (the server restarted) is retried on a fresh one, except a conversation append whose
-COMMIT may have landed (it is not idempotent).
+writers sharing an item id while one evicts) are retried; a call whose connection turned out
+dead (the server restarted) is retried on a fresh one, except a conversation append whose
+COMMIT may have landed (it is not idempotent). On either path a server-side error raises
+psycopg's class for its SQLSTATE.
+
+Connections per process: up to ``pool_size`` for the trio-thread statements (one opened at
+start, more as concurrent calls need them), up to ``pool_size`` in the pool (one at start), and
+the listener's.
 """
 
 from __future__ import annotations
@@ -50,6 +61,8 @@ import trio
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
+from respline.adapters.stores import pgtrio
+from respline.adapters.stores.pgtrio import BOOL, BYTEA, BYTEA_ARRAY, FLOAT8, INT4, INT4_ARRAY, INT8, TEXT, TEXT_ARRAY
 from respline.engine.store import Retention, RunLease, StoredConversation, StoredEvent, StoredResponse
 
 log = logging.getLogger("respline.store")
@@ -155,7 +168,7 @@ def _item_rows(items: Any) -> tuple[list[str], list[bytes]]:
 # Item rows that did not change (the input, at each write after the first) are left as they
 # are: no new row version, less WAL for the commit to flush. ``xmax = 0`` on the upserted row
 # means it was inserted rather than updated.
-_PUT_RESPONSE = """
+_PUT_RESPONSE_SQL = """
 WITH up AS (
     INSERT INTO responses AS r (tenant, id, created_at, body) VALUES (%(tenant)s, %(id)s, %(created)s, %(body)b)
     ON CONFLICT (tenant, id) DO UPDATE SET created_at = EXCLUDED.created_at, body = EXCLUDED.body
@@ -180,15 +193,35 @@ SELECT (SELECT n FROM counted),
     CASE WHEN %(notify)s THEN pg_notify('""" + CHANNEL + """', '""" + STATUS + """' || %(id)s::text) END,
     CASE WHEN %(progress)s THEN set_config('synchronous_commit', 'off', true) END
 """
-
-_APPEND_EVENTS = """
-WITH ins AS (
-    INSERT INTO events (tenant, response_id, seq, type, data)
-    SELECT %s, %s, u.seq, u.type, u.data FROM unnest(%s::integer[], %s::text[], %b::bytea[]) AS u(seq, type, data)
-    ON CONFLICT (tenant, response_id, seq) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data
+_PUT_RESPONSE = pgtrio.Statement(
+    "respline_put_response", _PUT_RESPONSE_SQL, tenant=TEXT, id=TEXT, created=INT8, body=BYTEA, ids=TEXT_ARRAY,
+    bodies=BYTEA_ARRAY, notify=BOOL, owner=TEXT, expires=FLOAT8, release=BOOL, progress=BOOL,
 )
-SELECT pg_notify('""" + CHANNEL + """', %s)
-"""
+
+_APPEND_EVENTS = pgtrio.Statement(
+    "respline_append_events",
+    """WITH ins AS (
+        INSERT INTO events (tenant, response_id, seq, type, data)
+        SELECT %(tenant)s, %(id)s, u.seq, u.type, u.data FROM unnest(%(seqs)s, %(types)s, %(datas)s) AS u(seq, type, data)
+        ON CONFLICT (tenant, response_id, seq) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data
+    )
+    SELECT pg_notify('""" + CHANNEL + """', %(id)s)""",
+    tenant=TEXT, id=TEXT, seqs=INT4_ARRAY, types=TEXT_ARRAY, datas=BYTEA_ARRAY,
+)
+_GET_RESPONSE = pgtrio.Statement(
+    "respline_get_response",
+    "SELECT body FROM responses WHERE tenant = %(tenant)s AND id = %(id)s AND created_at >= %(cutoff)s",
+    cancellable=True,
+    tenant=TEXT, id=TEXT, cutoff=INT8,
+)
+_GET_EVENTS = pgtrio.Statement(
+    "respline_get_events",
+    "SELECT seq, type, data FROM events WHERE tenant = %(tenant)s AND response_id = %(id)s AND seq > %(after)s ORDER BY seq",
+    cancellable=True,
+    tenant=TEXT, id=TEXT, after=INT8,  # (a client's starting_after may be any number)
+)
+# what runs on the trio thread (pgtrio): the statements streams wait for
+_NATIVE = (_PUT_RESPONSE, _APPEND_EVENTS, _GET_RESPONSE, _GET_EVENTS)
 
 # Deleting responses or conversations with everything they own: the rows first (which locks
 # them), then what they own in a second statement, whose fresh snapshot (READ COMMITTED) sees
@@ -208,6 +241,17 @@ _DEPENDENTS = {
     ),
 }
 _UNCOUNT = "UPDATE counts SET n = n - %s WHERE name = %s"
+
+
+def _again(exc: psycopg.Error, broken: bool, last: bool, retry: bool | Callable[[], bool]) -> bool:
+    """Whether a call that failed with ``exc`` is tried again: after a deadlock or a
+    serialization failure, or on a fresh connection after its own was lost (``broken``) if the
+    call allows it (``retry``)."""
+    if last:
+        return False
+    if isinstance(exc, (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and broken and (retry() if callable(retry) else retry)
 
 
 class PostgresStore:
@@ -238,6 +282,9 @@ class PostgresStore:
         )
         self._pool.open(wait=True, timeout=POOL_TIMEOUT)
         self._limiter = trio.CapacityLimiter(pool_size)
+        # the hot statements' connections (pgtrio), one opened now so the first stream does not wait
+        self._conns = pgtrio.Connections(dsn, self._connect_kwargs, _NATIVE, pool_size)
+        self._conns.keep(self._conns.connect())
         # live follow: response id -> [event set by the listener, last used (monotonic)]
         self._waiters: dict[str, list[Any]] = {}
         self._listener: threading.Thread | None = None
@@ -252,20 +299,29 @@ class PostgresStore:
         """In a worker thread: ``fn(conn, *args)`` on a pooled connection, retried as the
         module docstring says."""
         for attempt in range(_ATTEMPTS):
-            last = attempt + 1 == _ATTEMPTS
-            broken = False
             with self._pool.connection() as conn:
                 try:
                     return fn(conn, *args)
-                except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                    if last:
+                except psycopg.Error as exc:
+                    if not _again(exc, conn.broken, attempt + 1 == _ATTEMPTS, retry):
                         raise
-                except psycopg.OperationalError:
-                    if last or not conn.broken or not (retry() if callable(retry) else retry):
-                        raise
-                    broken = True  # the pool drops this connection when it comes back
+                    broken = conn.broken  # the pool drops this connection when it comes back
             if broken:
                 self._pool.check()  # the others may be dead too (a restarted server)
+        raise AssertionError("unreachable")
+
+    async def _exec(self, stmt: pgtrio.Statement, *args: Any) -> list[tuple]:
+        """One of the hot statements, on the trio thread (pgtrio): its rows. Retried as
+        ``_call`` retries (each of them is idempotent)."""
+        for attempt in range(_ATTEMPTS):
+            conn = await self._conns.take()
+            try:
+                return await conn.run(stmt, args)
+            except psycopg.Error as exc:
+                if not _again(exc, conn.broken, attempt + 1 == _ATTEMPTS, True):
+                    raise
+            finally:
+                self._conns.give(conn)
         raise AssertionError("unreachable")
 
     def _cutoff(self) -> int:
@@ -278,24 +334,21 @@ class PostgresStore:
         self, stored: StoredResponse, *, lease: RunLease | None = None, release: bool = False, progress: bool = False
     ) -> None:
         ids, bodies = _item_rows((*stored.input_items, *(stored.response.get("output") or ())))
-        params = {
-            "tenant": stored.tenant,
-            "id": stored.id,
-            "created": stored.created_at,
-            "body": _enc.encode(stored),
-            "ids": ids,
-            "bodies": bodies,
-            "notify": stored.background,  # a follower on another host sees the status change
-            "owner": lease.owner if lease is not None else None,
-            "expires": lease.expires_at if lease is not None else None,
-            "release": release and lease is None,
-            "progress": progress,
-        }
-
-        def put(conn: psycopg.Connection) -> int | None:
-            return conn.execute(_PUT_RESPONSE, params).fetchone()[0]
-
-        count = await self._run(put)
+        rows = await self._exec(
+            _PUT_RESPONSE,
+            stored.tenant,
+            stored.id,
+            stored.created_at,
+            _enc.encode(stored),
+            ids,
+            bodies,
+            stored.background,  # notify: a follower on another host sees the status change
+            lease.owner if lease is not None else None,
+            lease.expires_at if lease is not None else None,
+            release and lease is None,
+            progress,
+        )
+        count = rows[0][0]
         limit = self.retention.max_responses
         if count is not None and limit and count > limit:
             await self._run(self._evict, "responses", limit)
@@ -330,15 +383,8 @@ class PostgresStore:
         return gone
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
-        def get(conn: psycopg.Connection):
-            return conn.execute(
-                "SELECT body FROM responses WHERE tenant = %s AND id = %s AND created_at >= %s",
-                (tenant, response_id, self._cutoff()),
-                binary=True,
-            ).fetchone()
-
-        row = await self._run(get)
-        return _dec_response.decode(row[0]) if row else None
+        rows = await self._exec(_GET_RESPONSE, tenant, response_id, self._cutoff())
+        return _dec_response.decode(rows[0][0]) if rows else None
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         return await self._run(self._delete_one, "responses", tenant, response_id) > 0
@@ -346,29 +392,12 @@ class PostgresStore:
     async def append_events(self, tenant: str, response_id: str, events: list[StoredEvent]) -> None:
         if not events:
             return
-        params = (
-            tenant,
-            response_id,
-            [e.seq for e in events],
-            [e.type for e in events],
-            [e.data for e in events],
-            response_id,
+        await self._exec(
+            _APPEND_EVENTS, tenant, response_id, [e.seq for e in events], [e.type for e in events], [e.data for e in events]
         )
 
-        def append(conn: psycopg.Connection) -> None:
-            conn.execute(_APPEND_EVENTS, params)
-
-        await self._run(append)
-
     async def get_events(self, tenant: str, response_id: str, after: int) -> list[StoredEvent]:
-        def get(conn: psycopg.Connection):
-            return conn.execute(
-                "SELECT seq, type, data FROM events WHERE tenant = %s AND response_id = %s AND seq > %s ORDER BY seq",
-                (tenant, response_id, after),
-                binary=True,
-            ).fetchall()
-
-        return [StoredEvent(seq, typ, data) for seq, typ, data in await self._run(get)]
+        return [StoredEvent(seq, typ, data) for seq, typ, data in await self._exec(_GET_EVENTS, tenant, response_id, after)]
 
     async def get_item(self, tenant: str, item_id: str) -> dict[str, Any] | None:
         def get(conn: psycopg.Connection):
@@ -630,6 +659,7 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         self._closing.set()
+        self._conns.close()
         listener, self._listener = self._listener, None
 
         def close() -> None:

@@ -26,6 +26,7 @@ class ChatProvider(HttpProvider):
     def __init__(self, name: str, cfg: ChatConfig, client: httpx.AsyncClient, timeouts: Timeouts, api_key: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, cfg, client, timeouts, api_key, transport)
         self.dialect: ChatDialect = cfg.dialect()
+        self._whole_fields = self.fields({**self.headers, "accept": "application/json"})
 
     def prepare(self, req: Q.CreateRequest, items: list[Any], upstream_model: str, ctx: TurnContext) -> Prepared:
         # A whole answer nobody reads as it comes is asked for whole: one JSON body instead of a
@@ -33,7 +34,7 @@ class ChatProvider(HttpProvider):
         # scenario 6: non-streaming requests)
         whole = ctx.whole
         body, tools = to_chat_request(req, items, upstream_model, self.dialect, ctx.unseal, stream=not whole)
-        request, payload = self.build(body, {**self.headers, "accept": "application/json"} if whole else None)
+        request, payload = self.build(body, self._whole_fields if whole else None)
         pipeline = chat_pipeline(
             ctx.template,
             ctx.ids,
