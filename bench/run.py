@@ -1541,6 +1541,8 @@ def summarize(stacks: list[tuple[list[str], int]]) -> dict:
 
 
 STAGES = (
+    ("write to client: respline's chunk writer (frontends/connection.py: one writev; trio send_all when the socket is full)",
+     ("ChunkWriter.",)),
     ("write to client: hypercorn's write path (app_send and all under it: h11 framing, send lock, shielded scope, trio send_all, the send syscall)",
      ("HTTPStream.app_send",)),
     ("translate: engine pipeline (sse, chat_decoder, builder, sequencer, rebuilder, encoder)", ("ResponsePipeline.",)),

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 import socket
+import struct
 import time
 
 import httpx
+import pytest
 
 from test_slow_client import big_stream
 from upstream import Reply, text_stream
@@ -94,6 +96,20 @@ def stream_body(reader: Reader, body: dict | None = None) -> tuple[bytes, list[b
     return reader.response()
 
 
+def after_hang_up(server, upstream, response_id: str) -> dict:
+    """The client just hung up: respline closes its upstream connection within a second, and the
+    response is stored as it ended."""
+    hung_up_at = time.monotonic()
+    while not upstream.hangups and time.monotonic() < hung_up_at + 3:
+        time.sleep(0.02)
+    assert upstream.hangups and upstream.hangups[0] - hung_up_at < 1.0, "respline kept reading the upstream"
+    deadline = time.monotonic() + 5
+    while (stored := httpx.get(f"{server.url}/responses/{response_id}").json())["status"] == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return stored
+
+
 def test_a_stream_is_written_past_hypercorn_and_the_bytes_are_hypercorns(start_server, upstream):
     """With direct_write on (the default) the stream's chunks go straight to the socket; with it
     off they go through hypercorn; the bytes on the wire are the same, head, chunk framing and
@@ -155,14 +171,7 @@ def test_a_client_that_leaves_mid_stream(start_server, upstream):
         seen += reader.chunk()
     response_id = seen.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()
     reader.close()
-    hung_up_at = time.monotonic()
-    while not upstream.hangups and time.monotonic() < hung_up_at + 2:
-        time.sleep(0.02)
-    assert upstream.hangups and upstream.hangups[0] - hung_up_at < 1.0, "respline kept reading the upstream"
-    deadline = time.monotonic() + 5
-    while (stored := httpx.get(f"{server.url}/responses/{response_id}").json())["status"] == "in_progress":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    stored = after_hang_up(server, upstream, response_id)
     assert stored["status"] == "failed" and "client disconnected" in stored["error"]["message"], stored
     assert DIRECT in server.log()
     upstream.queue(Reply(text_stream("after")))
@@ -196,6 +205,45 @@ def test_a_slow_client_gets_every_chunk_whole(start_server, upstream):
     reader.close()
     assert checked(parse_sse(b"".join(chunks)))[-1]["type"] == "response.completed"
     assert server.log().count(DIRECT) == 2
+
+
+@pytest.mark.parametrize("how", ["reset", "eof"])
+def test_a_client_that_leaves_while_a_chunk_is_half_written(start_server, upstream, how):
+    """The client stops reading, so respline's write of a large chunk blocks with part of it
+    sent, then hangs up: with a reset the write fails; with an end of its sending side hypercorn
+    sees the client leave and the blocked write is cancelled. Either way the connection is
+    closed (its framing is broken), the upstream request is cancelled and the response stored
+    failed, and the server goes on serving."""
+    server = start_server(["--upstream", upstream.base_url, "--store", "memory"], config=DEBUG)
+    upstream.queue(big_stream(150))
+    reader = Reader(server.port)
+    reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.sock.sendall(request({"model": "m", "input": "x", "stream": True}))
+    reader.head()
+    first = reader.chunk()
+    response_id = first.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()
+    time.sleep(1.0)  # reads nothing: a 64 KB chunk's write blocks halfway
+    if how == "reset":
+        reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reader.close()
+    else:
+        reader.sock.shutdown(socket.SHUT_WR)
+    stored = after_hang_up(server, upstream, response_id)
+    assert stored["status"] == "failed", stored
+    if how == "eof":
+        reader.sock.settimeout(5)
+        try:
+            while reader.sock.recv(1 << 20):  # what was in flight, then the end: closed
+                pass
+        except ConnectionResetError:
+            pass
+        reader.close()
+    upstream.queue(Reply(text_stream("after")))
+    reader = Reader(server.port)
+    _, chunks = stream_body(reader)
+    reader.close()
+    assert checked(parse_sse(b"".join(chunks)))[-1]["type"] == "response.completed"
+    assert "unexpected error" not in server.log()
 
 
 def test_an_http_1_0_client_is_written_through_hypercorn(start_server, upstream):
