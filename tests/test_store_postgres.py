@@ -24,7 +24,7 @@ from respline.engine.store import Retention, RunLease, StoredConversation, Store
 def store(dsn: str, retention: Retention | None = None, **kw):
     from respline.adapters.stores.postgres import PostgresStore
 
-    return PostgresStore(dsn, retention or Retention(), pool_size=4, **kw)
+    return PostgresStore(dsn, retention or Retention(), **{"pool_size": 4, **kw})
 
 
 def resp(rid: str, created: int = 10**10, background: bool = False, status: str = "completed") -> StoredResponse:
@@ -553,6 +553,41 @@ async def test_a_call_does_not_wait_for_a_connect(pg_schema, monkeypatch):
     monkeypatch.setattr(s._conns, "connect", connect)
     await s.put_response(resp("resp_3"))
     assert (await s.get_response("t", "resp_3")).id == "resp_3"
+    await s.aclose()
+
+
+async def test_calls_wait_in_line_for_a_connection(pg_schema):
+    """With every connection busy (here the only one, its write waiting on a lock), calls wait
+    in line and get the connection in the order they came; one that gives up meanwhile leaves
+    the line (nothing of it is written) and the others go on."""
+    s = store(pg_schema.dsn, pool_size=1)
+    await s.put_response(resp("resp_0", status="in_progress"))
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = 'resp_0' FOR UPDATE")
+    done: list[str] = []
+
+    async def put(rid: str) -> None:
+        await s.put_response(resp(rid))
+        done.append(rid)
+
+    async def gives_up() -> None:
+        with trio.move_on_after(0.3):
+            await put("resp_3")
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for call in (lambda: put("resp_0"), lambda: put("resp_1"), gives_up, lambda: put("resp_2")):
+                nursery.start_soon(call)
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(0.5)  # resp_3 gave up
+            assert done == []
+            await trio.to_thread.run_sync(holder.execute, "COMMIT")
+    holder.close()
+    assert done == ["resp_0", "resp_1", "resp_2"]
+    assert await s.get_response("t", "resp_3") is None
+    await s.put_response(resp("resp_4"))
+    assert s._conns._count == 1
     await s.aclose()
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections import deque
 from typing import Any, Callable, Iterable
 
 import psycopg
@@ -204,14 +205,26 @@ class Connection:
                 error = error or psycopg.InterfaceError(f"unexpected result status {result.status!r}")
 
 
+class _Waiter:
+    """A call waiting for a connection: handed one (or the reason there is none), then woken."""
+
+    __slots__ = ("woken", "conn", "error")
+
+    def __init__(self) -> None:
+        self.woken = trio.Event()
+        self.conn: Connection | None = None
+        self.error: Exception | None = None
+
+
 class Connections:
     """At most ``size`` trio-owned connections to ``dsn``, each with ``statements`` prepared.
 
-    A call that finds none idle waits for the first to come back, while one more opens in the
-    background (a system task, the connect in a worker thread) if there is room: a connect takes
-    far longer than a statement, so no caller waits for one when another connection frees first
-    (as psycopg_pool's ``getconn`` does). A failed connect raises ``psycopg.OperationalError`` in
-    the calls waiting meanwhile."""
+    A call that finds none idle waits in line (first come, first served: a connection coming
+    back goes to the call that has waited longest), while one more opens in the background (a
+    system task, the connect in a worker thread) if there is room: a connect takes far longer
+    than a statement, so no call waits for one when another connection frees first (as with
+    psycopg_pool's ``getconn``). When a connect fails and no connection is left to come back,
+    the waiting calls raise ``psycopg.OperationalError``."""
 
     def __init__(self, dsn: str, connect_kwargs: dict[str, Any], statements: Iterable[Statement], size: int) -> None:
         self.dsn = dsn
@@ -221,9 +234,7 @@ class Connections:
         self.size = size
         self._idle: list[Connection] = []
         self._count = 0  # open (idle or in use) or opening
-        self._freed = trio.lowlevel.ParkingLot()  # calls waiting for a connection
-        self._failures = 0
-        self._failure: Exception | None = None
+        self._waiting: deque[_Waiter] = deque()
         self._closed = False
 
     def connect(self) -> Connection:
@@ -248,27 +259,38 @@ class Connections:
         """An idle connection, for one call or a few; hand it back with ``give``."""
         if self._idle:
             return self._idle.pop()  # no trip round the event loop
-        failures = self._failures
+        waiter = _Waiter()
+        self._waiting.append(waiter)
         self._grow()
-        while not self._idle:
-            if self._failures != failures:
-                raise psycopg.OperationalError(f"cannot connect: {self._failure}") from self._failure
-            await self._freed.park()
-        return self._idle.pop()
+        try:
+            await waiter.woken.wait()
+        except BaseException:
+            if waiter.conn is not None:
+                self.give(waiter.conn)  # handed one as it was cancelled: to the next in line
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise
+        if waiter.conn is None:
+            raise psycopg.OperationalError(f"cannot connect: {waiter.error}") from waiter.error
+        return waiter.conn
 
     def give(self, conn: Connection) -> None:
-        """Back to the idle ones (and to a waiting call) if it is fit for the next call; closed
-        if not, and the other idle ones with it if it was lost (the server restarted? they are
-        likely dead too)."""
+        """To the call that has waited longest, or back to the idle ones, if it is fit for the
+        next call; closed if not, and the other idle ones with it if it was lost (the server
+        restarted? they are likely dead too)."""
         if conn.usable and not self._closed:
-            self._idle.append(conn)
-            self._freed.unpark()
+            if self._waiting:
+                waiter = self._waiting.popleft()
+                waiter.conn = conn
+                waiter.woken.set()
+            else:
+                self._idle.append(conn)
             return
         self._count -= 1
         conn.close()
         if conn.lost:
             self.drop_idle()
-        if len(self._freed):
+        if self._waiting:
             self._grow()  # the calls waiting for it would wait for nothing
 
     def _grow(self) -> None:
@@ -281,9 +303,11 @@ class Connections:
             conn = await trio.to_thread.run_sync(self.connect)
         except Exception as exc:  # noqa: BLE001 - given to the waiting calls
             self._count -= 1
-            self._failures += 1
-            self._failure = exc
-            self._freed.unpark_all()
+            if not self._count:  # none will come back to them
+                waiting, self._waiting = self._waiting, deque()
+                for waiter in waiting:
+                    waiter.error = exc
+                    waiter.woken.set()
             return
         self.give(conn)
 
