@@ -16,6 +16,11 @@ without ``"stream": true`` gets the whole Response object as one JSON body (what
 non-streaming request with).
 
     python bench/floor.py --port 8001     # accepts respline serve's other options and ignores them
+    python bench/floor.py --port 8001 --workers 2   # N processes on one socket, as respline --workers
+
+``--workers N`` binds the socket once and runs N floor processes on it, as ``respline serve
+--workers N`` does (the kernel spreads connections across them): the floor for respline's
+``--workers`` rows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +37,7 @@ import trio
 from hypercorn.trio import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from respline.adapters.cli import hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
+from respline.adapters.cli import bind, hyper_config, tune_gc  # noqa: E402  (set up as respline serve sets itself up)
 from respline.adapters.config import Config as ResplineConfig  # noqa: E402
 
 _MODEL = re.compile(rb'"model"\s*:\s*"bench-n(\d+)(?:-r([0-9.]+))?(?:-d(\d+))?"')
@@ -144,12 +151,31 @@ def main() -> None:
     p.add_argument("command", nargs="?", default="serve", help="ignored (so the bench can start it as it starts respline)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1, help="floor processes sharing the socket")
+    p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
     args, _ = p.parse_known_args()
     # hypercorn and the garbage collector exactly as respline serve sets them (backlog,
     # keep-alive, GC thresholds): only the app differs
     rcfg = ResplineConfig()
     rcfg.server.host, rcfg.server.port = args.host, args.port
-    cfg = hyper_config(rcfg)
+    if args.workers > 1:  # bound once here, served by each worker (respline's supervise, minus signals)
+        sock = bind(args.host, args.port)
+        sock.set_inheritable(True)
+        argv = [sys.executable, __file__, "--host", args.host, "--port", str(args.port), "--listen-fd", str(sock.fileno())]
+        workers = [subprocess.Popen(argv, pass_fds=[sock.fileno()]) for _ in range(args.workers)]
+        sock.close()
+
+        def forward(signum, _frame) -> None:  # a signal to the supervisor stops every worker
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for w in workers:
+            w.wait()
+        return
+    cfg = hyper_config(rcfg, args.listen_fd)
     tune_gc(rcfg.server.gc_thresholds)
     trio.run(serve, app, cfg)
 

@@ -1,6 +1,6 @@
 """The PostgreSQL store's write a stored response waits for before its terminal event, one at a time.
 
-    python bench/store_write.py [--dsn DSN] [--n 400] [--gap 0.01] [--concurrency 1]
+    python bench/store_write.py [--dsn DSN] [--n 400] [--gap 0.01] [--concurrency 1] [--floor]
 
 Against a fresh schema (dropped after): each response is written as a stream writes it, first
 ``in_progress`` under a lease (``begin_record``), then, ``--gap`` seconds later, final with its lease
@@ -20,6 +20,7 @@ from urllib.parse import quote
 import psycopg
 import trio
 
+from respline.adapters.stores import pgtrio
 from respline.adapters.stores.postgres import PostgresStore
 from respline.engine.store import RunLease, StoredResponse
 
@@ -70,24 +71,59 @@ async def measure(store: PostgresStore, n: int, gap: float, concurrency: int) ->
     return times
 
 
+_FLOOR = pgtrio.Statement("bench_floor_insert", "INSERT INTO floor_rows (n) VALUES (%(n)s)", n=pgtrio.INT8)
+
+
+async def measure_floor(conns: pgtrio.Connections, n: int, gap: float, concurrency: int) -> list[float]:
+    """``measure``'s pace and timing around the smallest durable write: one row, one commit."""
+    times: list[float] = []
+
+    async def writer(k: int) -> None:
+        await trio.sleep(gap * k / concurrency)
+        for i in range(n // concurrency):
+            await trio.sleep(gap)
+            t0 = time.perf_counter()
+            conn = await conns.take()
+            try:
+                await conn.run(_FLOOR, (i,))
+            finally:
+                conns.give(conn)
+            times.append(time.perf_counter() - t0)
+
+    async with trio.open_nursery() as nursery:
+        for k in range(concurrency):
+            nursery.start_soon(writer, k)
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dsn", default=os.environ.get("RESPLINE_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test")
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--gap", type=float, default=0.01)
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--floor", action="store_true", help="also time a one-row durable INSERT at the same pace")
     args = p.parse_args()
     schema = "bench_" + os.urandom(5).hex()
     with psycopg.connect(args.dsn, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE TABLE {schema}.floor_rows (n bigint NOT NULL)")
+    floor: list[float] = []
     try:
         sep = "&" if "?" in args.dsn else "?"
-        store = PostgresStore(f"{args.dsn}{sep}options={quote('-csearch_path=' + schema, safe='')}")
+        dsn = f"{args.dsn}{sep}options={quote('-csearch_path=' + schema, safe='')}"
+        store = PostgresStore(dsn)
 
         async def run() -> list[float]:
             await measure(store, 40, args.gap, args.concurrency)  # warm-up
             times = await measure(store, args.n, args.gap, args.concurrency)
             await store.aclose()
+            if args.floor:
+                conns = pgtrio.Connections(dsn, {}, [_FLOOR], args.concurrency)
+                conns.keep(conns.connect())
+                await measure_floor(conns, 40, args.gap, args.concurrency)
+                floor.extend(await measure_floor(conns, args.n, args.gap, args.concurrency))
+                conns.close()
             return times
 
         times = trio.run(run)
@@ -95,6 +131,8 @@ def main() -> None:
         with psycopg.connect(args.dsn, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     print(f"p50 {pct(times, 50):.3f} p90 {pct(times, 90):.3f} p99 {pct(times, 99):.3f} ms ({len(times)} writes)")
+    if floor:
+        print(f"floor (one-row INSERT, committed): p50 {pct(floor, 50):.3f} p90 {pct(floor, 90):.3f} p99 {pct(floor, 99):.3f} ms")
 
 
 if __name__ == "__main__":
