@@ -128,6 +128,12 @@ class Retention(Struct, frozen=True):
     max_responses: int = 100_000
     max_conversations: int = 100_000
 
+    def cutoff(self, now: float) -> int:
+        """The oldest ``created_at`` a read still finds at ``now``: older rows have expired
+        (the sweeper removes them later). With no ttl, below any ``created_at``."""
+        ttl = self.ttl
+        return int(now - ttl) if ttl else -(2**62)
+
 
 async def expand_chain(store: Store, tenant: str, response_id: str, limit: int = 10_000) -> list[dict[str, Any]] | None:
     """Items of the whole chain ending at ``response_id``, oldest first; None if a link is missing."""

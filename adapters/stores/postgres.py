@@ -324,10 +324,6 @@ class PostgresStore:
                 self._conns.give(conn)
         raise AssertionError("unreachable")
 
-    def _cutoff(self) -> int:
-        ttl = self.retention.ttl
-        return int(self._now() - ttl) if ttl else -(2**62)
-
     # -- responses -----------------------------------------------------------------------
 
     async def put_response(
@@ -383,7 +379,7 @@ class PostgresStore:
         return gone
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
-        rows = await self._exec(_GET_RESPONSE, tenant, response_id, self._cutoff())
+        rows = await self._exec(_GET_RESPONSE, tenant, response_id, self.retention.cutoff(self._now()))
         return _dec_response.decode(rows[0][0]) if rows else None
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
@@ -434,7 +430,7 @@ class PostgresStore:
         def get(conn: psycopg.Connection):
             return conn.execute(
                 "SELECT created_at, metadata FROM conversations WHERE tenant = %s AND id = %s AND created_at >= %s",
-                (tenant, conv_id, self._cutoff()),
+                (tenant, conv_id, self.retention.cutoff(self._now())),
                 binary=True,
             ).fetchone()
 

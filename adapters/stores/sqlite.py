@@ -123,10 +123,6 @@ class SqliteStore:
     async def _fetchall(self, sql: str, params: tuple) -> list[tuple]:
         return await self._run(lambda: self._conn().execute(sql, params).fetchall())
 
-    def _cutoff(self) -> int:
-        ttl = self.retention.ttl
-        return int(self._now() - ttl) if ttl else -(2**62)
-
     # -- responses -----------------------------------------------------------------------
 
     async def put_response(
@@ -192,7 +188,8 @@ class SqliteStore:
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         row = await self._fetchone(
-            "SELECT body FROM responses WHERE tenant = ? AND id = ? AND created_at >= ?", (tenant, response_id, self._cutoff())
+            "SELECT body FROM responses WHERE tenant = ? AND id = ? AND created_at >= ?",
+            (tenant, response_id, self.retention.cutoff(self._now())),
         )
         return _dec_response.decode(row[0]) if row else None
 
@@ -243,7 +240,7 @@ class SqliteStore:
     async def get_conversation(self, tenant: str, conv_id: str) -> StoredConversation | None:
         row = await self._fetchone(
             "SELECT created_at, metadata FROM conversations WHERE tenant = ? AND id = ? AND created_at >= ?",
-            (tenant, conv_id, self._cutoff()),
+            (tenant, conv_id, self.retention.cutoff(self._now())),
         )
         if row is None:
             return None

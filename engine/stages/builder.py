@@ -325,24 +325,7 @@ class ResponseBuilder(ResponseStage[Delta], BatchStage[Delta, R.Event]):
         item.target = target
         item.call_id = d.call_id
         item.name = target.name
-        if custom:
-            added: R.OutputItem = R.CustomToolCallItem(
-                id=item.id,
-                status="in_progress",
-                call_id=d.call_id,
-                name=target.name,
-                input="",
-                namespace=target.namespace,
-            )
-        else:
-            added = R.FunctionCallItem(
-                id=item.id,
-                status="in_progress",
-                call_id=d.call_id,
-                name=target.name,
-                arguments="",
-                namespace=target.namespace,
-            )
+        added = R.CALLS[item.kind][2](item.id, "in_progress", d.call_id, target.name, "", target.namespace)
         out.append(R.OutputItemAdded(output_index=item.index, item=added))
 
     def _args(self, text: str, out: list) -> None:
@@ -398,40 +381,30 @@ class ResponseBuilder(ResponseStage[Delta], BatchStage[Delta, R.Event]):
             )
         elif kind == "reasoning":
             done = self._close_reasoning(item, status, out)
-        elif kind == "function_call":
-            args = "".join(item.text)
-            if not args:  # no-argument tools (QUIRKS E32): always a JSON object
-                args = "{}"
-                out.append(R.FunctionCallArgumentsDelta(item_id=item.id, output_index=item.index, delta=args))
-            out.append(R.FunctionCallArgumentsDone(item_id=item.id, output_index=item.index, arguments=args))
-            target = item.target
-            done = R.FunctionCallItem(
-                id=item.id,
-                status=status,
-                call_id=item.call_id,
-                name=item.name,
-                arguments=args,
-                namespace=target.namespace if target else None,
-            )
         elif kind == "tool_search_call":
             done = R.ToolSearchCallItem(
                 id=item.id, status=status, call_id=item.call_id, arguments=_search_arguments("".join(item.text))
             )
         else:
-            text = _unwrap_custom_input("".join(item.text))
-            if text:
-                out.append(R.CustomToolCallInputDelta(item_id=item.id, output_index=item.index, delta=text))
-            out.append(R.CustomToolCallInputDone(item_id=item.id, output_index=item.index, input=text))
-            target = item.target
-            done = R.CustomToolCallItem(
-                id=item.id,
-                status=status,
-                call_id=item.call_id,
-                name=item.name,
-                input=text,
-                namespace=target.namespace if target else None,
-            )
+            done = self._close_call(item, status, out)
         out.append(R.OutputItemDone(output_index=item.index, item=done))
+
+    def _close_call(self, item: _Open, status: str, out: list) -> R.OutputItem:
+        """A function or custom tool call's ``*.done``, after what the client was not sent yet,
+        and its item."""
+        delta_event, done_event, item_type = R.CALLS[item.kind]
+        unsent = ""
+        if item.kind == "function_call":
+            text = "".join(item.text)  # streamed as it came
+            if not text:  # no-argument tools (QUIRKS E32): always a JSON object
+                text = unsent = "{}"
+        else:  # JSON-wrapped upstream: unwrapped and sent whole now
+            text = unsent = _unwrap_custom_input("".join(item.text))
+        if unsent:
+            out.append(delta_event(item.id, item.index, unsent))
+        out.append(done_event(item.id, item.index, text))
+        target = item.target
+        return item_type(item.id, status, item.call_id, item.name, text, target.namespace if target else None)
 
     def _close_reasoning(self, item: _Open, status: str, out: list) -> R.ReasoningItem:
         text = "".join(item.text)

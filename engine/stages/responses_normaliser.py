@@ -63,6 +63,16 @@ _PREFIX = {"message": "msg_", "reasoning": "rs_", "function_call": "fc_", "custo
 # the upstream's terminal event type -> ours (the one list: engine/wire/responses.py)
 _TERMINAL = {R.event_type(cls): cls for cls in R.TERMINAL_EVENTS}
 
+# A text part's kind -> its ``*.delta`` and ``*.done`` events, for _emit_delta and _text_done_of
+# alike; each takes (item_id, output_index, content or summary index, text). output_text's are
+# built where they are used (they carry logprobs too); a kind not listed streams as a refusal.
+_REFUSAL_EVENTS = (R.RefusalDelta, R.RefusalDone)
+_TEXT_EVENTS = {
+    "summary_text": (R.ReasoningSummaryTextDelta, R.ReasoningSummaryTextDone),
+    "reasoning_text": (R.ReasoningTextDelta, R.ReasoningTextDone),
+    "refusal": _REFUSAL_EVENTS,
+}
+
 
 class _Part:
     __slots__ = ("up", "kind", "family", "index", "text", "done", "upstream")
@@ -235,23 +245,9 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
             added = R.ReasoningItem(
                 id=item.id, summary=[], content=[], encrypted_content=raw.get("encrypted_content"), status="in_progress"
             )
-        elif kind == "function_call":
-            added = R.FunctionCallItem(
-                id=item.id,
-                status="in_progress",
-                call_id=call_id or self._ids.new("call_"),
-                name=raw.get("name") or "",
-                arguments="",
-                namespace=raw.get("namespace"),
-            )
-        elif kind == "custom_tool_call":
-            added = R.CustomToolCallItem(
-                id=item.id,
-                status="in_progress",
-                call_id=call_id or self._ids.new("call_"),
-                name=raw.get("name") or "",
-                input="",
-                namespace=raw.get("namespace"),
+        elif kind == "function_call" or kind == "custom_tool_call":
+            added = R.CALLS[kind][2](
+                item.id, "in_progress", call_id or self._ids.new("call_"), raw.get("name") or "", "", raw.get("namespace")
             )
         else:
             added = _clean({**raw, "id": item.id})
@@ -310,14 +306,7 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
             call_id = item.added.get("call_id") or ""
             name = src.get("name") or item.added.get("name") or ""
             namespace = src.get("namespace") or item.added.get("namespace")
-            if kind == "function_call":
-                done = R.FunctionCallItem(
-                    id=item.id, status=status, call_id=call_id, name=name, arguments=text, namespace=namespace
-                )
-            else:
-                done = R.CustomToolCallItem(
-                    id=item.id, status=status, call_id=call_id, name=name, input=text, namespace=namespace
-                )
+            done = R.CALLS[kind][2](item.id, status, call_id, name, text, namespace)
         else:
             done = _clean({**src, "id": item.id})
             if done.get("status") not in ("completed", "incomplete", "failed"):
@@ -414,20 +403,9 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
     def _emit_delta(self, item: _Item, part: _Part, delta: str, logprobs: list | None, out: list) -> None:
         kind = part.kind
         if kind == "output_text":
-            out.append(
-                R.OutputTextDelta(
-                    item_id=item.id, output_index=item.index, content_index=part.index, delta=delta,
-                    logprobs=logprobs if logprobs is not None else [],
-                )
-            )
-        elif kind == "summary_text":
-            out.append(
-                R.ReasoningSummaryTextDelta(item_id=item.id, output_index=item.index, summary_index=part.index, delta=delta)
-            )
-        elif kind == "reasoning_text":
-            out.append(R.ReasoningTextDelta(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
+            out.append(R.OutputTextDelta(item.id, item.index, part.index, delta, logprobs if logprobs is not None else []))
         else:
-            out.append(R.RefusalDelta(item_id=item.id, output_index=item.index, content_index=part.index, delta=delta))
+            out.append(_TEXT_EVENTS.get(kind, _REFUSAL_EVENTS)[0](item.id, item.index, part.index, delta))
 
     def _text_done(self, e: UpEvent, etype: str, out: list) -> None:
         item = self._item_for(e)
@@ -455,20 +433,9 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
         kind = part.kind
         if kind == "output_text":
             logprobs = (part.upstream or {}).get("logprobs")
-            out.append(
-                R.OutputTextDone(
-                    item_id=item.id, output_index=item.index, content_index=part.index, text=have,
-                    logprobs=logprobs if isinstance(logprobs, list) else [],
-                )
-            )
-        elif kind == "summary_text":
-            out.append(
-                R.ReasoningSummaryTextDone(item_id=item.id, output_index=item.index, summary_index=part.index, text=have)
-            )
-        elif kind == "reasoning_text":
-            out.append(R.ReasoningTextDone(item_id=item.id, output_index=item.index, content_index=part.index, text=have))
+            out.append(R.OutputTextDone(item.id, item.index, part.index, have, logprobs if isinstance(logprobs, list) else []))
         else:
-            out.append(R.RefusalDone(item_id=item.id, output_index=item.index, content_index=part.index, refusal=have))
+            out.append(_TEXT_EVENTS.get(kind, _REFUSAL_EVENTS)[1](item.id, item.index, part.index, have))
 
     def _part_done(self, e: UpEvent, etype: str, out: list) -> None:
         item = self._item_for(e)
@@ -530,14 +497,13 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
 
     def _args_delta(self, e: UpEvent, out: list) -> None:
         item = self._item_for(e)
-        if item is None or item.args_done or not isinstance(e.delta, str) or not e.delta:
+        delta = e.delta
+        if item is None or item.args_done or not isinstance(delta, str) or not delta:
             return
-        if item.kind == "function_call":
-            item.args.append(e.delta)
-            out.append(R.FunctionCallArgumentsDelta(item_id=item.id, output_index=item.index, delta=e.delta))
-        elif item.kind == "custom_tool_call":
-            item.args.append(e.delta)
-            out.append(R.CustomToolCallInputDelta(item_id=item.id, output_index=item.index, delta=e.delta))
+        call = R.CALLS.get(item.kind)
+        if call is not None:
+            item.args.append(delta)
+            out.append(call[0](item.id, item.index, delta))
 
     def _args_done(self, e: UpEvent, whole: str | None, out: list) -> None:
         item = self._item_for(e)
@@ -548,6 +514,7 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
     def _finish_args(self, item: _Item, whole: str | None, out: list) -> None:
         have = "".join(item.args)
         function = item.kind == "function_call"
+        delta_event, done_event, _ = R.CALLS[item.kind]
         if whole is None:
             whole = have
         if function and not whole:
@@ -556,15 +523,10 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
             if whole.startswith(have):
                 rest = whole[len(have) :]
                 item.args.append(rest)
-                cls = R.FunctionCallArgumentsDelta if function else R.CustomToolCallInputDelta
-                out.append(cls(item_id=item.id, output_index=item.index, delta=rest))
+                out.append(delta_event(item.id, item.index, rest))
             else:
                 log.debug("upstream arguments differ from their deltas; keeping what was streamed")
-        text = "".join(item.args)
-        if function:
-            out.append(R.FunctionCallArgumentsDone(item_id=item.id, output_index=item.index, arguments=text))
-        else:
-            out.append(R.CustomToolCallInputDone(item_id=item.id, output_index=item.index, input=text))
+        out.append(done_event(item.id, item.index, "".join(item.args)))
         item.args_done = True
 
     # -- the end -------------------------------------------------------------------------

@@ -395,6 +395,15 @@ def event_type(cls: type[Event]) -> str:
 TERMINAL_EVENTS = (ResponseCompleted, ResponseIncomplete, ResponseFailed)
 TERMINAL_TYPES = frozenset(event_type(c) for c in TERMINAL_EVENTS)
 
+# The calls whose arguments stream, by item type: (the arguments' ``*.delta`` event, their
+# ``*.done`` event, the item), for the builder and the normaliser alike. The two kinds' classes
+# share their fields' order, so either is built positionally: the events (item_id,
+# output_index, text), the items (id, status, call_id, name, text, namespace).
+CALLS = {
+    "function_call": (FunctionCallArgumentsDelta, FunctionCallArgumentsDone, FunctionCallItem),
+    "custom_tool_call": (CustomToolCallInputDelta, CustomToolCallInputDone, CustomToolCallItem),
+}
+
 
 class PassEvent(Event, tag=False):
     """An upstream Responses event respline has no Struct for (hosted tools: ``web_search_call``
