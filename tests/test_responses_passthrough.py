@@ -381,3 +381,46 @@ def test_codex_tool_loop_through_passthrough(codex, passthrough_server, upstream
 def test_replay_command_knows_openai_responses(tmp_path):
     events = replay_command(tmp_path, "openai-responses", b"".join(responses_text("Replayed")))
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Replayed"
+
+
+def test_a_part_of_an_unknown_type_streams_as_the_item_s_own_text():
+    """An upstream part type this gateway does not know (a newer API's, a provider's own) is
+    not passed on as-is: a message's becomes output_text and a reasoning item's reasoning_text,
+    so every event that follows is one the client's models know, and the text is not lost."""
+    s = ResponsesStream().start()
+    loc = {"item_id": "msg_u", "output_index": 0, "content_index": 0}
+    rloc = {"item_id": "rs_u", "output_index": 1, "content_index": 0}
+    s.events += [
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"id": "msg_u", "type": "message", "role": "assistant", "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **loc, "part": {"type": "output_future", "text": ""}},
+        {"type": "response.output_text.delta", **loc, "delta": "Hel"},
+        {"type": "response.output_text.delta", **loc, "delta": "lo"},
+        {"type": "response.output_text.done", **loc, "text": "Hello"},
+        {"type": "response.content_part.done", **loc, "part": {"type": "output_future", "text": "Hello"}},
+        {"type": "response.output_item.done", "output_index": 0,
+         "item": {"id": "msg_u", "type": "message", "role": "assistant", "status": "completed",
+                  "content": [{"type": "output_future", "text": "Hello"}]}},
+        {"type": "response.output_item.added", "output_index": 1,
+         "item": {"id": "rs_u", "type": "reasoning", "summary": [], "content": []}},
+        {"type": "response.content_part.added", **rloc, "part": {"type": "thinking_future", "text": ""}},
+        {"type": "response.reasoning_text.delta", **rloc, "delta": "hmm"},
+        {"type": "response.reasoning_text.done", **rloc, "text": "hmm"},
+        {"type": "response.content_part.done", **rloc, "part": {"type": "thinking_future", "text": "hmm"}},
+        {"type": "response.output_item.done", "output_index": 1,
+         "item": {"id": "rs_u", "type": "reasoning", "summary": [], "content": [{"type": "thinking_future", "text": "hmm"}]}},
+    ]
+    for n, e in enumerate(s.events):
+        e["sequence_number"] = n
+    events = run(s.completed().pieces())
+    body = json.dumps(events)
+    assert "output_future" not in body and "thinking_future" not in body
+    assert "response.refusal.delta" not in types_of(events)
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == ["Hel", "lo"]
+    assert [e["delta"] for e in events if e["type"] == "response.reasoning_text.delta"] == ["hmm"]
+    parts = [e["part"] for e in events if e["type"] == "response.content_part.done"]
+    assert parts[0]["type"] == "output_text" and parts[0]["text"] == "Hello"
+    assert parts[1] == {"type": "reasoning_text", "text": "hmm"}
+    final = events[-1]["response"]["output"]
+    assert final[0]["content"][0]["type"] == "output_text" and final[0]["content"][0]["text"] == "Hello"
+    assert final[1]["content"] == [{"type": "reasoning_text", "text": "hmm"}]

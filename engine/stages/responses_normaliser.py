@@ -65,13 +65,14 @@ _TERMINAL = {R.event_type(cls): cls for cls in R.TERMINAL_EVENTS}
 
 # A text part's kind -> its ``*.delta`` and ``*.done`` events, for _emit_delta and _text_done_of
 # alike; each takes (item_id, output_index, content or summary index, text). output_text's are
-# built where they are used (they carry logprobs too); a kind not listed streams as a refusal.
-_REFUSAL_EVENTS = (R.RefusalDelta, R.RefusalDone)
+# built where they are used (they carry logprobs too). _open_part gives every part one of
+# _PART_KINDS.
 _TEXT_EVENTS = {
     "summary_text": (R.ReasoningSummaryTextDelta, R.ReasoningSummaryTextDone),
     "reasoning_text": (R.ReasoningTextDelta, R.ReasoningTextDone),
-    "refusal": _REFUSAL_EVENTS,
+    "refusal": (R.RefusalDelta, R.RefusalDone),
 }
+_PART_KINDS = frozenset(("output_text", *_TEXT_EVENTS))
 
 
 class _Part:
@@ -338,6 +339,10 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
         if item.kind not in ("message", "reasoning"):
             return None
         self._close_part(item, None, out)
+        if kind not in _PART_KINDS:
+            # a part type this gateway does not know (a newer API's, a provider's own): its text
+            # goes out as the item's own kind of text, so every event after it is one clients know
+            kind = "summary_text" if up[0] == "summary" else "output_text" if item.kind == "message" else "reasoning_text"
         family = "summary" if kind == "summary_text" else "content"
         parts = item.summary if family == "summary" else item.content
         part = _Part(up, kind, family, len(parts))
@@ -405,7 +410,7 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
         if kind == "output_text":
             out.append(R.OutputTextDelta(item.id, item.index, part.index, delta, logprobs if logprobs is not None else []))
         else:
-            out.append(_TEXT_EVENTS.get(kind, _REFUSAL_EVENTS)[0](item.id, item.index, part.index, delta))
+            out.append(_TEXT_EVENTS[kind][0](item.id, item.index, part.index, delta))
 
     def _text_done(self, e: UpEvent, etype: str, out: list) -> None:
         item = self._item_for(e)
@@ -435,7 +440,7 @@ class ResponsesNormaliser(ResponseStage[SseEvent], BatchStage[SseEvent, R.Event]
             logprobs = (part.upstream or {}).get("logprobs")
             out.append(R.OutputTextDone(item.id, item.index, part.index, have, logprobs if isinstance(logprobs, list) else []))
         else:
-            out.append(_TEXT_EVENTS.get(kind, _REFUSAL_EVENTS)[1](item.id, item.index, part.index, have))
+            out.append(_TEXT_EVENTS[kind][1](item.id, item.index, part.index, have))
 
     def _part_done(self, e: UpEvent, etype: str, out: list) -> None:
         item = self._item_for(e)
