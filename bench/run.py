@@ -1327,7 +1327,7 @@ def _paced_verdicts(res: dict, gw: Target, targets: list[Target]) -> dict:
 
     def best(part: str, key: str, kinds: list[str]) -> int | None:
         vals = [res[part][k][key] or 0 for k in kinds if k in res[part]]
-        return max(vals) if vals else None
+        return int(max(vals)) if vals else None  # (a level or a rate: a whole number)
 
     if "ladder" in res:
         v = best("ladder", "clean_streams", respl) or 0
@@ -1367,7 +1367,7 @@ def _verdict_md(v: dict) -> list[str]:
              "added_ttft_p99_ms": "added TTFT p99 at concurrency 1, ms", "added_gap_p99_ms": "added gap p99 at concurrency 1, ms",
              "added_plain_p99_ms": "non-streaming added p99 at concurrency 1, ms", "requests_per_s": "requests/s held (best respline target)"}
     def num(x):
-        return "-" if x is None else fmt(x, 2) if isinstance(x, float) else fmt(x)
+        return "-" if x is None else fmt(x, 2) if isinstance(x, float) else f"{x:,}"
 
     rows = []
     for k, x in v.items():
