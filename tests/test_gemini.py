@@ -282,6 +282,19 @@ provider = "gem"
     server.stop()
 
 
+def _call_then_switch(client, upstream, first_model: str, city: str, output: str, second_model: str):
+    """A weather call (with reasoning) from ``first_model``, then its items and the call's
+    ``output`` sent on to ``second_model``: the second response, and what its upstream got."""
+    question = f"Weather in {city}?"
+    first = client.responses.create(model=first_model, input=question, tools=[TOOL], store=False,
+                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
+    call = first.output[-1]
+    history = [{"role": "user", "content": question}, *[o.model_dump(exclude_none=True) for o in first.output],
+               {"type": "function_call_output", "call_id": call.call_id, "output": output}]
+    second = client.responses.create(model=second_model, tools=[TOOL], store=False, input=history)
+    return second, upstream.last
+
+
 def test_a_signature_goes_back_only_to_its_issuer(mixed_server, upstream):
     from upstream_formats import anthropic_text, anthropic_tool
 
@@ -292,14 +305,8 @@ def test_a_signature_goes_back_only_to_its_issuer(mixed_server, upstream):
                   chunk({"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIG}, finish="STOP"))),
         Reply(anthropic_text("Sunny.")),
     )
-    first = client.responses.create(model="gemini-2.5-pro", input="Weather in Paris?", tools=[TOOL], store=False,
-                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
-    call = first.output[-1]
-    history = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump(exclude_none=True) for o in first.output],
-               {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
-    second = client.responses.create(model="claude-sonnet", tools=[TOOL], store=False, input=history)
+    second, sent = _call_then_switch(client, upstream, "gemini-2.5-pro", "Paris", "sunny", "claude-sonnet")
     assert second.output_text == "Sunny."
-    sent = upstream.last
     assert sent["path"] == "/v1/messages"
     assistant = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
     assert [b["type"] for m in assistant for b in m["content"]] == ["tool_use"]  # no thinking block
@@ -310,14 +317,8 @@ def test_a_signature_goes_back_only_to_its_issuer(mixed_server, upstream):
         Reply(anthropic_tool("get_weather", '{"city": "Oslo"}', thinking="Cold there?", signature="QW50aHJvcGljU2ln")),
         Reply(sse(chunk({"text": "Cold."}, finish="STOP"))),
     )
-    first = client.responses.create(model="claude-sonnet", input="Weather in Oslo?", tools=[TOOL], store=False,
-                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
-    call = first.output[-1]
-    history = [{"role": "user", "content": "Weather in Oslo?"}, *[o.model_dump(exclude_none=True) for o in first.output],
-               {"type": "function_call_output", "call_id": call.call_id, "output": "-3C"}]
-    second = client.responses.create(model="gemini-2.5-pro", tools=[TOOL], store=False, input=history)
+    second, sent = _call_then_switch(client, upstream, "claude-sonnet", "Oslo", "-3C", "gemini-2.5-pro")
     assert second.output_text == "Cold."
-    sent = upstream.last
     assert sent["path"] == "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
     model_turn = [c for c in sent["body"]["contents"] if c["role"] == "model"]
     assert model_turn == [{"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]}]

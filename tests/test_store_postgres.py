@@ -439,6 +439,14 @@ async def test_a_cancelled_read_leaves_no_broken_connection(pg_schema):
     await s.aclose()
 
 
+def lock_row(pg_schema, rid: str):
+    """Another host's transaction holding response ``rid``'s row lock: COMMIT it to let go."""
+    holder = admin()
+    holder.execute("BEGIN")
+    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = %s FOR UPDATE", (rid,))
+    return holder
+
+
 async def test_a_cancelled_write_ends_before_the_call_returns(pg_schema):
     """A write cancelled while it waits (here on another host's lock on its row) is not given
     up: it lands before the call returns, as a call in a worker thread did, so no later write
@@ -446,9 +454,7 @@ async def test_a_cancelled_write_ends_before_the_call_returns(pg_schema):
     dsn, app = app_dsn(pg_schema)
     s = store(dsn)
     await s.put_response(resp("resp_1", status="in_progress"))
-    holder = admin()
-    holder.execute("BEGIN")
-    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = 'resp_1' FOR UPDATE")
+    holder = lock_row(pg_schema, "resp_1")
     n = len(backends(app))
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -473,9 +479,7 @@ async def test_a_server_error_surfaces_as_psycopg_raises_it(pg_schema):
     dsn, app = app_dsn(pg_schema, lock_timeout="200")
     s = store(dsn)
     await s.put_response(resp("resp_1", status="in_progress"))
-    holder = admin()
-    holder.execute("BEGIN")
-    holder.execute(f"SELECT 1 FROM {pg_schema.name}.responses WHERE id = 'resp_1' FOR UPDATE")
+    holder = lock_row(pg_schema, "resp_1")
     n = len(backends(app))
     with pytest.raises(errors.LockNotAvailable, match="lock timeout") as raised:
         await s.put_response(resp("resp_1"))
