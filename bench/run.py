@@ -871,6 +871,8 @@ def scenario5(b: Bench) -> tuple[dict, str]:
             log(f"scenario 5 {label}: {m['events_per_s']:.0f} events/s; store before the terminal event at full speed "
                 f"p50 {fmt(full.get('finish_p50_ms'), 2)} p99 {fmt(full.get('finish_p99_ms'), 2)} ms, paced "
                 f"p50 {fmt(slow.get('finish_p50_ms'), 2)} p99 {fmt(slow.get('finish_p99_ms'), 2)} ms")
+        if pg is not None:
+            res["durable_floor"] = s5_durable_floor(pg.base, 100 if b.quick else 300)
     finally:
         if pg is not None:
             pg.close()
@@ -892,9 +894,30 @@ def scenario5(b: Bench) -> tuple[dict, str]:
     for label, run in res["runs"].items():
         if "target_met" in run:
             md.append(f"- {label}: {verdict(run['target_met'])}")
+    floor = res.get("durable_floor")
+    if floor:
+        md += ["", "One write at a time, every 10 ms, no other load (`bench/store_write.py --floor`): respline's final write "
+               f"p50 {fmt(floor['write'][0], 2)} / p99 {fmt(floor['write'][1], 2)} ms; the least a durable write costs on this "
+               f"server (a one-row INSERT, committed, the same way) p50 {fmt(floor['floor'][0], 2)} / p99 {fmt(floor['floor'][1], 2)} ms."]
     if pg_note:
         md += ["", f"PostgreSQL rows missing: {pg_note}"]
     return res, "\n".join(md)
+
+
+def s5_durable_floor(dsn: str, n: int) -> dict | None:
+    """``store_write.py --floor``: respline's final write and a one-row committed INSERT, one at
+    a time at the same pace: (p50, p99) ms of each, or None if it could not run."""
+    try:
+        out = subprocess.run([sys.executable, str(BENCH / "store_write.py"), "--dsn", dsn, "--n", str(n), "--floor"],
+                             capture_output=True, text=True, timeout=300).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    found = re.findall(r"p50 ([0-9.]+) p90 [0-9.]+ p99 ([0-9.]+)", out)
+    if len(found) != 2:
+        log(f"scenario 5: store_write.py --floor gave no figures: {out.strip()[-300:]}")
+        return None
+    (w50, w99), (f50, f99) = ((float(a), float(b)) for a, b in found)
+    return {"write": [w50, w99], "floor": [f50, f99], "writes": n}
 
 
 S5_HOSTS = 3
