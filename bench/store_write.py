@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Awaitable, Callable
 from urllib.parse import quote
 
 import psycopg
@@ -52,23 +53,35 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
 
 
-async def measure(store: PostgresStore, n: int, gap: float, concurrency: int) -> list[float]:
+async def paced(n: int, gap: float, concurrency: int, write: Callable[[int], Awaitable[float]]) -> list[float]:
+    """``write(i)`` ``n`` times in all, from ``concurrency`` writers started spread over ``gap``
+    (as paced streams are); each write waits ``gap`` before the part it times, and returns
+    that part's seconds."""
     times: list[float] = []
 
     async def writer(k: int) -> None:
-        await trio.sleep(gap * k / concurrency)  # spread, as paced streams are
-        for _ in range(n // concurrency):
-            rid = "resp_" + os.urandom(8).hex()
-            await store.put_response(stored(rid, "in_progress"), lease=RunLease("bench", rid, "me", time.time() + 30))
-            await trio.sleep(gap)
-            t0 = time.perf_counter()
-            await store.put_response(stored(rid, "completed"), release=True)
-            times.append(time.perf_counter() - t0)
+        await trio.sleep(gap * k / concurrency)
+        for i in range(n // concurrency):
+            times.append(await write(i))
 
     async with trio.open_nursery() as nursery:
         for k in range(concurrency):
             nursery.start_soon(writer, k)
     return times
+
+
+async def measure(store: PostgresStore, n: int, gap: float, concurrency: int) -> list[float]:
+    """A stream's two writes: in progress under a lease, then, ``gap`` later, final (timed)."""
+
+    async def write(_i: int) -> float:
+        rid = "resp_" + os.urandom(8).hex()
+        await store.put_response(stored(rid, "in_progress"), lease=RunLease("bench", rid, "me", time.time() + 30))
+        await trio.sleep(gap)
+        t0 = time.perf_counter()
+        await store.put_response(stored(rid, "completed"), release=True)
+        return time.perf_counter() - t0
+
+    return await paced(n, gap, concurrency, write)
 
 
 _FLOOR = pgtrio.Statement("bench_floor_insert", "INSERT INTO floor_rows (n) VALUES (%(n)s)", n=pgtrio.INT8)
@@ -76,24 +89,18 @@ _FLOOR = pgtrio.Statement("bench_floor_insert", "INSERT INTO floor_rows (n) VALU
 
 async def measure_floor(conns: pgtrio.Connections, n: int, gap: float, concurrency: int) -> list[float]:
     """``measure``'s pace and timing around the smallest durable write: one row, one commit."""
-    times: list[float] = []
 
-    async def writer(k: int) -> None:
-        await trio.sleep(gap * k / concurrency)
-        for i in range(n // concurrency):
-            await trio.sleep(gap)
-            t0 = time.perf_counter()
-            conn = await conns.take()
-            try:
-                await conn.run(_FLOOR, (i,))
-            finally:
-                conns.give(conn)
-            times.append(time.perf_counter() - t0)
+    async def write(i: int) -> float:
+        await trio.sleep(gap)
+        t0 = time.perf_counter()
+        conn = await conns.take()
+        try:
+            await conn.run(_FLOOR, (i,))
+        finally:
+            conns.give(conn)
+        return time.perf_counter() - t0
 
-    async with trio.open_nursery() as nursery:
-        for k in range(concurrency):
-            nursery.start_soon(writer, k)
-    return times
+    return await paced(n, gap, concurrency, write)
 
 
 def main() -> None:
